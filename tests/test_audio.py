@@ -1,0 +1,98 @@
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import synth_speech
+
+from vc.audio import load_wav, log_mel, normalize_loudness, prepare, save_wav
+from vc.config import AudioConfig
+from vc.errors import VCError
+
+
+def test_log_mel_matches_librosa():
+    cfg = AudioConfig()
+    wav = synth_speech(150, 1.0)
+    ours = log_mel(torch.from_numpy(wav), cfg).numpy()
+    ref = librosa.feature.melspectrogram(y=wav, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                                         win_length=cfg.win_length, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax,
+                                         power=1.0, pad_mode="constant")
+    ref = np.log(np.maximum(ref, 1e-5))
+    assert ours.shape == ref.shape == (cfg.n_mels, len(wav) // cfg.hop_length + 1)
+    assert np.abs(ours - ref).max() < 1e-2
+
+
+def test_log_mel_batches():
+    wav = torch.from_numpy(np.stack([synth_speech(120, 1.0), synth_speech(200, 1.0)]))
+    batch = log_mel(wav)
+    assert batch.shape[0] == 2
+    torch.testing.assert_close(batch[1], log_mel(wav[1]), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("sr,channels,subtype", [(16000, 1, "PCM_16"), (8000, 1, "PCM_16"), (48000, 2, "PCM_24"),
+                                                  (44100, 2, "FLOAT"), (22050, 1, "PCM_U8")])
+def test_load_any_rate_depth_and_channels(tmp_path, sr, channels, subtype):
+    wav = librosa.resample(synth_speech(150, 1.5), orig_sr=16000, target_sr=sr)
+    data = np.stack([wav] * channels, axis=1)
+    path = tmp_path / "clip.wav"
+    sf.write(path, data, sr, subtype=subtype)
+    out = load_wav(path, trim=False)
+    assert out.dtype == np.float32 and out.ndim == 1
+    assert abs(len(out) - round(len(wav) * 16000 / sr)) <= 2
+
+
+def test_flac_and_ogg_read(tmp_path):
+    for ext in ("flac", "ogg"):
+        sf.write(tmp_path / f"a.{ext}", synth_speech(150, 1.5), 16000)
+        assert len(load_wav(tmp_path / f"a.{ext}")) > 16000 // 2
+
+
+def test_trim_and_loudness():
+    cfg = AudioConfig()
+    wav = np.concatenate([np.zeros(16000, np.float32), 0.05 * synth_speech(150, 1.0), np.zeros(16000, np.float32)])
+    out = prepare(wav, 16000, cfg)
+    assert len(out) < len(wav) - 16000  # a second of silence on each side is mostly cut
+    rms_db = 20 * np.log10(np.sqrt(np.mean(out ** 2)))
+    assert -26 < rms_db < -16  # scaled toward cfg.target_db
+    assert np.abs(out).max() < 1.0
+
+
+def test_normalize_loudness_caps_peaks():
+    wav = np.zeros(16000, np.float32)
+    wav[100] = 0.001  # a lone click: RMS gain would blow it up
+    assert np.abs(normalize_loudness(wav, 16000)).max() <= 0.99 + 1e-6
+
+
+@pytest.mark.parametrize("kind,reason", [("missing", "not found"), ("empty", "empty"), ("text", "not a readable audio"),
+                                         ("short", "too short"), ("silent", "silent"), ("folder", "folder")])
+def test_bad_inputs_name_the_file_and_reason(tmp_path, kind, reason):
+    path = tmp_path / f"{kind}.wav"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("this is not audio\n" * 20)
+    elif kind == "short":
+        sf.write(path, synth_speech(150, 0.2)[3000:6000], 16000)
+    elif kind == "silent":
+        sf.write(path, np.zeros(32000, np.float32), 16000)
+    elif kind == "folder":
+        path.mkdir()
+    with pytest.raises(VCError) as err:
+        load_wav(path)
+    msg = str(err.value)
+    assert str(path) in msg and reason in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac"])
+def test_save_round_trip_is_atomic(tmp_path, ext):
+    wav = synth_speech(150, 1.0)
+    path = save_wav(tmp_path / "sub" / f"out.{ext}", wav, 16000)
+    back, sr = sf.read(path, dtype="float32")
+    assert sr == 16000 and len(back) == len(wav)
+    assert np.abs(back - wav).max() < 1e-3
+    assert [p.name for p in path.parent.iterdir()] == [f"out.{ext}"]  # no temporary left behind
+
+
+def test_save_rejects_unknown_format(tmp_path):
+    with pytest.raises(VCError, match="unsupported output format"):
+        save_wav(tmp_path / "out.xyz", np.zeros(100, np.float32), 16000)

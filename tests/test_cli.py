@@ -1,0 +1,59 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import synth_speech
+
+import vc
+from vc.cli import main
+
+
+def test_convert_round_trip(tiny_checkpoint, clips, tmp_path, capsys):
+    out = tmp_path / "out" / "converted.flac"
+    rc = main(["convert", str(clips["source"]), "--target", str(clips["target"]), "--target", str(clips["source"]),
+               "--output", str(out), "--checkpoint", str(tiny_checkpoint)])
+    assert rc == 0
+    wav, sr = sf.read(out)
+    src, _ = sf.read(clips["source"])
+    assert sr == 16000
+    assert abs(len(wav) - len(src)) <= vc.AudioConfig().hop_length
+    assert np.sqrt(np.mean(wav ** 2)) > 0.01  # not silence
+    assert str(out) in capsys.readouterr().out
+
+
+def test_export_from_training_checkpoint(tiny_checkpoint, tmp_path, clips):
+    out = tmp_path / "exported.pt"
+    assert main(["export", str(tiny_checkpoint.parent / "last.pt"), str(out)]) == 0
+    assert out.stat().st_size < (tiny_checkpoint.parent / "last.pt").stat().st_size
+    assert len(vc.load_model(out).convert(clips["source"], clips["target"])) > 0
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "text", "short", "silent"])
+@pytest.mark.parametrize("role", ["source", "target"])
+def test_bad_input_is_one_line_and_nonzero(tiny_checkpoint, clips, tmp_path, capsys, kind, role):
+    bad = tmp_path / f"{kind}.wav"
+    if kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "text":
+        bad.write_text("hello")
+    elif kind == "short":
+        sf.write(bad, synth_speech(150, 0.1)[3200:8000], 16000)
+    elif kind == "silent":
+        sf.write(bad, np.zeros(16000, np.float32), 16000)
+    args = {"source": str(clips["source"]), "target": str(clips["target"]), role: str(bad)}
+    rc = main(["convert", args["source"], "--target", args["target"], "--output", str(tmp_path / "o.wav"),
+               "--checkpoint", str(tiny_checkpoint)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1
+    assert len(err.splitlines()) == 1 and str(bad) in err
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_console_script_error_has_no_traceback(tiny_checkpoint, clips, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "vc", "convert", str(tmp_path / "missing.wav"), "--target",
+                           str(clips["target"]), "--output", str(tmp_path / "o.wav"), "--checkpoint",
+                           str(tiny_checkpoint)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"error: {tmp_path / 'missing.wav'}: file not found"

@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from vc.config import ModelConfig
+from vc.model import AdaIN, ContentEncoder, Decoder, SpeakerClassifier, SpeakerEncoder, VoiceConverterNet
+
+CFG = ModelConfig(channels=32, content_blocks=3, speaker_blocks=2, speaker_dim=16, decoder_blocks=4,
+                  classifier_channels=32, n_speakers=7)
+
+
+@pytest.mark.parametrize("frames", [64, 101])
+def test_shapes(frames):
+    mel = torch.randn(3, CFG.n_mels, frames)
+    content = ContentEncoder(CFG)(mel)
+    assert content.shape == (3, CFG.content_dim, (frames + 1) // 2)
+    spk = SpeakerEncoder(CFG)(torch.randn(3, CFG.n_mels, 50))
+    assert spk.shape == (3, CFG.speaker_dim)
+    assert Decoder(CFG)(content, spk, frames).shape == (3, CFG.n_mels, frames)
+    assert SpeakerClassifier(CFG)(content).shape == (3, CFG.n_speakers)
+
+
+def test_content_code_is_instance_normalized():
+    content = ContentEncoder(CFG)(torch.randn(2, CFG.n_mels, 80) * 3 + 5)
+    torch.testing.assert_close(content.mean(dim=2), torch.zeros(2, CFG.content_dim), atol=1e-4, rtol=0)
+    torch.testing.assert_close(content.std(dim=2, unbiased=False), torch.ones(2, CFG.content_dim), atol=1e-3, rtol=0)
+
+
+def test_speaker_embedding_ignores_length_of_a_stationary_clip():
+    enc = SpeakerEncoder(CFG).eval()
+    frame = torch.randn(1, CFG.n_mels, 1)
+    short, long = enc(frame.repeat(1, 1, 200)), enc(frame.repeat(1, 1, 800))
+    torch.testing.assert_close(short, long, atol=0.05, rtol=0.05)  # pooling: only edges differ
+
+
+def test_adain_takes_its_statistics_from_the_speaker():
+    norm = AdaIN(8, CFG.speaker_dim)
+    x = torch.randn(2, 8, 40)
+    a, b = torch.randn(1, CFG.speaker_dim).repeat(2, 1), torch.randn(1, CFG.speaker_dim).repeat(2, 1)
+    ya, yb = norm(x, a), norm(x * 4 + 1, a)
+    torch.testing.assert_close(ya, yb, atol=1e-3, rtol=1e-3)  # the input's own statistics are gone
+    assert not torch.allclose(norm(x, a), norm(x, b))  # the speaker's are applied
+
+
+def test_decoder_output_depends_on_speaker():
+    net = VoiceConverterNet(CFG).eval()
+    mel, ref1, ref2 = torch.randn(1, CFG.n_mels, 64), torch.randn(1, CFG.n_mels, 64), torch.randn(1, CFG.n_mels, 64) * 2
+    assert not torch.allclose(net(mel, ref1), net(mel, ref2))
+
+
+def test_normalize_round_trip():
+    net = VoiceConverterNet(CFG)
+    net.mel_mean.uniform_(-5, 0)
+    net.mel_std.uniform_(0.5, 2)
+    mel = torch.randn(2, CFG.n_mels, 10)
+    torch.testing.assert_close(net.denormalize(net.normalize(mel)), mel)

@@ -1,0 +1,73 @@
+"""One file holds the config and the weights. Inference checkpoints load with `torch.load(weights_only=True)`."""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config
+from .errors import VCError
+from .model import VoiceConverterNet
+
+FORMAT = "vc-checkpoint"
+VERSION = 1  # bump when the layout of the file changes; loading refuses versions it does not know
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write atomically: a crash or a full disk mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a checkpoint; raise VCError naming the file for missing, corrupt or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise VCError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise VCError(f"{path}: checkpoint is empty")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise VCError(f"{path}: corrupt or truncated checkpoint ({reason[:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise VCError(f"{path}: not a vc checkpoint")
+    if ckpt.get("version") != VERSION:
+        raise VCError(f"{path}: checkpoint format version {ckpt.get('version')} is not supported "
+                      f"(this vc reads version {VERSION})")
+    return ckpt
+
+
+def build_model(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> tuple[VoiceConverterNet, Config]:
+    """Rebuild the inference network from a checkpoint's own config and load its weights."""
+    try:
+        cfg = Config.from_dict(ckpt["config"])
+        net = VoiceConverterNet(cfg.model)
+        net.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, RuntimeError, VCError) as e:
+        reason = str(e).splitlines()[0]
+        raise VCError(f"{path}: checkpoint does not match this model ({reason[:200]})") from None
+    return net.eval(), cfg
+
+
+def export_inference(path: str | os.PathLike, net: VoiceConverterNet, cfg: Config,
+                     meta: dict[str, Any] | None = None) -> Path:
+    """Weights and config only (no optimizer state): small, and safe to load with weights_only=True."""
+    state = {k: v.detach().to(torch.float32).clone() for k, v in net.state_dict().items()}
+    return save_checkpoint(path, {"kind": "inference", "config": cfg.to_dict(), "model": state,
+                                  "meta": dict(meta or {})})

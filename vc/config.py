@@ -1,0 +1,116 @@
+"""Configuration dataclasses. The config travels inside every checkpoint; recipes (YAML) override its fields."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import VCError
+
+VOCODERS = ("griffin-lim",)  # mel-to-waveform stages `load_vocoder` knows
+
+
+@dataclass
+class AudioConfig:
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    win_length: int = 800  # 50 ms window
+    hop_length: int = 200  # 12.5 ms hop: 80 frames per second
+    n_mels: int = 80
+    fmin: float = 0.0
+    fmax: float = 8000.0
+    trim_db: float = 30.0  # leading/trailing silence below peak - trim_db is cut from references
+    target_db: float = -20.0  # loudness of active speech after normalization (dBFS, RMS)
+    min_seconds: float = 0.5  # shorter clips are rejected
+
+
+@dataclass
+class ModelConfig:
+    n_mels: int = 80
+    channels: int = 256
+    kernel_size: int = 5
+    content_blocks: int = 4  # the second block halves the time rate
+    content_dim: int = 16  # narrow bottleneck: room for phonetic content, not for timbre
+    speaker_blocks: int = 4  # each halves the time rate before pooling
+    speaker_dim: int = 128
+    decoder_blocks: int = 6  # half at the content rate, half at the mel rate, each with AdaIN
+    classifier_channels: int = 256
+    classifier_dropout: float = 0.3
+    n_speakers: int = 1  # training speakers; sized from the data by `vc train`
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 1234
+    steps: int = 20000
+    batch_size: int = 32
+    segment_frames: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    grad_clip: float = 5.0
+    adv_weight: float = 0.05  # final weight of the adversarial (anti-speaker) term on the content code
+    adv_start: int = 1000  # the classifier learns alone before the encoder is pushed against it
+    adv_ramp: int = 5000  # steps over which the adversarial weight ramps from 0 to adv_weight
+    speaker_ce_weight: float = 0.1  # auxiliary speaker classification on the speaker embedding
+    freq_warp: float = 0.12  # content input is stretched along frequency by up to +-12% (timbre scrambling)
+    bf16: bool = True  # bf16 autocast on CPUs with fast bf16 matrix units
+    threads: int = 0  # torch threads; 0 keeps torch's default
+    num_val_utterances: int = 40
+    val_every: int = 1000
+    log_every: int = 50
+    checkpoint_minutes: float = 5.0
+    dev_data: str = ""  # validation split; empty: a `dev` folder beside the training data, if any
+
+
+@dataclass
+class Config:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        return cls(
+            audio=_build(AudioConfig, d.get("audio", {}), "audio"),
+            model=_build(ModelConfig, d.get("model", {}), "model"),
+            train=_build(TrainConfig, d.get("train", {}), "train"),
+        )
+
+
+def _build(kind: type, values: dict[str, Any], section: str):
+    if not isinstance(values, dict):
+        raise VCError(f"config section '{section}' must be a mapping, got {type(values).__name__}")
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise VCError(f"unknown {section} field(s): {', '.join(unknown)}")
+    return kind(**values)
+
+
+def load_recipe(path: str | Path) -> Config:
+    """A recipe is YAML with optional `audio`, `model` and `train` sections overriding the defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise VCError(f"{path}: recipe not found")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise VCError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(d, dict):
+        raise VCError(f"{path}: a recipe must be a mapping of sections")
+    unknown = sorted(set(d) - {"audio", "model", "train"})
+    if unknown:
+        raise VCError(f"{path}: unknown section(s): {', '.join(unknown)}")
+    try:
+        cfg = Config.from_dict(d)
+    except (VCError, TypeError) as e:
+        raise VCError(f"{path}: {e}") from None
+    cfg.model.n_mels = cfg.audio.n_mels
+    return cfg

@@ -1,0 +1,277 @@
+"""`vc train`: adversarial training of the disentangling auto-encoder, with validation, checkpoints and resume."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import export_inference, load_checkpoint, save_checkpoint
+from .config import Config
+from .data import SegmentSampler, Utterance, list_utterances, load_features
+from .errors import VCError
+from .model import SpeakerClassifier, VoiceConverterNet
+
+log = logging.getLogger(__name__)
+
+
+def freq_warp(mel: torch.Tensor, max_warp: float, rng: np.random.Generator) -> torch.Tensor:
+    """Stretch each normalized mel (B, n_mels, T) along frequency by a random factor in [1 - w, 1 + w].
+
+    Fed to the content encoder only: formants move while what is said stays, so timbre becomes useless to it.
+    """
+    if max_warp <= 0:
+        return mel
+    out = torch.empty_like(mel)
+    n = mel.shape[1]
+    for b in range(mel.shape[0]):
+        size = max(2, round(n * (1 + rng.uniform(-max_warp, max_warp))))
+        x = F.interpolate(mel[b:b + 1].transpose(1, 2), size=size, mode="linear", align_corners=True)[0].T
+        if size >= n:
+            out[b] = x[:n]
+        else:
+            out[b, :size] = x
+            out[b, size:] = mel[b].min()
+    return out
+
+
+def adv_weight(cfg: Config, step: int) -> float:
+    t = cfg.train
+    if step < t.adv_start:
+        return 0.0
+    return t.adv_weight * min(1.0, (step - t.adv_start) / max(1, t.adv_ramp))
+
+
+def learning_rate(cfg: Config, step: int) -> float:
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
+    return t.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def split_holdout(utts: list[Utterance]) -> tuple[list[Utterance], list[Utterance]]:
+    """Hold out the last utterance of every speaker with at least 4, for the leakage probe."""
+    by_spk: dict[str, list[Utterance]] = {}
+    for u in utts:
+        by_spk.setdefault(u.speaker, []).append(u)
+    held = {sorted(v, key=lambda u: u.path)[-1] for v in by_spk.values() if len(v) >= 4}
+    return [u for u in utts if u not in held], [u for u in utts if u in held]
+
+
+def pick_dev(utts: list[Utterance], n: int) -> list[Utterance]:
+    """Up to n dev utterances, round-robin over speakers so that several utterances of several speakers appear."""
+    by_spk: dict[str, list[Utterance]] = {}
+    for u in sorted(utts, key=lambda u: u.path):
+        by_spk.setdefault(u.speaker, []).append(u)
+    multi = [v for v in by_spk.values() if len(v) > 1] or list(by_spk.values())
+    picked: list[Utterance] = []
+    for r in range(max(len(v) for v in multi)):
+        for v in multi:
+            if r < len(v) and len(picked) < n:
+                picked.append(v[r])
+    return picked
+
+
+@torch.no_grad()
+def validate(net: VoiceConverterNet, clf: SpeakerClassifier, cfg: Config, dev: tuple[list[Utterance], list],
+             held: tuple[list[int], list]) -> dict[str, float]:
+    """Dev reconstruction L1, speaker-embedding separation on dev, and the leakage probe on held-out utterances."""
+    net.eval(), clf.eval()
+    out: dict[str, float] = {}
+    dev_utts, dev_mels = dev
+    if dev_utts:
+        mels = [net.normalize(m.float()[None, :, :800]) for m in dev_mels]
+        embs = torch.cat([net.speaker_encoder(m) for m in mels])
+        spk = [u.speaker for u in dev_utts]
+        losses = []
+        for i, m in enumerate(mels):
+            j = next((k for k in range(len(mels)) if k != i and spk[k] == spk[i]), i)
+            rec = net.decoder(net.content_encoder(m), embs[j:j + 1], m.shape[2])
+            losses.append((rec - m).abs().mean().item())
+        out["dev_recon_l1"] = float(np.mean(losses))
+        e = F.normalize(embs, dim=1)
+        cos = e @ e.T
+        same = torch.tensor([[a == b for b in spk] for a in spk])
+        off = ~torch.eye(len(spk), dtype=torch.bool)
+        if (same & off).any() and (~same).any():
+            out["dev_spk_cos_same"] = cos[same & off].mean().item()
+            out["dev_spk_cos_diff"] = cos[~same].mean().item()
+            out["dev_spk_separation"] = out["dev_spk_cos_same"] - out["dev_spk_cos_diff"]
+    ids, held_mels = held
+    if ids:
+        seg = cfg.train.segment_frames
+        correct = total = 0
+        for spk_id, m in zip(ids, held_mels):
+            m = net.normalize(m.float()[None])
+            chunks = [m[:, :, s:s + seg] for s in range(0, m.shape[2] - seg + 1, seg)] or [m]
+            pred = clf(net.content_encoder(torch.cat(chunks))).argmax(dim=1)
+            correct += int((pred == spk_id).sum())
+            total += len(chunks)
+        out["leak_probe_acc"] = correct / total
+        out["leak_probe_chance"] = 1.0 / cfg.model.n_speakers
+    net.train(), clf.train()
+    return out
+
+
+def train(cfg: Config, data: str | Path, out: str | Path, dev: str | Path | None = None,
+          max_minutes: float | None = None, until: int | None = None) -> Path:
+    """Train (or resume from `out/last.pt`) and export `out/model.pt`. Returns the exported path.
+
+    `max_minutes` and `until` (a step) end this call early, with a checkpoint, as a kill would; a later call resumes.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    last = out / "last.pt"
+    state = None
+    if last.is_file():
+        state = load_checkpoint(last)
+        steps = cfg.train.steps
+        cfg = Config.from_dict(state["config"])
+        cfg.train.steps = steps  # a resumed run may be extended; everything else is the run's own
+        print(f"resuming {last} at step {state['step']}")
+    t = cfg.train
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(t.seed)
+
+    utts = list_utterances(data)
+    train_utts, held_utts = split_holdout(utts)
+    speakers = sorted({u.speaker for u in utts})
+    if state is not None and state["speakers"] != speakers:
+        raise VCError(f"{data}: not the speakers that {last} was trained on")
+    cfg.model.n_speakers = len(speakers)
+    spk_index = {s: i for i, s in enumerate(speakers)}
+    train_utts, train_mels = load_features(train_utts, cfg.audio, out / "features-train.pt")
+    held_utts, held_mels = load_features(held_utts, cfg.audio, out / "features-held.pt") if held_utts else ([], [])
+    dev_dir = Path(dev) if dev else Path(t.dev_data) if t.dev_data else Path(data).parent / "dev"
+    dev_set: tuple[list[Utterance], list] = ([], [])
+    if dev_dir.is_dir() and dev_dir.resolve() != Path(data).resolve():
+        dev_set = load_features(pick_dev(list_utterances(dev_dir), t.num_val_utterances), cfg.audio,
+                                out / "features-dev.pt")
+    print(f"{len(train_utts)} training utterances of {len(speakers)} speakers, {len(held_utts)} held out, "
+          f"{len(dev_set[0])} dev utterances")
+
+    net = VoiceConverterNet(cfg.model)
+    clf = SpeakerClassifier(cfg.model)
+    spk_head = torch.nn.Linear(cfg.model.speaker_dim, cfg.model.n_speakers)
+    all_frames = torch.cat([m.float() for m in train_mels], dim=1)
+    net.mel_mean.copy_(all_frames.mean(dim=1))
+    net.mel_std.copy_(all_frames.std(dim=1).clamp(min=1e-3))
+    del all_frames
+    gen_params = list(net.parameters()) + list(spk_head.parameters())
+    opt_g = torch.optim.AdamW(gen_params, lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
+    opt_c = torch.optim.AdamW(clf.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
+    step = 0
+    if state is not None:
+        net.load_state_dict(state["model"])
+        clf.load_state_dict(state["classifier"])
+        spk_head.load_state_dict(state["speaker_head"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_c.load_state_dict(state["opt_c"])
+        step = state["step"]
+
+    sampler = SegmentSampler(train_mels, [spk_index[u.speaker] for u in train_utts], t.segment_frames, t.seed)
+    held = ([spk_index[u.speaker] for u in held_utts], held_mels)
+    writer = _tensorboard(out)
+    log_file = (out / "log.jsonl").open("a")
+
+    def checkpoint() -> None:
+        save_checkpoint(last, {"kind": "training", "config": cfg.to_dict(), "step": step, "speakers": speakers,
+                               "model": net.state_dict(), "classifier": clf.state_dict(),
+                               "speaker_head": spk_head.state_dict(), "opt_g": opt_g.state_dict(),
+                               "opt_c": opt_c.state_dict()})
+
+    def record(values: dict[str, float]) -> None:
+        for k, v in values.items():
+            if writer is not None:
+                writer.add_scalar(k, v, step)
+        log_file.write(json.dumps({"step": step, **{k: round(v, 5) for k, v in values.items()}}) + "\n")
+        log_file.flush()
+
+    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+    started = last_save = time.time()
+    bar = tqdm(total=t.steps, initial=step, desc="train", dynamic_ncols=True, mininterval=2.0)
+    net.train(), clf.train()
+    try:
+        while step < t.steps:
+            torch.manual_seed(t.seed * 1_000_003 + step)  # dropout noise depends on the step only: resume is exact
+            rng = np.random.default_rng([t.seed, step, 1])
+            mel, ref, ids = sampler.batch(step, t.batch_size)
+            mel, ref = net.normalize(mel), net.normalize(ref)
+            lr = learning_rate(cfg, step)
+            for group in opt_g.param_groups + opt_c.param_groups:
+                group["lr"] = lr
+            alpha = adv_weight(cfg, step)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
+                content = net.content_encoder(freq_warp(mel, t.freq_warp, rng))
+                spk = net.speaker_encoder(ref)
+                rec = net.decoder(content, spk, mel.shape[2])
+                recon = (rec.float() - mel).abs().mean()
+                # The encoder is pushed toward a classifier that cannot tell speakers apart (uniform output);
+                # this is bounded, unlike maximizing the classifier's cross-entropy, so training stays stable.
+                adv = -F.log_softmax(clf(content).float(), dim=1).mean() - math.log(cfg.model.n_speakers)
+                spk_ce = F.cross_entropy(spk_head(spk.float()), ids)
+                loss = recon + alpha * adv + t.speaker_ce_weight * spk_ce
+            opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(gen_params, t.grad_clip)
+            opt_g.step()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
+                clf_loss = F.cross_entropy(clf(content.detach()).float(), ids)
+            opt_c.zero_grad(set_to_none=True)
+            clf_loss.backward()
+            torch.nn.utils.clip_grad_norm_(clf.parameters(), t.grad_clip)
+            opt_c.step()
+            step += 1
+            bar.update(1)
+            if step % t.log_every == 0 or step == t.steps:
+                values = {"recon_l1": recon.item(), "adv": adv.item(), "adv_weight": alpha, "clf_ce": clf_loss.item(),
+                          "spk_ce": spk_ce.item(), "grad_norm": float(gnorm), "lr": lr}
+                bar.set_postfix(l1=f"{values['recon_l1']:.3f}", clf=f"{values['clf_ce']:.2f}")
+                record(values)
+            if step % t.val_every == 0 or step == t.steps:
+                values = validate(net, clf, cfg, dev_set, held)
+                record(values)
+                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+            if time.time() - last_save > t.checkpoint_minutes * 60:
+                checkpoint()
+                last_save = time.time()
+            if (max_minutes is not None and time.time() - started > max_minutes * 60) or step == until:
+                break
+    except KeyboardInterrupt:
+        checkpoint()
+        bar.close()
+        print(f"interrupted at step {step}; saved {last}; run the same command again to resume")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        log_file.close()
+        if writer is not None:
+            writer.close()
+    bar.close()
+    checkpoint()
+    model_path = export_inference(out / "model.pt", net, cfg, {
+        "steps": step, "speakers": len(speakers), "train_utterances": len(train_utts), "data": str(data)})
+    print(f"step {step}: exported {model_path}")
+    return model_path
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is in the `train` extra
+        log.warning("tensorboard is not installed: no TensorBoard scalars (pip install 'vc[train]')")
+        return None
+    return SummaryWriter(str(out / "tb"))
