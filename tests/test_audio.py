@@ -41,8 +41,8 @@ def test_load_any_rate_depth_and_channels(tmp_path, sr, channels, subtype):
     assert abs(len(out) - round(len(wav) * 16000 / sr)) <= 2
 
 
-def test_flac_and_ogg_read(tmp_path):
-    for ext in ("flac", "ogg"):
+def test_flac_ogg_and_mp3_read(tmp_path):
+    for ext in ("flac", "ogg", "mp3"):
         sf.write(tmp_path / f"a.{ext}", synth_speech(150, 1.5), 16000)
         assert len(load_wav(tmp_path / f"a.{ext}")) > 16000 // 2
 

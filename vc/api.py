@@ -7,12 +7,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Iterable, Iterator, Sequence, Union
 
 import numpy as np
+import soxr
 import torch
 
-from .audio import load_wav, log_mel, n_frames, normalize_loudness, prepare
+from .audio import (
+    SILENCE_DBFS,
+    AudioWriter,
+    audio_seconds,
+    load_wav,
+    log_mel,
+    n_frames,
+    normalize_loudness,
+    prepare,
+    stream_wav,
+)
 from .checkpoint import build_model, load_checkpoint
 from .config import Config
 from .errors import VCError
@@ -94,6 +105,88 @@ class VoiceConverter:
         frames = n_frames(len(wav), self.cfg.audio)
         out = self.vocode(self.decode(self.encode(wav), speaker, frames), len(wav))
         return normalize_loudness(out, self.sample_rate, self.cfg.audio.target_db)
+
+    def convert_stream(self, blocks: Iterable[np.ndarray], speaker: torch.Tensor, *, chunk_seconds: float = 30.0,
+                       overlap_seconds: float = 1.0, name: str = "<stream>") -> Iterator[np.ndarray]:
+        """Convert audio of any length, given as blocks of float32 at the model's rate, chunk by chunk.
+
+        Chunks of `chunk_seconds` overlap by `overlap_seconds`; each chunk's vocoder starts from the phases the
+        previous one ended with, and the overlap is cross-faded, so that joins are inaudible. Memory depends on the
+        chunk length only.
+        """
+        c = self.cfg.audio
+        hop = c.hop_length
+        size = max(2, round(chunk_seconds * c.sample_rate / hop)) * hop
+        overlap = min(size // 2, max(1, round(overlap_seconds * c.sample_rate / hop)) * hop)
+        step = size - overlap
+        fade = (0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)).astype(np.float32)
+        pending: np.ndarray | None = None  # the previous chunk's last `overlap` output samples
+        phase: torch.Tensor | None = None
+        speech = False
+
+        def chunks() -> Iterator[np.ndarray]:
+            buf, emitted = np.zeros(0, np.float32), False
+            for block in blocks:
+                buf = np.concatenate([buf, np.asarray(block, np.float32)])
+                while len(buf) >= size:
+                    yield buf[:size]
+                    buf, emitted = buf[step:], True
+            if len(buf) > (overlap if emitted else 0):
+                yield buf
+
+        for x in chunks():
+            silent = 10 * np.log10(np.max(x ** 2) + 1e-20) < SILENCE_DBFS
+            if silent:
+                y, phase = np.zeros_like(x), None
+            else:
+                wav = normalize_loudness(x, c.sample_rate, c.target_db)
+                mel = self.decode(self.encode(wav), speaker, n_frames(len(x), c))
+                with torch.inference_mode():
+                    y, angles = self.vocoder(mel.float().cpu(), len(x), init=phase, return_phase=True)
+                y = y.numpy().astype(np.float32)
+                phase = angles[:, step // hop:] if len(x) == size else None
+                # The decoder's output level follows its context. Each chunk's gain lies halfway (in dB) between
+                # the one that brings its own speech to the target level and the one that matches the previous chunk
+                # where they overlap: steps at the joins halve, and the level cannot drift away from the target.
+                target = normalize_loudness(y, c.sample_rate, c.target_db)
+                gain = float(np.dot(target, y) / max(np.dot(y, y), 1e-12))
+                if pending is not None and np.dot(y[:overlap], y[:overlap]) > 0:
+                    gain = float(np.sqrt(gain * np.sqrt(np.dot(pending, pending) / np.dot(y[:overlap], y[:overlap]))))
+                y = y * gain
+                speech = True
+            if pending is not None:
+                y[:overlap] = pending * (1 - fade) + y[:overlap] * fade
+            if len(x) == size:
+                yield y[:-overlap]
+                pending = y[-overlap:]
+            else:
+                pending = None
+                yield y
+        if not speech:
+            raise VCError(f"{name}: clip is silent")
+        if pending is not None:
+            yield pending
+
+    def convert_file(self, source: str | os.PathLike, output: str | os.PathLike, speaker: torch.Tensor, *,
+                     sample_rate: int | None = None, chunk_seconds: float = 30.0) -> float:
+        """Convert an audio file of any length into `output` (.wav or .flac, written atomically) in the voice of
+        `speaker` (from `embed`). Files longer than `chunk_seconds` stream through `convert_stream` with bounded
+        memory. Returns the source's duration in seconds."""
+        seconds = audio_seconds(source)
+        if seconds <= chunk_seconds:
+            blocks: Iterable[np.ndarray] = [self.convert(source, speaker)]
+        else:
+            blocks = self.convert_stream(stream_wav(source, self.sample_rate), speaker, chunk_seconds=chunk_seconds,
+                                         name=str(source))
+        rate = sample_rate or self.sample_rate
+        resampler = (soxr.ResampleStream(self.sample_rate, rate, 1, dtype="float32")
+                     if rate != self.sample_rate else None)
+        with AudioWriter(output, rate) as writer:
+            for block in blocks:
+                writer.write(resampler.resample_chunk(block) if resampler else block)
+            if resampler:
+                writer.write(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        return seconds
 
 
 def load_model(checkpoint: str | os.PathLike | None = None, *, vocoder: str = "griffin-lim",

@@ -9,10 +9,12 @@ import functools
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import librosa
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 
 from .config import AudioConfig
@@ -20,6 +22,22 @@ from .errors import VCError
 
 SILENCE_DBFS = -60.0  # a clip whose loudest 50 ms stays below this is "silent"
 LOG_FLOOR = 1e-5  # amplitude floor inside the log: about -100 dB
+
+
+def _open(path: str | os.PathLike) -> sf.SoundFile:
+    """Open an audio file for reading, or raise VCError naming it and the reason."""
+    path = Path(path)
+    if not path.exists():
+        raise VCError(f"{path}: file not found")
+    if path.is_dir():
+        raise VCError(f"{path}: is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise VCError(f"{path}: file is empty")
+    try:
+        return sf.SoundFile(str(path))
+    except Exception as e:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise VCError(f"{path}: not a readable audio file ({reason})") from None
 
 
 def load_wav(path: str | os.PathLike, cfg: AudioConfig | None = None, *, trim: bool = True,
@@ -31,19 +49,42 @@ def load_wav(path: str | os.PathLike, cfg: AudioConfig | None = None, *, trim: b
     input.
     """
     cfg = cfg or AudioConfig()
-    path = Path(path)
-    if not path.exists():
-        raise VCError(f"{path}: file not found")
-    if path.is_dir():
-        raise VCError(f"{path}: is a folder, not an audio file")
-    if path.stat().st_size == 0:
-        raise VCError(f"{path}: file is empty")
-    try:
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise VCError(f"{path}: not a readable audio file ({reason})") from None
+    with _open(path) as f:
+        try:
+            wav, sr = f.read(dtype="float32", always_2d=True), f.samplerate
+        except Exception as e:
+            raise VCError(f"{path}: audio data is corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                          ) from None
     return prepare(wav.mean(axis=1), sr, cfg, trim=trim, normalize=normalize, name=str(path))
+
+
+def audio_seconds(path: str | os.PathLike) -> float:
+    """Duration from the file header, without reading the samples."""
+    with _open(path) as f:
+        return f.frames / f.samplerate if f.samplerate else 0.0
+
+
+def stream_wav(path: str | os.PathLike, sample_rate: int, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
+    """Mono float32 blocks at `sample_rate`, read and resampled block by block, so that memory stays bounded."""
+    with _open(path) as f:
+        resampler = soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
+        same = f.samplerate == sample_rate
+        try:
+            for block in f.blocks(blocksize=max(1, int(block_seconds * f.samplerate)), dtype="float32",
+                                  always_2d=True):
+                mono = np.ascontiguousarray(block.mean(axis=1))
+                out = mono if same else resampler.resample_chunk(mono)
+                if len(out):
+                    yield out
+        except VCError:
+            raise
+        except Exception as e:
+            raise VCError(f"{path}: audio data is corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                          ) from None
+        if not same:
+            tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            if len(tail):
+                yield tail
 
 
 def prepare(wav: np.ndarray, sr: int, cfg: AudioConfig | None = None, *, trim: bool = True, normalize: bool = True,
@@ -94,23 +135,49 @@ def normalize_loudness(wav: np.ndarray, sr: int, target_db: float = -20.0) -> np
     return (wav * gain).astype(np.float32)
 
 
+class AudioWriter:
+    """Write 16-bit wav or flac block by block to a temporary file that is renamed into place on success only.
+
+        with AudioWriter("out.flac", 16000) as w:
+            w.write(block)
+
+    A run killed part way leaves no truncated file under the final name.
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int):
+        self.path = Path(path)
+        fmt = {".wav": "WAV", ".flac": "FLAC"}.get(self.path.suffix.lower())
+        if fmt is None:
+            raise VCError(f"{self.path}: unsupported output format '{self.path.suffix}' (use .wav or .flac)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.file = sf.SoundFile(self.tmp, "w", sample_rate, 1, subtype="PCM_16", format=fmt)
+        self.frames = 0
+
+    def write(self, wav: np.ndarray) -> None:
+        wav = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
+        self.file.write(wav)
+        self.frames += len(wav)
+
+    def __enter__(self) -> "AudioWriter":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        try:
+            self.file.close()
+            if kind is None:
+                os.replace(self.tmp, self.path)
+        finally:
+            if os.path.exists(self.tmp):
+                os.unlink(self.tmp)
+
+
 def save_wav(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> Path:
     """Write (T,) float audio as 16-bit wav or flac (by extension), atomically: a temporary file is renamed."""
-    path = Path(path)
-    fmt = {".wav": "WAV", ".flac": "FLAC"}.get(path.suffix.lower())
-    if fmt is None:
-        raise VCError(f"{path}: unsupported output format '{path.suffix}' (use .wav or .flac)")
-    wav = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sf.write(f, wav, sample_rate, format=fmt, subtype="PCM_16")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with AudioWriter(path, sample_rate) as w:
+        w.write(wav)
+    return w.path
 
 
 @functools.lru_cache(maxsize=8)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import sys
+from pathlib import Path
 
 from .config import VOCODERS
 from .errors import VCError
@@ -24,14 +26,34 @@ def _train(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from .api import load_model
-    from .audio import save_wav
+    from .batch import parse_shard, plan, run, shard, target_clips
 
-    model = load_model(args.checkpoint, vocoder=args.vocoder)
-    speaker = model.embed(args.target)  # an unusable target stops the run before any work
-    wav = model.convert(args.source, speaker)
-    path = save_wav(args.output, wav, model.sample_rate)
-    print(f"{args.source} -> {path} ({len(wav) / model.sample_rate:.2f} s)")
-    return 0
+    inputs, output = args.inputs, Path(args.output)
+    single = (len(inputs) == 1 and not Path(inputs[0]).is_dir() and not glob.has_magic(inputs[0])
+              and output.suffix.lower() in (".wav", ".flac"))
+    if single:
+        model = load_model(args.checkpoint, vocoder=args.vocoder, device=args.device)
+        speaker = model.embed(target_clips(args.target))  # an unusable target stops the run before any work
+        seconds = model.convert_file(inputs[0], output, speaker, sample_rate=args.sample_rate)
+        print(f"{inputs[0]} -> {output} ({seconds:.2f} s)")
+        return 0
+    if output.suffix.lower() in (".wav", ".flac") and not output.is_dir():
+        raise VCError(f"{output}: with several inputs or a folder, --output must be a folder")
+    jobs = plan(inputs, output, args.format)
+    name = "vc-report.csv"
+    if args.shard:
+        index, count = parse_shard(args.shard)
+        jobs = shard(jobs, index, count)
+        name = f"vc-report-shard-{index}-of-{count}.csv"
+    if not jobs:
+        raise VCError(f"no audio files found in: {' '.join(inputs)}")
+    summary = run(jobs, args.target, output, checkpoint=args.checkpoint, vocoder=args.vocoder, device=args.device,
+                  workers=args.jobs, sample_rate=args.sample_rate, overwrite=args.overwrite, dry_run=args.dry_run,
+                  report=Path(args.report) if args.report else output / name, progress=not args.quiet)
+    if summary.stopped:
+        print(f"error: stopped early: {summary.stopped}", file=sys.stderr)
+    print(("done: " if not summary.failed else "done with failures: ") + summary.line())
+    return 1 if summary.failed or summary.stopped else 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -51,13 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vc", description="One-shot voice conversion on a CPU.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("convert", help="say what SOURCE says in the voice of --target")
-    c.add_argument("source", help="the clip whose words are kept (wav, flac, ogg, mp3; any rate)")
+    c = sub.add_parser("convert", help="say what the inputs say in the voice of --target",
+                       description="Convert one file (--output FILE.wav|.flac) or many (--output FOLDER): files, "
+                       "folders (searched recursively) and glob patterns. Batches skip outputs that already exist, "
+                       "so a second run resumes; a report row is written for every input.")
+    c.add_argument("inputs", nargs="+", help="source clips, folders or glob patterns (wav, flac, ogg, mp3; any rate)")
     c.add_argument("--target", "-t", action="append", required=True,
-                   help="a clip of the target voice; repeat for several (their embeddings are averaged)")
-    c.add_argument("--output", "-o", required=True, help="output file (.wav or .flac)")
+                   help="a clip of the target voice, or a folder of one speaker's clips; repeat to average several")
+    c.add_argument("--output", "-o", required=True, help="output file (one input) or folder (mirrors the input tree)")
+    c.add_argument("--format", choices=("wav", "flac"), default="wav", help="output format in folder mode")
+    c.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default: the model's)")
     c.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped checkpoints/default.pt)")
     c.add_argument("--vocoder", default="griffin-lim", choices=VOCODERS, help="mel-to-waveform stage")
+    c.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    c.add_argument("--jobs", "-j", type=int, default=1, help="parallel worker processes (they share the cores)")
+    c.add_argument("--overwrite", action="store_true", help="convert again even where the output exists")
+    c.add_argument("--dry-run", action="store_true", help="list what would be converted, convert nothing")
+    c.add_argument("--shard", default=None, metavar="I/N",
+                   help="convert only shard I of N (1-based), a stable split for N machines")
+    c.add_argument("--report", default=None, help="report CSV (default: OUTPUT/vc-report.csv)")
+    c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     c.set_defaults(func=_convert)
 
     t = sub.add_parser("train", help="train a model (resumes from OUT/last.pt when present)")

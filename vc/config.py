@@ -11,6 +11,7 @@ import yaml
 from .errors import VCError
 
 VOCODERS = ("griffin-lim",)  # mel-to-waveform stages `load_vocoder` knows
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au"}  # read by soundfile
 
 
 @dataclass

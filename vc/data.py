@@ -13,11 +13,11 @@ import torch
 
 from .audio import load_wav, log_mel
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import AudioConfig
+from .config import AUDIO_EXTENSIONS, AudioConfig
 from .errors import VCError
 
 log = logging.getLogger(__name__)
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au"}
+
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,20 @@ class GriffinLim:
         # power > 1 sharpens formants at the cost of level accuracy; 1.0 keeps log_mel(output) close to the input
         return (inv @ torch.exp(mel.float())).clamp(min=LOG_FLOOR) ** self.power
 
-    def __call__(self, mel: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    def __call__(self, mel: torch.Tensor, length: int | None = None, init: torch.Tensor | None = None,
+                 return_phase: bool = False):
+        """mel (n_mels, frames) -> waveform (length,). `init`: unit phases (F, n) for the first n frames, e.g. the
+        end of the previous chunk, so that consecutive chunks join in phase. With `return_phase`, also the final
+        unit phases (F, frames)."""
         c = self.cfg
         mag = self.magnitude(mel)
         length = length or (mag.shape[-1] - 1) * c.hop_length
         window = _window(c.win_length).to(mag.device)
         gen = torch.Generator().manual_seed(0)  # the same mel always gives the same audio
         angles = torch.exp(2j * torch.pi * torch.rand(mag.shape, generator=gen)).to(mag.device)
+        if init is not None:
+            n = min(init.shape[-1], angles.shape[-1])
+            angles[:, :n] = init[:, :n]
         previous = torch.zeros_like(angles)
 
         def istft(spec: torch.Tensor) -> torch.Tensor:
@@ -47,7 +54,8 @@ class GriffinLim:
             angles = rebuilt - (self.momentum / (1 + self.momentum)) * previous
             angles = angles / angles.abs().clamp(min=1e-8)
             previous = rebuilt
-        return istft(mag * angles)
+        wav = istft(mag * angles)
+        return (wav, angles) if return_phase else wav
 
 
 def load_vocoder(name: str, cfg: AudioConfig, **kwargs) -> GriffinLim:
