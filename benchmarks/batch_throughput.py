@@ -35,7 +35,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"))
     p.add_argument("--clips", type=int, default=100)
-    p.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--jobs", type=int, nargs="*", default=[1, 2])
     p.add_argument("--long-minutes", type=float, nargs="*", default=[10, 60])
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--json", default=None, help="also write the figures here")
@@ -53,7 +53,7 @@ def main() -> None:
         inputs = tmp / "in"
         inputs.mkdir()
         for r in rows:  # links, so that the inputs form one folder
-            (inputs / Path(r["path"]).name).symlink_to((data / r["path"]).resolve())
+            (inputs / r["path"].replace("/", "_")).symlink_to((data / r["path"]).resolve())
         for jobs in args.jobs:
             wall, _ = run_cli(["convert", str(inputs), "-t", target, "-o", str(tmp / f"out{jobs}"), "-j", str(jobs),
                                "-q", *ckpt])

@@ -1,10 +1,11 @@
 import numpy as np
 import soundfile as sf
 import torch
-from conftest import SHARED, synth_speech
 
 import vc
 from vc.api import DEFAULT_CHECKPOINT
+
+from conftest import SHARED, synth_speech
 
 
 def test_stages_chain_into_convert(tiny_checkpoint, clips):

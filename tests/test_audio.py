@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import synth_speech
 
 from vc.audio import load_wav, log_mel, normalize_loudness, prepare, save_wav
 from vc.config import AudioConfig
 from vc.errors import VCError
+
+from conftest import synth_speech
 
 
 def test_log_mel_matches_librosa():

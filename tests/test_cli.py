@@ -4,10 +4,11 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import synth_speech
 
 import vc
 from vc.cli import main
+
+from conftest import synth_speech
 
 
 def test_convert_round_trip(tiny_checkpoint, clips, tmp_path, capsys):

@@ -7,11 +7,12 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT
 
 from vc.config import load_recipe
 from vc.errors import VCError
 from vc.train import train
+
+from conftest import ROOT
 
 TINY = ROOT / "recipes" / "tiny.yaml"
 

@@ -71,6 +71,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vc", description="One-shot voice conversion on a CPU.")
+    p.add_argument("--version", action="version", version="vc 0.1.0")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("convert", help="say what the inputs say in the voice of --target",
