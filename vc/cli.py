@@ -6,6 +6,7 @@ import glob
 import sys
 from pathlib import Path
 
+from . import __version__
 from .config import VOCODERS
 from .errors import VCError
 
@@ -71,7 +72,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vc", description="One-shot voice conversion on a CPU.")
-    p.add_argument("--version", action="version", version="vc 0.1.0")
+    p.add_argument("--version", action="version", version=f"vc {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("convert", help="say what the inputs say in the voice of --target",
