@@ -64,6 +64,7 @@ class TrainConfig:
     val_every: int = 1000
     log_every: int = 50
     checkpoint_minutes: float = 5.0
+    export_every: int = 0  # also export an inference snapshot at validations every this many steps (0: never)
     dev_data: str = ""  # validation split; empty: a `dev` folder beside the training data, if any
 
 

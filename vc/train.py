@@ -240,6 +240,8 @@ def train(cfg: Config, data: str | Path, out: str | Path, dev: str | Path | None
             if step % t.val_every == 0 or step == t.steps:
                 values = validate(net, clf, cfg, dev_set, held)
                 record(values)
+                if t.export_every and step % t.export_every == 0:  # inference snapshots, to compare on dev later
+                    export_inference(out / f"model-step{step:06d}.pt", net, cfg, {"steps": step})
                 bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
             if time.time() - last_save > t.checkpoint_minutes * 60:
                 checkpoint()
