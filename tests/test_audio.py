@@ -1,3 +1,5 @@
+import os
+
 import librosa
 import numpy as np
 import pytest
@@ -92,6 +94,9 @@ def test_save_round_trip_is_atomic(tmp_path, ext):
     assert sr == 16000 and len(back) == len(wav)
     assert np.abs(back - wav).max() < 1e-3
     assert [p.name for p in path.parent.iterdir()] == [f"out.{ext}"]  # no temporary left behind
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not the 0600 of a temporary file
 
 
 def test_save_rejects_unknown_format(tmp_path):

@@ -175,10 +175,14 @@ def test_chunked_long_file_matches_unchunked_and_joins_are_smooth(clips, tmp_pat
     def level(x):
         return 20 * np.log10(np.sqrt(np.mean(x ** 2)) + 1e-9)
 
-    click = np.abs(np.diff(whole)).max()
+    steps = np.abs(np.diff(chunked))
+    near = np.zeros(len(steps), bool)
+    for k in range(1, len(x) // step):
+        near[k * step - 800:k * step + 16800] = True
     for k in range(1, len(x) // step):
         start, end = k * step, k * step + 16000  # the cross-faded second
-        assert np.abs(np.diff(chunked[start - 800:end + 800])).max() < 1.5 * click
+        # no click: no sample step at a join is larger than the largest one away from the joins
+        assert steps[start - 800:end + 800].max() < steps[~near].max()
         # No level jump: the level step across the cross-fade (half a second either side) stays near the unchunked
         # output's own step there; the model's context effect alone moves it by a few dB (up to 6 measured).
         before, after = slice(start - 8000, start), slice(end, end + 8000)

@@ -19,7 +19,6 @@ from .audio import (
     audio_seconds,
     load_wav,
     log_mel,
-    n_frames,
     normalize_loudness,
     prepare,
     stream_wav,
@@ -30,6 +29,7 @@ from .errors import VCError
 from .model import VoiceConverterNet
 from .vocoder import load_vocoder
 
+MAX_NORMALIZED_MEL = 4.0  # decoder output above this many standard deviations over the mean band level is a glitch
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default.pt"
 
 # A clip: a path, a float array already at the model's rate, or (array, sample_rate).
@@ -102,9 +102,20 @@ class VoiceConverter:
         """
         speaker = target if isinstance(target, torch.Tensor) else self.embed(target)
         wav = self.load(source, trim=False)
-        frames = n_frames(len(wav), self.cfg.audio)
-        out = self.vocode(self.decode(self.encode(wav), speaker, frames), len(wav))
+        out = self.vocode(self._convert_mel(wav, speaker), len(wav))
         return normalize_loudness(out, self.sample_rate, self.cfg.audio.target_db)
+
+    @torch.inference_mode()
+    def _convert_mel(self, wav: np.ndarray, speaker: torch.Tensor, pad: int = 32) -> torch.Tensor:
+        """(T,) source -> converted log-mel (n_mels, frames). The mel is mirrored `pad` frames out at both ends and
+        the output cropped: the networks' zero-padded edges otherwise give the first frames a loud burst."""
+        mel = self.mel(wav)
+        frames = mel.shape[2]
+        pad = min(pad, frames - 1) // 2 * 2  # even, so that the content code's halved rate stays aligned
+        padded = torch.nn.functional.pad(mel, (pad, pad), mode="reflect") if pad > 0 else mel
+        out = self.net.decoder(self.net.content_encoder(padded), speaker[None].to(self.device), frames + 2 * pad)
+        out = out[:, :, pad:pad + frames].clamp(max=MAX_NORMALIZED_MEL)
+        return self.net.denormalize(out)[0]
 
     def convert_stream(self, blocks: Iterable[np.ndarray], speaker: torch.Tensor, *, chunk_seconds: float = 30.0,
                        overlap_seconds: float = 1.0, name: str = "<stream>") -> Iterator[np.ndarray]:
@@ -139,8 +150,7 @@ class VoiceConverter:
             if silent:
                 y, phase = np.zeros_like(x), None
             else:
-                wav = normalize_loudness(x, c.sample_rate, c.target_db)
-                mel = self.decode(self.encode(wav), speaker, n_frames(len(x), c))
+                mel = self._convert_mel(normalize_loudness(x, c.sample_rate, c.target_db), speaker)
                 with torch.inference_mode():
                     y, angles = self.vocoder(mel.float().cpu(), len(x), init=phase, return_phase=True)
                 y = y.numpy().astype(np.float32)

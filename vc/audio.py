@@ -152,6 +152,7 @@ class AudioWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
+        os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the usual permissions
         self.file = sf.SoundFile(self.tmp, "w", sample_rate, 1, subtype="PCM_16", format=fmt)
         self.frames = 0
 
@@ -171,6 +172,12 @@ class AudioWriter:
         finally:
             if os.path.exists(self.tmp):
                 os.unlink(self.tmp)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_wav(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> Path:

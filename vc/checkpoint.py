@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .audio import current_umask
 from .config import Config
 from .errors import VCError
 from .model import VoiceConverterNet
@@ -24,6 +25,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
     try:
         torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
         os.replace(tmp, path)
