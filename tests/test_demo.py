@@ -29,7 +29,8 @@ def server():
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "demo.py"), "--port", str(port), "--max-seconds",
-                             str(MAX_SECONDS)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                             str(MAX_SECONDS), "--max-file-size", "1mb"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 120
     for line in proc.stdout:
         if "Running on" in line:
@@ -85,6 +86,29 @@ def test_bad_uploads_get_a_message(server, tmp_path, kind, message):
     audio, *_ = client.predict(handle_file(str(EXAMPLES / "f_1069.flac")), handle_file(str(EXAMPLES / "m_TM1.flac")),
                                None, 0.0, api_name="/convert")
     assert Path(audio).is_file()
+
+
+def test_two_users_at_once_both_get_their_result(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(pair):
+        return Client(server, verbose=False).predict(handle_file(str(EXAMPLES / pair[0])),
+                                                     handle_file(str(EXAMPLES / pair[1])), None, 0.0,
+                                                     api_name="/convert")[0]
+
+    with ThreadPoolExecutor(2) as pool:
+        outputs = list(pool.map(one, [("m_TM1.flac", "f_SF1.flac"), ("f_1069.flac", "m_1334.flac")]))
+    assert abs(sf.info(outputs[0]).duration - sf.info(EXAMPLES / "m_TM1.flac").duration) < 0.02
+    assert abs(sf.info(outputs[1]).duration - sf.info(EXAMPLES / "f_1069.flac").duration) < 0.02
+
+
+def test_oversized_upload_is_refused(server, tmp_path):
+    big = tmp_path / "big.wav"
+    sf.write(big, np.tile(synth_speech(150, 5.0), 8), 16000)  # 40 s of 16-bit audio: about 1.3 MB
+    with pytest.raises(Exception) as err:  # noqa: B017 (gradio_client raises a plain httpx error here)
+        Client(server, verbose=False).predict(handle_file(str(big)), handle_file(str(EXAMPLES / "f_SF1.flac")),
+                                              None, 0.0, api_name="/convert")
+    assert "maximum file size" in str(err.value)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (see the README's set-up command)")

@@ -40,7 +40,8 @@ class VoiceConverter:
     """A trained model with its config and vocoder. Stage methods can be called one by one:
 
     `embed` (target clips -> speaker vector), `encode` (source -> content code), `decode` (content + speaker ->
-    log-mel), `vocode` (log-mel -> waveform); `convert` chains them.
+    log-mel), `vocode` (log-mel -> waveform); `convert` chains them, mirroring the mel at both ends first so that the
+    networks' zero-padded edges do not burst.
     """
 
     def __init__(self, net: VoiceConverterNet, cfg: Config, vocoder: str = "griffin-lim", device: str = "cpu"):
