@@ -60,9 +60,10 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
                     message = message.replace(str(path), f"{role} clip ({Path(path).name})")
             raise gr.Error(message) from None
         e_src, e_out = model.embed(clips["source"]), model.embed(clips["output"])
-        points = {"source": e_src, "target": first, "output": e_out}
+        points = {"source": e_src, "target": first}
         if target2 and mix > 0:
-            points = {"source": e_src, "target": first, "target 2": model.embed(target2), "output": e_out}
+            points["target 2"] = model.embed(target2)
+        points["output"] = e_out
         sims = {"output ~ target": _cos(e_out, speaker), "output ~ source": _cos(e_out, e_src)}
         audio = (model.sample_rate, (np.clip(out, -1, 1) * 32767).astype(np.int16))
         return (audio, plots.mel_figure(clips, model.cfg.audio),

@@ -18,7 +18,7 @@ import soxr
 import torch
 
 from .config import AudioConfig
-from .errors import VCError
+from .errors import VCError, reason
 
 SILENCE_DBFS = -60.0  # a clip whose loudest 50 ms stays below this is "silent"
 LOG_FLOOR = 1e-5  # amplitude floor inside the log: about -100 dB
@@ -36,8 +36,7 @@ def _open(path: str | os.PathLike) -> sf.SoundFile:
     try:
         return sf.SoundFile(str(path))
     except Exception as e:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise VCError(f"{path}: not a readable audio file ({reason})") from None
+        raise VCError(f"{path}: not a readable audio file ({reason(e)})") from None
 
 
 def load_wav(path: str | os.PathLike, cfg: AudioConfig | None = None, *, trim: bool = True,
@@ -53,8 +52,7 @@ def load_wav(path: str | os.PathLike, cfg: AudioConfig | None = None, *, trim: b
         try:
             wav, sr = f.read(dtype="float32", always_2d=True), f.samplerate
         except Exception as e:
-            raise VCError(f"{path}: audio data is corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-                          ) from None
+            raise VCError(f"{path}: audio data is corrupt ({reason(e)})") from None
     return prepare(wav.mean(axis=1), sr, cfg, trim=trim, normalize=normalize, name=str(path))
 
 
@@ -79,8 +77,7 @@ def stream_wav(path: str | os.PathLike, sample_rate: int, block_seconds: float =
         except VCError:
             raise
         except Exception as e:
-            raise VCError(f"{path}: audio data is corrupt ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-                          ) from None
+            raise VCError(f"{path}: audio data is corrupt ({reason(e)})") from None
         if not same:
             tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
             if len(tail):

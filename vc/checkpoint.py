@@ -12,7 +12,7 @@ import torch
 
 from .audio import current_umask
 from .config import Config
-from .errors import VCError
+from .errors import VCError, reason
 from .model import VoiceConverterNet
 
 FORMAT = "vc-checkpoint"
@@ -45,8 +45,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise VCError(f"{path}: corrupt or truncated checkpoint ({reason[:200]})") from None
+        raise VCError(f"{path}: corrupt or truncated checkpoint ({reason(e)[:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise VCError(f"{path}: not a vc checkpoint")
     if ckpt.get("version") != VERSION:
@@ -62,8 +61,7 @@ def build_model(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") 
         net = VoiceConverterNet(cfg.model)
         net.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, RuntimeError, VCError) as e:
-        reason = str(e).splitlines()[0]
-        raise VCError(f"{path}: checkpoint does not match this model ({reason[:200]})") from None
+        raise VCError(f"{path}: checkpoint does not match this model ({reason(e)[:200]})") from None
     return net.eval(), cfg
 
 
