@@ -31,7 +31,7 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
     from vc import plots
 
     examples = sorted(EXAMPLES.glob("*.flac"))
-    example_speakers = {p.stem: model.embed(p) for p in examples}  # the map's reference points, computed once
+    example_speakers = {p.stem: model.embed(p).embedding for p in examples}  # the map's reference points, computed once
 
     def check(path: str | None, role: str) -> str:
         if not path:
@@ -41,16 +41,16 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
             raise gr.Error(f"The {role} clip is {seconds:.0f} s long; this demo takes up to {max_seconds:.0f} s.")
         return path
 
-    def convert(source, target, target2, mix):
+    def convert(source, target, target2, mix, pitch_shift=0.0, match_pitch=True):
         plots.plt.close("all")
         try:
             check(source, "source")
             check(target, "target")
-            speaker = first = model.embed(target)
+            voice = first = model.embed(target)
             if target2 and mix > 0:
                 check(target2, "second target")
-                speaker = (1 - mix) * first + mix * model.embed(target2)
-            out = model.convert(source, speaker)
+                voice = first.mix(model.embed(target2), mix)
+            out = model.convert(source, voice, pitch_shift=float(pitch_shift or 0), match_pitch=bool(match_pitch))
             clips = {"source": model.load(source), "target": model.load(target), "output": vc.audio.prepare(
                 out, model.sample_rate, model.cfg.audio)}
         except vc.VCError as e:  # one line naming the clip by its role, not by its temporary upload path
@@ -59,12 +59,12 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
                 if path:
                     message = message.replace(str(path), f"{role} clip ({Path(path).name})")
             raise gr.Error(message) from None
-        e_src, e_out = model.embed(clips["source"]), model.embed(clips["output"])
-        points = {"source": e_src, "target": first}
+        e_src, e_out = model.embed(clips["source"]).embedding, model.embed(clips["output"]).embedding
+        points = {"source": e_src, "target": first.embedding}
         if target2 and mix > 0:
-            points["target 2"] = model.embed(target2)
+            points["target 2"] = model.embed(target2).embedding
         points["output"] = e_out
-        sims = {"output ~ target": _cos(e_out, speaker), "output ~ source": _cos(e_out, e_src)}
+        sims = {"output ~ target": _cos(e_out, voice.embedding), "output ~ source": _cos(e_out, e_src)}
         audio = (model.sample_rate, (np.clip(out, -1, 1) * 32767).astype(np.int16))
         return (audio, plots.mel_figure(clips, model.cfg.audio),
                 plots.f0_figure({k: clips[k] for k in ("source", "output", "target")}, model.sample_rate),
@@ -81,6 +81,10 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
         with gr.Accordion("Voice mixing: blend in a second target", open=False):
             target2 = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Second target (optional)")
             mix = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Mix: 0 = first target only, 1 = second only")
+        with gr.Row():
+            match_pitch = gr.Checkbox(value=True, label="Match the target's pitch register",
+                                      info="moves the source's melody into the target's range (off: keep the source's)")
+            pitch_shift = gr.Slider(-12, 12, value=0, step=1, label="Pitch shift (semitones)")
         button = gr.Button("Convert", variant="primary")
         output = gr.Audio(label="Converted", type="numpy", interactive=False, elem_id="output-audio")
         with gr.Row():
@@ -95,7 +99,8 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
                         label="Examples (source, target)")
         gr.Markdown(f"Clips up to {max_seconds:.0f} s. Example clips: LibriSpeech and VCC 2016 (CC BY 4.0), see "
                     "`examples/README.md`.")
-        button.click(convert, [source, target, target2, mix], [output, mels, f0, space, similarity],
+        button.click(convert, [source, target, target2, mix, pitch_shift, match_pitch],
+                     [output, mels, f0, space, similarity],
                      api_name="convert", concurrency_limit=1)
     return app
 

@@ -4,6 +4,7 @@ import torch
 
 import vc
 from vc.api import DEFAULT_CHECKPOINT
+from vc.pitch import LOG_F0_CENTER, LOG_F0_SCALE
 
 from conftest import SHARED, synth_speech
 
@@ -11,11 +12,12 @@ from conftest import SHARED, synth_speech
 def test_stages_chain_into_convert(tiny_checkpoint, clips):
     model = vc.load_model(tiny_checkpoint)
     src = model.load(clips["source"], trim=False)
-    spk = model.embed(clips["target"])
+    voice = model.embed(clips["target"])
     content = model.encode(src)
     frames = len(src) // model.cfg.audio.hop_length + 1
-    mel = model.decode(content, spk, frames)
-    assert spk.shape == (model.cfg.model.speaker_dim,)
+    mel = model.decode(content, voice, frames, model.source_pitch(src, voice))
+    assert voice.embedding.shape == (model.cfg.model.speaker_dim,)
+    assert voice.pitch is not None and 180 < voice.pitch.hz < 260  # the synthetic target speaks at 220 Hz
     assert content.shape == (model.cfg.model.content_dim, (frames + 1) // 2)
     assert mel.shape == (model.cfg.audio.n_mels, frames)
     out = model.convert(clips["source"], clips["target"])
@@ -25,7 +27,12 @@ def test_stages_chain_into_convert(tiny_checkpoint, clips):
 def test_targets_average_and_arrays_work(tiny_checkpoint, clips):
     model = vc.load_model(tiny_checkpoint)
     a, b = model.embed(clips["source"]), model.embed(clips["target"])
-    torch.testing.assert_close(model.embed([clips["source"], clips["target"]]), (a + b) / 2)
+    both = model.embed([clips["source"], clips["target"]])
+    torch.testing.assert_close(both.embedding, (a.embedding + b.embedding) / 2)
+    assert a.pitch.mean < both.pitch.mean < b.pitch.mean
+    mixed = a.mix(b, 0.25)
+    torch.testing.assert_close(mixed.embedding, 0.75 * a.embedding + 0.25 * b.embedding)
+    assert abs(mixed.pitch.mean - (0.75 * a.pitch.mean + 0.25 * b.pitch.mean)) < 1e-6
     wav48 = synth_speech(150, 1.0, sr=48000)
     out = model.convert((wav48, 48000), clips["target"])
     assert abs(len(out) - len(wav48) // 3) <= 1
@@ -46,3 +53,35 @@ def test_shipped_default_model_converts_speech(tmp_path):
     assert len(out) == n and np.isfinite(out).all()
     assert np.abs(out[:1600]).max() <= np.abs(out[1600:]).max()  # no burst from the networks' padded edges
     assert -30 < 20 * np.log10(np.sqrt(np.mean(out ** 2))) < -10
+
+
+def test_pitch_moves_to_the_target_register_and_shifts(tiny_checkpoint, clips):
+    model = vc.load_model(tiny_checkpoint)
+    src = model.load(clips["source"], trim=False)  # a 120 Hz voice
+    voice = model.embed(clips["target"])  # a 220 Hz voice
+
+    def mean_hz(p):
+        lf0 = p[0][p[1] > 0] * LOG_F0_SCALE + LOG_F0_CENTER
+        return float(torch.exp(lf0.mean()))
+
+    assert abs(mean_hz(model.source_pitch(src, voice)) / 220 - 1) < 0.05
+    assert abs(mean_hz(model.source_pitch(src, voice, match_pitch=False)) / 120 - 1) < 0.05
+    assert abs(mean_hz(model.source_pitch(src, voice, match_pitch=False, pitch_shift=12)) / 240 - 1) < 0.05
+    plain, shifted = model.convert(src, voice), model.convert(src, voice, pitch_shift=7)
+    assert not np.allclose(plain, shifted)  # the pitch reaches the decoder
+
+
+def test_bundled_vocoder_is_the_default(tiny_checkpoint, clips, tmp_path):
+    from vc.checkpoint import build_model, export_inference, load_checkpoint
+    from vc.config import VocoderConfig
+    from vc.vocoder import NeuralVocoder, Vocos, vocoder_state
+
+    net, cfg = build_model(load_checkpoint(tiny_checkpoint))
+    voc = vocoder_state(Vocos(cfg.audio, VocoderConfig(dim=32, layers=2, intermediate=64)))
+    path = export_inference(tmp_path / "bundled.pt", net, cfg, vocoder=voc)
+    model = vc.load_model(path)
+    assert model.vocoder_name == "vocos" and isinstance(model.vocoder, NeuralVocoder)
+    out = model.convert(clips["source"], clips["target"])
+    assert out.shape == model.load(clips["source"], trim=False).shape and np.isfinite(out).all()
+    assert vc.load_model(path, vocoder="griffin-lim").vocoder_name == "griffin-lim"
+    assert vc.load_model(tiny_checkpoint).vocoder_name == "griffin-lim"  # no vocoder inside: the fallback

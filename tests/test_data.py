@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from vc.data import SegmentSampler, list_utterances
+from vc.pitch import features
 from vc.errors import VCError
 
 from conftest import write_speakers
@@ -32,12 +33,17 @@ def test_tsv_without_speaker_column(tmp_path):
 
 def test_sampler_is_deterministic_and_takes_references_from_other_utterances():
     mels = [torch.full((4, 50), float(i)) for i in range(4)]
-    sampler = SegmentSampler(mels, [0, 0, 1, 1], segment=20, seed=3)
+    f0s = [torch.full((50,), 100.0 * (i + 1)) for i in range(4)]
+    sampler = SegmentSampler(mels, [0, 0, 1, 1], segment=20, seed=3, f0s=f0s)
     a, b = sampler.batch(7, 16), sampler.batch(7, 16)
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y)
-    seg, ref, ids = a
+    seg, ref, ids, pitch = a
     assert seg.shape == ref.shape == (16, 4, 20)
+    # the pitch features are those of the segment's own utterance: log-F0 and a voiced flag
+    assert pitch.shape == (16, 2, 20)
+    torch.testing.assert_close(pitch[:, 0, 0], features(100.0 * (seg[:, 0, 0] + 1))[0])
+    assert torch.all(pitch[:, 1] == 1)
     # the reference comes from the other utterance of the same speaker, never from the segment's own
     assert np.all(seg[:, 0, 0].numpy() != ref[:, 0, 0].numpy())
     assert np.all((seg[:, 0, 0] // 2).numpy() == ids.numpy())

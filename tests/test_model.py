@@ -15,7 +15,8 @@ def test_shapes(frames):
     assert content.shape == (3, CFG.content_dim, (frames + 1) // 2)
     spk = SpeakerEncoder(CFG)(torch.randn(3, CFG.n_mels, 50))
     assert spk.shape == (3, CFG.speaker_dim)
-    assert Decoder(CFG)(content, spk, frames).shape == (3, CFG.n_mels, frames)
+    pitch = torch.randn(3, 2, frames)
+    assert Decoder(CFG)(content, spk, frames, pitch).shape == (3, CFG.n_mels, frames)
     assert SpeakerClassifier(CFG)(content).shape == (3, CFG.n_speakers)
 
 
@@ -44,7 +45,19 @@ def test_adain_takes_its_statistics_from_the_speaker():
 def test_decoder_output_depends_on_speaker():
     net = VoiceConverterNet(CFG).eval()
     mel, ref1, ref2 = torch.randn(1, CFG.n_mels, 64), torch.randn(1, CFG.n_mels, 64), torch.randn(1, CFG.n_mels, 64) * 2
-    assert not torch.allclose(net(mel, ref1), net(mel, ref2))
+    pitch = torch.randn(1, 2, 64)
+    assert not torch.allclose(net(mel, ref1, pitch), net(mel, ref2, pitch))
+
+
+def test_decoder_output_depends_on_pitch_and_needs_it():
+    net = VoiceConverterNet(CFG).eval()
+    mel, ref = torch.randn(1, CFG.n_mels, 64), torch.randn(1, CFG.n_mels, 64)
+    low, high = torch.zeros(1, 2, 64), torch.ones(1, 2, 64)
+    assert not torch.allclose(net(mel, ref, low), net(mel, ref, high))
+    with pytest.raises(ValueError, match="pitch"):
+        net(mel, ref)
+    no_pitch = VoiceConverterNet(ModelConfig(**{**CFG.__dict__, "pitch": False})).eval()
+    assert no_pitch(mel, ref).shape == mel.shape
 
 
 def test_normalize_round_trip():

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, Union
 
@@ -23,11 +24,13 @@ from .audio import (
     prepare,
     stream_wav,
 )
+from . import pitch
 from .checkpoint import build_model, load_checkpoint
 from .config import Config
 from .errors import VCError
 from .model import VoiceConverterNet
-from .vocoder import load_vocoder
+from .pitch import PitchStats
+from .vocoder import GriffinLim, load_vocoder
 
 MAX_NORMALIZED_MEL = 4.0  # decoder output above this many standard deviations over the mean band level is a glitch
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default.pt"
@@ -36,20 +39,42 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "d
 Audio = Union[str, os.PathLike, np.ndarray, tuple]
 
 
+@dataclass(frozen=True)
+class Voice:
+    """A target voice, from `VoiceConverter.embed`: the speaker embedding and the log-F0 statistics of its clips
+    (None where they held too little voiced speech to measure)."""
+    embedding: torch.Tensor
+    pitch: PitchStats | None = None
+
+    def mix(self, other: "Voice", weight: float) -> "Voice":
+        """(1 - weight) of this voice and `weight` of the other: embeddings and log-F0 statistics interpolated."""
+        emb = (1 - weight) * self.embedding + weight * other.embedding
+        if self.pitch is None or other.pitch is None:
+            return Voice(emb, self.pitch or other.pitch)
+        return Voice(emb, PitchStats((1 - weight) * self.pitch.mean + weight * other.pitch.mean,
+                                     (1 - weight) * self.pitch.std + weight * other.pitch.std))
+
+
 class VoiceConverter:
     """A trained model with its config and vocoder. Stage methods can be called one by one:
 
-    `embed` (target clips -> speaker vector), `encode` (source -> content code), `decode` (content + speaker ->
+    `embed` (target clips -> `Voice`), `encode` (source -> content code), `decode` (content + speaker [+ pitch] ->
     log-mel), `vocode` (log-mel -> waveform); `convert` chains them, mirroring the mel at both ends first so that the
     networks' zero-padded edges do not burst.
+
+    Pitch: the source's F0 contour is moved to the target's register (log-F0 mean and spread of the target clips)
+    unless `match_pitch=False`, then shifted by `pitch_shift` semitones, and given to the decoder.
     """
 
-    def __init__(self, net: VoiceConverterNet, cfg: Config, vocoder: str = "griffin-lim", device: str = "cpu"):
+    def __init__(self, net: VoiceConverterNet, cfg: Config, vocoder: str | None = None, device: str = "cpu",
+                 vocoder_state: dict | None = None):
         self.net = net.to(device).eval()
         self.cfg = cfg
         self.device = torch.device(device)
-        self.vocoder_name = vocoder
-        self.vocoder = load_vocoder(vocoder, cfg.audio)
+        self.vocoder_name = vocoder or ("vocos" if vocoder_state is not None else "griffin-lim")
+        self.vocoder = load_vocoder(self.vocoder_name, cfg.audio, state=vocoder_state)
+        if self.vocoder_name != "griffin-lim":
+            self.vocoder.net.to(device)
 
     @property
     def sample_rate(self) -> int:
@@ -71,24 +96,41 @@ class VoiceConverter:
         return self.net.normalize(log_mel(wav, self.cfg.audio).to(self.device)[None])
 
     @torch.inference_mode()
-    def embed(self, targets: Audio | Sequence[Audio]) -> torch.Tensor:
-        """One or several clips of the target speaker -> speaker vector (speaker_dim,), the mean over the clips."""
+    def embed(self, targets: Audio | Sequence[Audio]) -> Voice:
+        """One or several clips of the target speaker -> their `Voice` (embedding averaged over the clips)."""
         if isinstance(targets, (str, os.PathLike, np.ndarray, tuple)):
             targets = [targets]
         if len(targets) == 0:
             raise VCError("no target clip given")
-        embs = [self.net.speaker_encoder(self.mel(self.load(t, trim=True)))[0] for t in targets]
-        return torch.stack(embs).mean(dim=0)
+        wavs = [self.load(t, trim=True) for t in targets]
+        embs = [self.net.speaker_encoder(self.mel(w))[0] for w in wavs]
+        stats = pitch.stats([pitch.track(w, self.cfg.audio)[0] for w in wavs])
+        return Voice(torch.stack(embs).mean(dim=0).cpu(), stats)
 
     @torch.inference_mode()
     def encode(self, wav: np.ndarray) -> torch.Tensor:
         """(T,) waveform -> content code (content_dim, ceil(frames / 2))."""
         return self.net.content_encoder(self.mel(wav))[0]
 
+    def source_pitch(self, wav: np.ndarray, voice: Voice | None = None, *, pitch_shift: float = 0.0,
+                     match_pitch: bool = True, source_stats: PitchStats | None = None) -> torch.Tensor:
+        """(T,) source -> the decoder's pitch input (2, frames): its F0 moved to `voice`'s register (when
+        `match_pitch`), shifted by `pitch_shift` semitones."""
+        f0 = pitch.track(wav, self.cfg.audio)[0]
+        if match_pitch and voice is not None and voice.pitch is not None:
+            f0 = pitch.transpose(f0, source_stats or pitch.stats([f0]), voice.pitch, pitch_shift)
+        else:
+            f0 = pitch.transpose(f0, None, None, pitch_shift)
+        return pitch.features(f0)
+
     @torch.inference_mode()
-    def decode(self, content: torch.Tensor, speaker: torch.Tensor, frames: int) -> torch.Tensor:
-        """Content code and speaker vector -> log-mel (n_mels, frames), in the space `log_mel` returns."""
-        mel = self.net.decoder(content[None], speaker[None].to(self.device), frames)
+    def decode(self, content: torch.Tensor, voice: Voice | torch.Tensor, frames: int,
+               pitch_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Content code, speaker (a `Voice` or its embedding) and, for pitch-conditioned models, `source_pitch`
+        -> log-mel (n_mels, frames), in the space `log_mel` returns."""
+        emb = voice.embedding if isinstance(voice, Voice) else voice
+        p = pitch_features[None].to(self.device) if pitch_features is not None else None
+        mel = self.net.decoder(content[None], emb[None].to(self.device), frames, p)
         return self.net.denormalize(mel)[0]
 
     @torch.inference_mode()
@@ -96,36 +138,59 @@ class VoiceConverter:
         """Log-mel (n_mels, frames) -> waveform (T,) float32."""
         return self.vocoder(mel.float().cpu(), length).numpy().astype(np.float32)
 
-    def convert(self, source: Audio, target: Audio | Sequence[Audio] | torch.Tensor) -> np.ndarray:
-        """Say what `source` says in the voice of `target` (clip(s), or a vector from `embed`).
+    def convert(self, source: Audio, target: Audio | Sequence[Audio] | Voice, *, pitch_shift: float = 0.0,
+                match_pitch: bool = True) -> np.ndarray:
+        """Say what `source` says in the voice of `target` (clip(s), or a `Voice` from `embed`).
 
         Returns float32 (T,) at `sample_rate`, as long as the source (silences kept) and loudness-normalized.
         """
-        speaker = target if isinstance(target, torch.Tensor) else self.embed(target)
+        voice = self._voice(target)
         wav = self.load(source, trim=False)
-        out = self.vocode(self._convert_mel(wav, speaker), len(wav))
+        p = self.source_pitch(wav, voice, pitch_shift=pitch_shift, match_pitch=match_pitch)
+        out = self.vocode(self._convert_mel(wav, voice, p), len(wav))
         return normalize_loudness(out, self.sample_rate, self.cfg.audio.target_db)
 
+    def reconstruct_mel(self, wav: np.ndarray) -> torch.Tensor:
+        """Teacher-forced reconstruction of a (prepared) clip in its own voice and pitch: log-mel (n_mels, frames)
+        aligned with `log_mel(wav)`. What the vocoder is fine-tuned on."""
+        voice = Voice(self.embed(wav).embedding)
+        return self._convert_mel(wav, voice, self.source_pitch(wav, match_pitch=False))
+
+    def _voice(self, target: Audio | Sequence[Audio] | Voice) -> Voice:
+        if isinstance(target, Voice):
+            return target
+        if isinstance(target, torch.Tensor):  # a bare embedding: no pitch statistics
+            return Voice(target)
+        return self.embed(target)
+
     @torch.inference_mode()
-    def _convert_mel(self, wav: np.ndarray, speaker: torch.Tensor, pad: int = 32) -> torch.Tensor:
-        """(T,) source -> converted log-mel (n_mels, frames). The mel is mirrored `pad` frames out at both ends and
-        the output cropped: the networks' zero-padded edges otherwise give the first frames a loud burst."""
+    def _convert_mel(self, wav: np.ndarray, voice: Voice, pitch_features: torch.Tensor, pad: int = 32
+                     ) -> torch.Tensor:
+        """(T,) source -> converted log-mel (n_mels, frames). The mel and pitch are mirrored `pad` frames out at both
+        ends and the output cropped: the networks' zero-padded edges otherwise give the first frames a loud burst."""
         mel = self.mel(wav)
         frames = mel.shape[2]
         pad = min(pad, frames - 1) // 2 * 2  # even, so that the content code's halved rate stays aligned
-        padded = torch.nn.functional.pad(mel, (pad, pad), mode="reflect") if pad > 0 else mel
-        out = self.net.decoder(self.net.content_encoder(padded), speaker[None].to(self.device), frames + 2 * pad)
+        p = pitch_features[None].to(self.device) if self.net.cfg.pitch else None
+        if pad > 0:
+            mel = torch.nn.functional.pad(mel, (pad, pad), mode="reflect")
+            p = torch.nn.functional.pad(p, (pad, pad), mode="reflect") if p is not None else None
+        out = self.net.decoder(self.net.content_encoder(mel), voice.embedding[None].to(self.device),
+                               frames + 2 * pad, p)
         out = out[:, :, pad:pad + frames].clamp(max=MAX_NORMALIZED_MEL)
         return self.net.denormalize(out)[0]
 
-    def convert_stream(self, blocks: Iterable[np.ndarray], speaker: torch.Tensor, *, chunk_seconds: float = 30.0,
-                       overlap_seconds: float = 1.0, name: str = "<stream>") -> Iterator[np.ndarray]:
+    def convert_stream(self, blocks: Iterable[np.ndarray], target: Audio | Sequence[Audio] | Voice, *,
+                       chunk_seconds: float = 30.0, overlap_seconds: float = 1.0, pitch_shift: float = 0.0,
+                       match_pitch: bool = True, name: str = "<stream>") -> Iterator[np.ndarray]:
         """Convert audio of any length, given as blocks of float32 at the model's rate, chunk by chunk.
 
-        Chunks of `chunk_seconds` overlap by `overlap_seconds`; each chunk's vocoder starts from the phases the
-        previous one ended with, and the overlap is cross-faded, so that joins are inaudible. Memory depends on the
-        chunk length only.
+        Chunks of `chunk_seconds` overlap by `overlap_seconds` and the overlap is cross-faded (with Griffin-Lim, each
+        chunk also starts from the phases the previous one ended with), so that joins are inaudible. The source's
+        pitch statistics accumulate over the chunks seen so far. Memory depends on the chunk length only.
         """
+        voice = self._voice(target)
+        voiced_f0: list[torch.Tensor] = []
         c = self.cfg.audio
         hop = c.hop_length
         size = max(2, round(chunk_seconds * c.sample_rate / hop)) * hop
@@ -151,11 +216,20 @@ class VoiceConverter:
             if silent:
                 y, phase = np.zeros_like(x), None
             else:
-                mel = self._convert_mel(normalize_loudness(x, c.sample_rate, c.target_db), speaker)
+                x = normalize_loudness(x, c.sample_rate, c.target_db)
+                f0 = pitch.track(x, c)[0]
+                voiced_f0.append(f0[f0 > 0])
+                src_stats = pitch.stats(voiced_f0)
+                p = self.source_pitch(x, voice, pitch_shift=pitch_shift, match_pitch=match_pitch,
+                                      source_stats=src_stats)
+                mel = self._convert_mel(x, voice, p)
                 with torch.inference_mode():
-                    y, angles = self.vocoder(mel.float().cpu(), len(x), init=phase, return_phase=True)
+                    if isinstance(self.vocoder, GriffinLim):
+                        y, angles = self.vocoder(mel.float().cpu(), len(x), init=phase, return_phase=True)
+                        phase = angles[:, step // hop:] if len(x) == size else None
+                    else:
+                        y = self.vocoder(mel.float().cpu(), len(x))
                 y = y.numpy().astype(np.float32)
-                phase = angles[:, step // hop:] if len(x) == size else None
                 # The decoder's output level follows its context. Each chunk's gain lies halfway (in dB) between
                 # the one that brings its own speech to the target level and the one that matches the previous chunk
                 # where they overlap: steps at the joins halve, and the level cannot drift away from the target.
@@ -178,17 +252,20 @@ class VoiceConverter:
         if pending is not None:
             yield pending
 
-    def convert_file(self, source: str | os.PathLike, output: str | os.PathLike, speaker: torch.Tensor, *,
-                     sample_rate: int | None = None, chunk_seconds: float = 30.0) -> float:
+    def convert_file(self, source: str | os.PathLike, output: str | os.PathLike,
+                     target: Audio | Sequence[Audio] | Voice, *, sample_rate: int | None = None,
+                     chunk_seconds: float = 30.0, pitch_shift: float = 0.0, match_pitch: bool = True) -> float:
         """Convert an audio file of any length into `output` (.wav or .flac, written atomically) in the voice of
-        `speaker` (from `embed`). Files longer than `chunk_seconds` stream through `convert_stream` with bounded
+        `target` (clips, or a `Voice` from `embed`). Files longer than `chunk_seconds` stream through `convert_stream` with bounded
         memory. Returns the source's duration in seconds."""
         seconds = audio_seconds(source)
+        voice = self._voice(target)
         if seconds <= chunk_seconds:
-            blocks: Iterable[np.ndarray] = [self.convert(source, speaker)]
+            blocks: Iterable[np.ndarray] = [self.convert(source, voice, pitch_shift=pitch_shift,
+                                                         match_pitch=match_pitch)]
         else:
-            blocks = self.convert_stream(stream_wav(source, self.sample_rate), speaker, chunk_seconds=chunk_seconds,
-                                         name=str(source))
+            blocks = self.convert_stream(stream_wav(source, self.sample_rate), voice, chunk_seconds=chunk_seconds,
+                                         pitch_shift=pitch_shift, match_pitch=match_pitch, name=str(source))
         rate = sample_rate or self.sample_rate
         resampler = (soxr.ResampleStream(self.sample_rate, rate, 1, dtype="float32")
                      if rate != self.sample_rate else None)
@@ -200,9 +277,16 @@ class VoiceConverter:
         return seconds
 
 
-def load_model(checkpoint: str | os.PathLike | None = None, *, vocoder: str = "griffin-lim",
+def load_model(checkpoint: str | os.PathLike | None = None, *, vocoder: str | None = None,
                device: str = "cpu") -> VoiceConverter:
-    """Load a checkpoint (default: the shipped `checkpoints/default.pt`) as a `VoiceConverter`."""
+    """Load a checkpoint (default: the shipped `checkpoints/default.pt`) as a `VoiceConverter`.
+
+    `vocoder`: "vocos" (the checkpoint's own neural vocoder; the default when it has one) or "griffin-lim".
+    """
     path = Path(checkpoint) if checkpoint is not None else Path(os.environ.get("VC_CHECKPOINT", DEFAULT_CHECKPOINT))
-    net, cfg = build_model(load_checkpoint(path), path)
-    return VoiceConverter(net, cfg, vocoder=vocoder, device=device)
+    ckpt = load_checkpoint(path)
+    net, cfg = build_model(ckpt, path)
+    try:
+        return VoiceConverter(net, cfg, vocoder=vocoder, device=device, vocoder_state=ckpt.get("vocoder"))
+    except VCError as e:
+        raise VCError(f"{path}: {e}") from None

@@ -128,21 +128,23 @@ def check_writable(out_dir: Path) -> None:
 _worker: dict = {}
 
 
-def _init_worker(checkpoint: str | None, vocoder: str, device: str, threads: int, speaker: list[float]) -> None:
+def _init_worker(checkpoint: str | None, vocoder: str | None, device: str, threads: int, voice, options: dict
+                 ) -> None:
     import torch
 
     from .api import load_model
 
     torch.set_num_threads(threads)
     _worker["model"] = load_model(checkpoint, vocoder=vocoder, device=device)
-    _worker["speaker"] = torch.tensor(speaker)
+    _worker.update(voice=voice, options=options)
 
 
 def _convert_one(source: str, output: str, sample_rate: int | None) -> dict:
     start = time.perf_counter()
     row = {"input": source, "output": output, "duration_s": "", "seconds": "", "error": ""}
     try:
-        seconds = _worker["model"].convert_file(source, output, _worker["speaker"], sample_rate=sample_rate)
+        seconds = _worker["model"].convert_file(source, output, _worker["voice"], sample_rate=sample_rate,
+                                                **_worker["options"])
         row.update(status="converted", duration_s=round(seconds, 3))
     except VCError as e:
         row.update(status="failed", error=str(e))
@@ -172,18 +174,20 @@ class Summary:
 
 
 def run(jobs: list[Job], targets: Sequence[str], out_dir: str | Path, *, checkpoint: str | None = None,
-        vocoder: str = "griffin-lim", device: str = "cpu", workers: int = 1, sample_rate: int | None = None,
+        vocoder: str | None = None, device: str = "cpu", workers: int = 1, sample_rate: int | None = None,
         overwrite: bool = False, dry_run: bool = False, report: str | Path | None = None,
-        progress: bool = True) -> Summary:
+        progress: bool = True, pitch_shift: float = 0.0, match_pitch: bool = True) -> Summary:
     """Convert `jobs` into the voice of `targets`. Existing outputs are skipped unless `overwrite`; every input gets
-    a report row. A bad input fails alone; an unusable target, a full disk or an unwritable output stops the run."""
+    a report row. A bad input fails alone; an unusable target, a full disk or an unwritable output stops the run.
+    `pitch_shift` and `match_pitch` are those of `VoiceConverter.convert`."""
     from tqdm import tqdm
 
     from .api import load_model
 
     summary = Summary(report=Path(report) if report else None)
     model = load_model(checkpoint, vocoder=vocoder, device=device)
-    speaker = model.embed(target_clips(targets))  # an unusable target stops the run before any work
+    voice = model.embed(target_clips(targets))  # an unusable target stops the run before any work
+    options = {"pitch_shift": pitch_shift, "match_pitch": match_pitch}
     done = {j for j in jobs if not overwrite and j.output.exists()}  # outputs appear only when complete
     todo = [j for j in jobs if j not in done]
     skipped = [j for j in jobs if j in done]
@@ -223,7 +227,7 @@ def run(jobs: list[Job], targets: Sequence[str], out_dir: str | Path, *, checkpo
                 print(f"{j.source} -> {j.output}")
                 record({"input": str(j.source), "status": "dry-run", "output": str(j.output)})
         elif workers <= 1:
-            _worker.update(model=model, speaker=speaker)
+            _worker.update(model=model, voice=voice, options=options)
             for j in todo:
                 record(_convert_one(str(j.source), str(j.output), sample_rate))
                 if summary.stopped:
@@ -231,7 +235,7 @@ def run(jobs: list[Job], targets: Sequence[str], out_dir: str | Path, *, checkpo
         else:
             threads = max(1, (os.cpu_count() or 1) // workers)
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                     initargs=(checkpoint, vocoder, device, threads, speaker.tolist())) as pool:
+                                     initargs=(checkpoint, vocoder, device, threads, voice, options)) as pool:
                 queue = list(todo)
                 running = set()
                 while queue or running:

@@ -57,7 +57,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def build_model(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> tuple[VoiceConverterNet, Config]:
     """Rebuild the inference network from a checkpoint's own config and load its weights."""
     try:
-        cfg = Config.from_dict(ckpt["config"])
+        d = ckpt["config"]
+        if "pitch" not in d.get("model", {}):  # written before the decoder took pitch
+            d = {**d, "model": {**d.get("model", {}), "pitch": False}}
+        cfg = Config.from_dict(d)
         net = VoiceConverterNet(cfg.model)
         net.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, RuntimeError, VCError) as e:
@@ -66,8 +69,13 @@ def build_model(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") 
 
 
 def export_inference(path: str | os.PathLike, net: VoiceConverterNet, cfg: Config,
-                     meta: dict[str, Any] | None = None) -> Path:
-    """Weights and config only (no optimizer state): small, and safe to load with weights_only=True."""
+                     meta: dict[str, Any] | None = None, vocoder: dict[str, Any] | None = None) -> Path:
+    """Weights and config only (no optimizer state): small, and safe to load with weights_only=True.
+
+    `vocoder`: the "vocoder" entry of a file written by `vc train-vocoder` (its config and weights), bundled so that
+    one file holds the whole converter."""
     state = {k: v.detach().to(torch.float32).clone() for k, v in net.state_dict().items()}
-    return save_checkpoint(path, {"kind": "inference", "config": cfg.to_dict(), "model": state,
-                                  "meta": dict(meta or {})})
+    payload = {"kind": "inference", "config": cfg.to_dict(), "model": state, "meta": dict(meta or {})}
+    if vocoder is not None:
+        payload["vocoder"] = vocoder
+    return save_checkpoint(path, payload)

@@ -10,7 +10,7 @@ import yaml
 
 from .errors import VCError
 
-VOCODERS = ("griffin-lim",)  # mel-to-waveform stages `load_vocoder` knows
+VOCODERS = ("vocos", "griffin-lim")  # mel-to-waveform stages `load_vocoder` knows
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au"}  # read by soundfile
 
 
@@ -38,9 +38,20 @@ class ModelConfig:
     speaker_blocks: int = 4  # each halves the time rate before pooling
     speaker_dim: int = 128
     decoder_blocks: int = 6  # half at the content rate, half at the mel rate, each with AdaIN
+    pitch: bool = True  # the decoder is conditioned on log-F0 moved to the target's register
     classifier_channels: int = 256
     classifier_dropout: float = 0.3
     n_speakers: int = 1  # training speakers; sized from the data by `vc train`
+
+
+@dataclass
+class VocoderConfig:
+    """Vocos-style vocoder: ConvNeXt blocks at the mel frame rate predict STFT magnitude and phase; an inverse STFT
+    (the project's n_fft, window and hop) makes the waveform."""
+    dim: int = 384
+    layers: int = 8
+    intermediate: int = 1152
+    kernel_size: int = 7
 
 
 @dataclass

@@ -86,7 +86,11 @@ class AdaIN(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Content code (B, content_dim, T') and speaker (B, speaker_dim) -> normalized mel (B, n_mels, frames)."""
+    """Content code (B, content_dim, T'), speaker (B, speaker_dim) and, with `cfg.pitch`, the pitch features of
+    `vc.pitch.features` (B, 2, frames) -> normalized mel (B, n_mels, frames).
+
+    The pitch enters every block after its AdaIN, so that instance norm cannot remove the register it sets.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -95,14 +99,23 @@ class Decoder(nn.Module):
         self.low = cfg.decoder_blocks // 2  # blocks at the content rate, before upsampling
         self.convs = nn.ModuleList(_conv(c, c, k) for _ in range(cfg.decoder_blocks))
         self.norms = nn.ModuleList(AdaIN(c, cfg.speaker_dim) for _ in range(cfg.decoder_blocks))
+        self.pitch = nn.ModuleList(_conv(2, c, 3) for _ in range(cfg.decoder_blocks)) if cfg.pitch else None
         self.conv_out = _conv(c, cfg.n_mels, k)
 
-    def forward(self, content: torch.Tensor, spk: torch.Tensor, frames: int) -> torch.Tensor:
+    def forward(self, content: torch.Tensor, spk: torch.Tensor, frames: int,
+                pitch: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pitch is not None:
+            if pitch is None:
+                raise ValueError("this decoder needs pitch features")
+            pitch_low = _halve(pitch.to(content.dtype))[:, :, :content.shape[2]]
         x = self.conv_in(content)
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             if i == self.low:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")[:, :, :frames]
-            x = x + _act(norm(conv(x), spk))
+            h = norm(conv(x), spk)
+            if self.pitch is not None:
+                h = h + self.pitch[i](pitch if i >= self.low else pitch_low)
+            x = x + _act(h)
         return self.conv_out(x)
 
 
@@ -145,6 +158,7 @@ class VoiceConverterNet(nn.Module):
     def denormalize(self, mel: torch.Tensor) -> torch.Tensor:
         return mel * self.mel_std[:, None] + self.mel_mean[:, None]
 
-    def forward(self, mel: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """Normalized mels (B, n_mels, T) and references (B, n_mels, T_ref) -> normalized mel (B, n_mels, T)."""
-        return self.decoder(self.content_encoder(mel), self.speaker_encoder(ref), mel.shape[2])
+    def forward(self, mel: torch.Tensor, ref: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalized mels (B, n_mels, T), references (B, n_mels, T_ref) and pitch features (B, 2, T) ->
+        normalized mel (B, n_mels, T)."""
+        return self.decoder(self.content_encoder(mel), self.speaker_encoder(ref), mel.shape[2], pitch)

@@ -18,6 +18,7 @@ from .config import Config
 from .data import SegmentSampler, Utterance, list_utterances, load_features
 from .errors import VCError
 from .model import SpeakerClassifier, VoiceConverterNet
+from .pitch import features
 
 log = logging.getLogger(__name__)
 
@@ -81,20 +82,21 @@ def pick_dev(utts: list[Utterance], n: int) -> list[Utterance]:
 
 
 @torch.no_grad()
-def validate(net: VoiceConverterNet, clf: SpeakerClassifier, cfg: Config, dev: tuple[list[Utterance], list],
+def validate(net: VoiceConverterNet, clf: SpeakerClassifier, cfg: Config, dev: tuple[list[Utterance], list, list],
              held: tuple[list[int], list]) -> dict[str, float]:
     """Dev reconstruction L1, speaker-embedding separation on dev, and the leakage probe on held-out utterances."""
     net.eval(), clf.eval()
     out: dict[str, float] = {}
-    dev_utts, dev_mels = dev
+    dev_utts, dev_mels, dev_f0s = dev
     if dev_utts:
         mels = [net.normalize(m.float()[None, :, :800]) for m in dev_mels]
+        pitch = [features(f[:800].float())[None] if cfg.model.pitch else None for f in dev_f0s]
         embs = torch.cat([net.speaker_encoder(m) for m in mels])
         spk = [u.speaker for u in dev_utts]
         losses = []
         for i, m in enumerate(mels):
             j = next((k for k in range(len(mels)) if k != i and spk[k] == spk[i]), i)
-            rec = net.decoder(net.content_encoder(m), embs[j:j + 1], m.shape[2])
+            rec = net.decoder(net.content_encoder(m), embs[j:j + 1], m.shape[2], pitch[i])
             losses.append((rec - m).abs().mean().item())
         out["dev_recon_l1"] = float(np.mean(losses))
         e = F.normalize(embs, dim=1)
@@ -149,10 +151,11 @@ def train(cfg: Config, data: str | Path, out: str | Path, dev: str | Path | None
         raise VCError(f"{data}: not the speakers that {last} was trained on")
     cfg.model.n_speakers = len(speakers)
     spk_index = {s: i for i, s in enumerate(speakers)}
-    train_utts, train_mels = load_features(train_utts, cfg.audio, out / "features-train.pt")
-    held_utts, held_mels = load_features(held_utts, cfg.audio, out / "features-held.pt") if held_utts else ([], [])
+    train_utts, train_mels, train_f0s = load_features(train_utts, cfg.audio, out / "features-train.pt")
+    held_utts, held_mels, _ = (load_features(held_utts, cfg.audio, out / "features-held.pt") if held_utts
+                               else ([], [], []))
     dev_dir = Path(dev) if dev else Path(t.dev_data) if t.dev_data else Path(data).parent / "dev"
-    dev_set: tuple[list[Utterance], list] = ([], [])
+    dev_set: tuple[list[Utterance], list, list] = ([], [], [])
     if dev_dir.is_dir() and dev_dir.resolve() != Path(data).resolve():
         dev_set = load_features(pick_dev(list_utterances(dev_dir), t.num_val_utterances), cfg.audio,
                                 out / "features-dev.pt")
@@ -178,7 +181,8 @@ def train(cfg: Config, data: str | Path, out: str | Path, dev: str | Path | None
         opt_c.load_state_dict(state["opt_c"])
         step = state["step"]
 
-    sampler = SegmentSampler(train_mels, [spk_index[u.speaker] for u in train_utts], t.segment_frames, t.seed)
+    sampler = SegmentSampler(train_mels, [spk_index[u.speaker] for u in train_utts], t.segment_frames, t.seed,
+                             train_f0s if cfg.model.pitch else None)
     held = ([spk_index[u.speaker] for u in held_utts], held_mels)
     writer = _tensorboard(out)
     log_file = (out / "log.jsonl").open("a")
@@ -204,7 +208,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, dev: str | Path | None
         while step < t.steps:
             torch.manual_seed(t.seed * 1_000_003 + step)  # dropout noise depends on the step only: resume is exact
             rng = np.random.default_rng([t.seed, step, 1])
-            mel, ref, ids = sampler.batch(step, t.batch_size)
+            mel, ref, ids, pitch = sampler.batch(step, t.batch_size)
             mel, ref = net.normalize(mel), net.normalize(ref)
             lr = learning_rate(cfg, step)
             for group in opt_g.param_groups + opt_c.param_groups:
@@ -213,7 +217,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, dev: str | Path | None
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
                 content = net.content_encoder(freq_warp(mel, t.freq_warp, rng))
                 spk = net.speaker_encoder(ref)
-                rec = net.decoder(content, spk, mel.shape[2])
+                rec = net.decoder(content, spk, mel.shape[2], pitch)
                 recon = (rec.float() - mel).abs().mean()
                 # The encoder is pushed toward a classifier that cannot tell speakers apart (uniform output);
                 # this is bounded, unlike maximizing the classifier's cross-entropy, so training stays stable.

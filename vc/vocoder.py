@@ -1,13 +1,99 @@
-"""Mel to waveform. Griffin-Lim needs no training; a neural vocoder is to come."""
+"""Mel to waveform: a Vocos-style neural vocoder trained in this project, and Griffin-Lim (no training) as fallback."""
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
+from torch import nn
 
 from .audio import LOG_FLOOR, _window, mel_filterbank, stft
-from .config import VOCODERS, AudioConfig
+from .config import VOCODERS, AudioConfig, VocoderConfig
 from .errors import VCError
+
+MAX_LOG_MAGNITUDE = math.log(100.0)  # STFT magnitudes above 100 (40 dB over full scale) are clamped, as in Vocos
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int, intermediate: int, kernel_size: int, layer_scale: float):
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, intermediate)
+        self.pwconv2 = nn.Linear(intermediate, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim, T)
+        y = self.dwconv(x).transpose(1, 2)
+        y = self.pwconv2(nn.functional.gelu(self.pwconv1(self.norm(y))))
+        return x + (self.gamma * y).transpose(1, 2)
+
+
+class Vocos(nn.Module):
+    """Log-mel (B, n_mels, frames) -> STFT (B, n_fft // 2 + 1, frames) -> waveform, after Siuzdak (2023).
+
+    Every network layer runs at the mel frame rate (80 per second), which is what makes it fast on a CPU; the inverse
+    STFT uses the same framing as `log_mel`, so frame k of the input is frame k of the output.
+    """
+
+    def __init__(self, audio: AudioConfig, cfg: VocoderConfig):
+        super().__init__()
+        self.audio, self.cfg = audio, cfg
+        self.embed = nn.Conv1d(audio.n_mels, cfg.dim, cfg.kernel_size, padding=cfg.kernel_size // 2)
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.blocks = nn.ModuleList(ConvNeXtBlock(cfg.dim, cfg.intermediate, cfg.kernel_size, 1 / cfg.layers)
+                                    for _ in range(cfg.layers))
+        self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.head = nn.Linear(cfg.dim, 2 * (audio.n_fft // 2 + 1))
+        # log-mel statistics of the training audio (set by training) so that the input is roughly zero-mean, unit-var
+        self.register_buffer("mel_mean", torch.tensor(-5.0))
+        self.register_buffer("mel_std", torch.tensor(2.5))
+
+    def spectrum(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> log magnitude and phase, each (B, n_fft // 2 + 1, frames), in float32."""
+        x = self.embed((mel - self.mel_mean) / self.mel_std)
+        x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        x = self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2).float()
+        log_mag, phase = x.chunk(2, dim=1)
+        return log_mag.clamp(max=MAX_LOG_MAGNITUDE), phase
+
+    def synthesize(self, log_mag: torch.Tensor, phase: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        a = self.audio
+        spec = torch.polar(torch.exp(log_mag), phase)
+        length = length or (spec.shape[-1] - 1) * a.hop_length
+        return torch.istft(spec, a.n_fft, a.hop_length, a.win_length, _window(a.win_length).to(spec.device),
+                           center=True, length=length)
+
+    def forward(self, mel: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """(B, n_mels, frames) -> (B, length), length defaulting to (frames - 1) * hop."""
+        return self.synthesize(*self.spectrum(mel), length)
+
+
+class NeuralVocoder:
+    """`Vocos` behind the same call as `GriffinLim`: log-mel (n_mels, frames) -> waveform (length,)."""
+
+    def __init__(self, net: Vocos, chunk_frames: int = 4000):
+        self.net, self.cfg, self.chunk_frames = net.eval(), net.audio, chunk_frames
+
+    @torch.inference_mode()
+    def __call__(self, mel: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        device = next(self.net.parameters()).device
+        return self.net(mel.float().to(device)[None], length)[0].cpu()
+
+
+def vocoder_state(net: Vocos) -> dict:
+    """What an inference checkpoint stores for the vocoder: its config and fp32 weights."""
+    import dataclasses
+    return {"config": dataclasses.asdict(net.cfg),
+            "weights": {k: v.detach().float().clone() for k, v in net.state_dict().items()}}
+
+
+def build_vocoder(state: dict, audio: AudioConfig) -> Vocos:
+    net = Vocos(audio, VocoderConfig(**state["config"]))
+    net.load_state_dict(state["weights"])
+    return net.eval()
 
 
 @functools.lru_cache(maxsize=8)
@@ -58,7 +144,15 @@ class GriffinLim:
         return (wav, angles) if return_phase else wav
 
 
-def load_vocoder(name: str, cfg: AudioConfig, **kwargs) -> GriffinLim:
+def load_vocoder(name: str, cfg: AudioConfig, state: dict | None = None, **kwargs) -> GriffinLim | NeuralVocoder:
+    """`name` from VOCODERS; "vocos" needs `state`, the vocoder entry of a checkpoint."""
     if name == "griffin-lim":
         return GriffinLim(cfg, **kwargs)
+    if name == "vocos":
+        if state is None:
+            raise VCError("this checkpoint has no neural vocoder; use --vocoder griffin-lim")
+        try:
+            return NeuralVocoder(build_vocoder(state, cfg), **kwargs)
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise VCError(f"the checkpoint's vocoder does not match this vc ({str(e).splitlines()[0][:200]})") from None
     raise VCError(f"unknown vocoder '{name}' (choose from: {', '.join(VOCODERS)})")

@@ -1,0 +1,136 @@
+"""F0: a vectorized YIN tracker in torch, and the log-F0 features that let the converted voice sit in the target's register.
+
+The tracker (de Cheveigné & Kawahara 2002) works on the same frames as `log_mel` (centered, one per hop), so frame k
+of the F0 contour belongs to frame k of the mel. It is a few FFTs per clip: about 100x faster than real time on one
+core, with no compilation on first use.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import AudioConfig
+
+FMIN, FMAX = 50.0, 600.0  # Hz: the range searched (bass voice to child's voice)
+THRESHOLD = 0.15  # YIN's absolute threshold on the cumulative-mean-normalized difference
+VOICED_MAX_CMND = 0.3  # frames whose best dip is shallower than this are unvoiced
+SILENCE_DB = 45.0  # frames this far below the clip's loudest are unvoiced
+LOG_F0_CENTER, LOG_F0_SCALE = math.log(150.0), 0.5  # fixed normalization of log-F0 for the networks
+
+
+def track(wav: torch.Tensor | np.ndarray, cfg: AudioConfig | None = None, frame_length: int = 1024
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T,) waveform -> F0 in Hz (frames,) with 0 where unvoiced, and the voiced mask (frames,), frames = T // hop + 1.
+    """
+    cfg = cfg or AudioConfig()
+    sr, hop = cfg.sample_rate, cfg.hop_length
+    x = torch.as_tensor(wav, dtype=torch.float32).flatten()
+    frames = x.shape[0] // hop + 1
+    x = F.pad(x, (frame_length // 2, frame_length // 2))
+    x = F.pad(x, (0, max(0, (frames - 1) * hop + frame_length - x.shape[0])))
+    fr = x.unfold(0, frame_length, hop)[:frames]  # (frames, W)
+    fr = fr - fr.mean(dim=1, keepdim=True)
+    max_lag = min(int(sr / FMIN) + 1, frame_length // 2)
+    min_lag = max(2, int(sr / FMAX))
+    n = frame_length - max_lag  # YIN's integration window
+    size = 2 * frame_length
+    # r(tau) = sum_{j<n} x_j x_{j+tau}, for all tau at once
+    r = torch.fft.irfft(torch.fft.rfft(fr, size).mul(torch.fft.rfft(fr[:, :n], size).conj()), size)[:, :max_lag + 1]
+    sq = F.pad(torch.cumsum(fr ** 2, dim=1), (1, 0))
+    e0 = sq[:, n:n + 1]
+    lags = torch.arange(max_lag + 1)
+    e_tau = sq[:, lags + n] - sq[:, lags]
+    d = (e0 + e_tau - 2 * r).clamp(min=0)
+    cmnd = d[:, 1:] * lags[1:] / torch.cumsum(d[:, 1:], dim=1).clamp(min=1e-10)
+    cmnd = torch.cat([torch.ones(frames, 1), cmnd], dim=1)  # index = lag
+    search = cmnd[:, min_lag:max_lag]
+    # first dip below the threshold that is a local minimum, else the global minimum
+    is_min = torch.zeros_like(search, dtype=torch.bool)
+    is_min[:, 1:-1] = (search[:, 1:-1] <= search[:, :-2]) & (search[:, 1:-1] <= search[:, 2:])
+    below = is_min & (search < THRESHOLD)
+    first = torch.where(below.any(dim=1), below.float().argmax(dim=1), search.argmin(dim=1))
+    best = search.gather(1, first[:, None])[:, 0]
+    # parabolic interpolation around the dip
+    i = first.clamp(1, search.shape[1] - 2)
+    a, b, c = search.gather(1, (i - 1)[:, None])[:, 0], search.gather(1, i[:, None])[:, 0], \
+        search.gather(1, (i + 1)[:, None])[:, 0]
+    denom = a - 2 * b + c
+    shift = torch.where(denom.abs() > 1e-8, 0.5 * (a - c) / denom, torch.zeros_like(denom)).clamp(-1, 1)
+    period = (i + min_lag).float() + shift
+    level = 10 * torch.log10((fr[:, frame_length // 4: 3 * frame_length // 4] ** 2).mean(dim=1) + 1e-12)
+    voiced = (best < VOICED_MAX_CMND) & (level > level.max() - SILENCE_DB)
+    voiced = _drop_short_runs(voiced, 3)
+    f0 = torch.where(voiced, sr / period, torch.zeros_like(period))
+    return _median3(f0, voiced), voiced
+
+
+def _drop_short_runs(voiced: torch.Tensor, min_len: int) -> torch.Tensor:
+    v = voiced.numpy().copy()
+    start = None
+    for k in range(len(v) + 1):
+        on = k < len(v) and v[k]
+        if on and start is None:
+            start = k
+        elif not on and start is not None:
+            if k - start < min_len:
+                v[start:k] = False
+            start = None
+    return torch.from_numpy(v)
+
+
+def _median3(f0: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+    """3-frame median of voiced F0 (removes single-frame octave jumps); unvoiced neighbours repeat the centre."""
+    if f0.numel() < 3:
+        return f0
+    p = F.pad(f0[None, None], (1, 1), mode="replicate")[0, 0]
+    nb = torch.stack([p[:-2], p[1:-1], p[2:]])
+    nb = torch.where(nb > 0, nb, f0[None].expand_as(nb))
+    return torch.where(voiced, nb.median(dim=0).values, f0)
+
+
+@dataclass(frozen=True)
+class PitchStats:
+    """Mean and spread of a speaker's log-F0 over voiced frames (natural log of Hz)."""
+    mean: float
+    std: float
+
+    @property
+    def hz(self) -> float:
+        return math.exp(self.mean)
+
+
+DEFAULT_STD = 0.15  # log-F0 spread used when a clip has too few voiced frames to measure one
+
+
+def stats(f0s: list[torch.Tensor]) -> PitchStats | None:
+    """Over the voiced frames of one or several contours; None when fewer than 10 frames are voiced."""
+    lf0 = torch.cat([torch.log(f[f > 0]) for f in f0s]) if f0s else torch.zeros(0)
+    if lf0.numel() < 10:
+        return None
+    std = float(lf0.std()) if lf0.numel() > 20 else DEFAULT_STD
+    return PitchStats(float(lf0.mean()), max(std, 0.03))
+
+
+def features(f0: torch.Tensor) -> torch.Tensor:
+    """F0 (frames,) -> the networks' pitch input (2, frames): normalized log-F0 (0 where unvoiced) and voicing."""
+    voiced = f0 > 0
+    lf0 = torch.where(voiced, (torch.log(f0.clamp(min=1.0)) - LOG_F0_CENTER) / LOG_F0_SCALE, torch.zeros_like(f0))
+    return torch.stack([lf0, voiced.float()])
+
+
+def transpose(f0: torch.Tensor, source: PitchStats | None, target: PitchStats | None, semitones: float = 0.0
+              ) -> torch.Tensor:
+    """Move a contour from the source's register to the target's (log-F0 mean and spread), then by `semitones`.
+
+    With either statistic missing, only the semitone shift applies.
+    """
+    voiced = f0 > 0
+    lf0 = torch.log(f0.clamp(min=1.0))
+    if source is not None and target is not None:
+        lf0 = (lf0 - source.mean) / source.std * target.std + target.mean
+    lf0 = lf0 + semitones * math.log(2) / 12
+    return torch.where(voiced, torch.exp(lf0), torch.zeros_like(f0))
