@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import vc  # noqa: E402
+from vc.api import TIMBRE_MATCH  # noqa: E402
 from vc.audio import audio_seconds  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -41,7 +42,7 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
             raise gr.Error(f"The {role} clip is {seconds:.0f} s long; this demo takes up to {max_seconds:.0f} s.")
         return path
 
-    def convert(source, target, target2, mix, pitch_shift=0.0, match_pitch=True):
+    def convert(source, target, target2, mix, pitch_shift=0.0, match_pitch=True, timbre_match=TIMBRE_MATCH):
         plots.plt.close("all")
         try:
             check(source, "source")
@@ -50,7 +51,8 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
             if target2 and mix > 0:
                 check(target2, "second target")
                 voice = first.mix(model.embed(target2), mix)
-            out = model.convert(source, voice, pitch_shift=float(pitch_shift or 0), match_pitch=bool(match_pitch))
+            out = model.convert(source, voice, pitch_shift=float(pitch_shift or 0), match_pitch=bool(match_pitch),
+                                timbre_match=float(timbre_match))
             clips = {"source": model.load(source), "target": model.load(target), "output": vc.audio.prepare(
                 out, model.sample_rate, model.cfg.audio)}
         except vc.VCError as e:  # one line naming the clip by its role, not by its temporary upload path
@@ -85,6 +87,8 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
             match_pitch = gr.Checkbox(value=True, label="Match the target's pitch register",
                                       info="moves the source's melody into the target's range (off: keep the source's)")
             pitch_shift = gr.Slider(-12, 12, value=0, step=1, label="Pitch shift (semitones)")
+            timbre_match = gr.Slider(0.0, 1.0, value=TIMBRE_MATCH, step=0.1, label="Timbre match",
+                                     info="moves the output's average spectrum toward the target's")
         button = gr.Button("Convert", variant="primary")
         output = gr.Audio(label="Converted", type="numpy", interactive=False, elem_id="output-audio")
         with gr.Row():
@@ -99,7 +103,7 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
                         label="Examples (source, target)")
         gr.Markdown(f"Clips up to {max_seconds:.0f} s. Example clips: LibriSpeech and VCC 2016 (CC BY 4.0), see "
                     "`examples/README.md`.")
-        button.click(convert, [source, target, target2, mix, pitch_shift, match_pitch],
+        button.click(convert, [source, target, target2, mix, pitch_shift, match_pitch, timbre_match],
                      [output, mels, f0, space, similarity],
                      api_name="convert", concurrency_limit=1)
     return app

@@ -85,3 +85,21 @@ def test_bundled_vocoder_is_the_default(tiny_checkpoint, clips, tmp_path):
     assert out.shape == model.load(clips["source"], trim=False).shape and np.isfinite(out).all()
     assert vc.load_model(path, vocoder="griffin-lim").vocoder_name == "griffin-lim"
     assert vc.load_model(tiny_checkpoint).vocoder_name == "griffin-lim"  # no vocoder inside: the fallback
+
+
+def test_timbre_match_moves_the_average_spectrum_toward_the_target(tiny_checkpoint, clips):
+    from vc.api import speech_spectrum
+
+    model = vc.load_model(tiny_checkpoint)
+    src = model.load(clips["source"], trim=False)
+    voice = model.embed(clips["target"])
+    assert voice.spectrum.shape == (model.cfg.audio.n_mels,)
+    p = model.source_pitch(src, voice)
+
+    def distance(strength):
+        out = speech_spectrum(model._convert_mel(src, voice, p, strength))
+        d = out - voice.spectrum
+        return float((d - d.mean()).abs().mean())  # level aside
+
+    assert distance(1.0) < 0.2 * distance(0.0)
+    assert distance(0.0) > distance(0.5) > distance(1.0)

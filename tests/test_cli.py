@@ -31,6 +31,21 @@ def test_export_from_training_checkpoint(tiny_checkpoint, tmp_path, clips):
     assert len(vc.load_model(out).convert(clips["source"], clips["target"])) > 0
 
 
+def test_train_vocoder_then_bundle_and_convert_with_pitch_options(tiny_checkpoint, train_dir, clips, tmp_path):
+    run = tmp_path / "voc"
+    assert main(["train-vocoder", "--data", str(train_dir), "--out", str(run), "--steps", "2"]) == 0
+    bundled = tmp_path / "bundled.pt"
+    assert main(["export", str(tiny_checkpoint), str(bundled), "--vocoder-ckpt", str(run / "vocoder.pt")]) == 0
+    assert vc.load_model(bundled).vocoder_name == "vocos"
+    outs = {}
+    for name, extra in {"plain": [], "shifted": ["--pitch-shift", "-5", "--no-match-pitch"]}.items():
+        outs[name] = tmp_path / f"{name}.wav"
+        assert main(["convert", str(clips["source"]), "-t", str(clips["target"]), "-o", str(outs[name]),
+                     "--checkpoint", str(bundled), *extra]) == 0
+    assert not np.allclose(sf.read(outs["plain"])[0], sf.read(outs["shifted"])[0])
+    assert main(["export", str(tiny_checkpoint), str(tmp_path / "x.pt"), "--vocoder-ckpt", str(tiny_checkpoint)]) == 1
+
+
 @pytest.mark.parametrize("kind", ["missing", "empty", "text", "short", "silent"])
 @pytest.mark.parametrize("role", ["source", "target"])
 def test_bad_input_is_one_line_and_nonzero(tiny_checkpoint, clips, tmp_path, capsys, kind, role):

@@ -32,6 +32,7 @@ from .model import VoiceConverterNet
 from .pitch import PitchStats
 from .vocoder import GriffinLim, load_vocoder
 
+TIMBRE_MATCH = 0.0  # default share of the mean-spectrum match after the decoder (see `_convert_mel`)
 MAX_NORMALIZED_MEL = 4.0  # decoder output above this many standard deviations over the mean band level is a glitch
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default.pt"
 
@@ -45,14 +46,30 @@ class Voice:
     (None where they held too little voiced speech to measure)."""
     embedding: torch.Tensor
     pitch: PitchStats | None = None
+    spectrum: torch.Tensor | None = None  # mean log-mel (n_mels,) of the clips' speech frames
 
     def mix(self, other: "Voice", weight: float) -> "Voice":
-        """(1 - weight) of this voice and `weight` of the other: embeddings and log-F0 statistics interpolated."""
+        """(1 - weight) of this voice and `weight` of the other: embeddings, log-F0 statistics and mean spectra
+        interpolated."""
         emb = (1 - weight) * self.embedding + weight * other.embedding
-        if self.pitch is None or other.pitch is None:
-            return Voice(emb, self.pitch or other.pitch)
-        return Voice(emb, PitchStats((1 - weight) * self.pitch.mean + weight * other.pitch.mean,
-                                     (1 - weight) * self.pitch.std + weight * other.pitch.std))
+        stats = self.pitch or other.pitch
+        if self.pitch is not None and other.pitch is not None:
+            stats = PitchStats((1 - weight) * self.pitch.mean + weight * other.pitch.mean,
+                               (1 - weight) * self.pitch.std + weight * other.pitch.std)
+        spectrum = self.spectrum if self.spectrum is not None else other.spectrum
+        if self.spectrum is not None and other.spectrum is not None:
+            spectrum = (1 - weight) * self.spectrum + weight * other.spectrum
+        return Voice(emb, stats, spectrum)
+
+
+SPEECH_FRAMES_DB = 30.0  # frames within this many dB of a clip's loudest count as speech for its mean spectrum
+
+
+def speech_spectrum(mel: torch.Tensor) -> torch.Tensor:
+    """Log-mel (n_mels, frames) -> the mean log-mel (n_mels,) of its speech frames."""
+    level = torch.logsumexp(mel, dim=0)
+    keep = level > level.max() - SPEECH_FRAMES_DB / 20 * np.log(10)
+    return mel[:, keep].mean(dim=1)
 
 
 class VoiceConverter:
@@ -63,7 +80,8 @@ class VoiceConverter:
     networks' zero-padded edges do not burst.
 
     Pitch: the source's F0 contour is moved to the target's register (log-F0 mean and spread of the target clips)
-    unless `match_pitch=False`, then shifted by `pitch_shift` semitones, and given to the decoder.
+    unless `match_pitch=False`, then shifted by `pitch_shift` semitones, and given to the decoder. Timbre:
+    `timbre_match` moves the output's average spectrum toward the target clips' (see `_convert_mel`).
     """
 
     def __init__(self, net: VoiceConverterNet, cfg: Config, vocoder: str | None = None, device: str = "cpu",
@@ -103,9 +121,11 @@ class VoiceConverter:
         if len(targets) == 0:
             raise VCError("no target clip given")
         wavs = [self.load(t, trim=True) for t in targets]
-        embs = [self.net.speaker_encoder(self.mel(w))[0] for w in wavs]
+        mels = [log_mel(w, self.cfg.audio) for w in wavs]
+        embs = [self.net.speaker_encoder(self.net.normalize(m.to(self.device)[None]))[0] for m in mels]
         stats = pitch.stats([pitch.track(w, self.cfg.audio)[0] for w in wavs])
-        return Voice(torch.stack(embs).mean(dim=0).cpu(), stats)
+        spectrum = torch.stack([speech_spectrum(m) for m in mels]).mean(dim=0)
+        return Voice(torch.stack(embs).mean(dim=0).cpu(), stats, spectrum)
 
     @torch.inference_mode()
     def encode(self, wav: np.ndarray) -> torch.Tensor:
@@ -139,7 +159,7 @@ class VoiceConverter:
         return self.vocoder(mel.float().cpu(), length).numpy().astype(np.float32)
 
     def convert(self, source: Audio, target: Audio | Sequence[Audio] | Voice, *, pitch_shift: float = 0.0,
-                match_pitch: bool = True) -> np.ndarray:
+                match_pitch: bool = True, timbre_match: float = TIMBRE_MATCH) -> np.ndarray:
         """Say what `source` says in the voice of `target` (clip(s), or a `Voice` from `embed`).
 
         Returns float32 (T,) at `sample_rate`, as long as the source (silences kept) and loudness-normalized.
@@ -147,7 +167,7 @@ class VoiceConverter:
         voice = self._voice(target)
         wav = self.load(source, trim=False)
         p = self.source_pitch(wav, voice, pitch_shift=pitch_shift, match_pitch=match_pitch)
-        out = self.vocode(self._convert_mel(wav, voice, p), len(wav))
+        out = self.vocode(self._convert_mel(wav, voice, p, timbre_match), len(wav))
         return normalize_loudness(out, self.sample_rate, self.cfg.audio.target_db)
 
     def reconstruct_mel(self, wav: np.ndarray) -> torch.Tensor:
@@ -164,10 +184,13 @@ class VoiceConverter:
         return self.embed(target)
 
     @torch.inference_mode()
-    def _convert_mel(self, wav: np.ndarray, voice: Voice, pitch_features: torch.Tensor, pad: int = 32
-                     ) -> torch.Tensor:
+    def _convert_mel(self, wav: np.ndarray, voice: Voice, pitch_features: torch.Tensor, timbre_match: float = 0.0,
+                     pad: int = 32) -> torch.Tensor:
         """(T,) source -> converted log-mel (n_mels, frames). The mel and pitch are mirrored `pad` frames out at both
-        ends and the output cropped: the networks' zero-padded edges otherwise give the first frames a loud burst."""
+        ends and the output cropped: the networks' zero-padded edges otherwise give the first frames a loud burst.
+
+        `timbre_match` (0 to 1) then moves the output's mean spectrum over its speech frames that share of the way to
+        the target clips' (level kept): a long-term-average-spectrum match after the decoder."""
         mel = self.mel(wav)
         frames = mel.shape[2]
         pad = min(pad, frames - 1) // 2 * 2  # even, so that the content code's halved rate stays aligned
@@ -177,12 +200,16 @@ class VoiceConverter:
             p = torch.nn.functional.pad(p, (pad, pad), mode="reflect") if p is not None else None
         out = self.net.decoder(self.net.content_encoder(mel), voice.embedding[None].to(self.device),
                                frames + 2 * pad, p)
-        out = out[:, :, pad:pad + frames].clamp(max=MAX_NORMALIZED_MEL)
-        return self.net.denormalize(out)[0]
+        out = self.net.denormalize(out[:, :, pad:pad + frames].clamp(max=MAX_NORMALIZED_MEL))[0]
+        if timbre_match > 0 and voice.spectrum is not None:
+            delta = voice.spectrum.to(out.device) - speech_spectrum(out)
+            out = out + timbre_match * (delta - delta.mean())[:, None]
+        return out
 
     def convert_stream(self, blocks: Iterable[np.ndarray], target: Audio | Sequence[Audio] | Voice, *,
                        chunk_seconds: float = 30.0, overlap_seconds: float = 1.0, pitch_shift: float = 0.0,
-                       match_pitch: bool = True, name: str = "<stream>") -> Iterator[np.ndarray]:
+                       match_pitch: bool = True, timbre_match: float = TIMBRE_MATCH, name: str = "<stream>"
+                       ) -> Iterator[np.ndarray]:
         """Convert audio of any length, given as blocks of float32 at the model's rate, chunk by chunk.
 
         Chunks of `chunk_seconds` overlap by `overlap_seconds` and the overlap is cross-faded (with Griffin-Lim, each
@@ -222,7 +249,7 @@ class VoiceConverter:
                 src_stats = pitch.stats(voiced_f0)
                 p = self.source_pitch(x, voice, pitch_shift=pitch_shift, match_pitch=match_pitch,
                                       source_stats=src_stats)
-                mel = self._convert_mel(x, voice, p)
+                mel = self._convert_mel(x, voice, p, timbre_match)
                 with torch.inference_mode():
                     if isinstance(self.vocoder, GriffinLim):
                         y, angles = self.vocoder(mel.float().cpu(), len(x), init=phase, return_phase=True)
@@ -254,7 +281,8 @@ class VoiceConverter:
 
     def convert_file(self, source: str | os.PathLike, output: str | os.PathLike,
                      target: Audio | Sequence[Audio] | Voice, *, sample_rate: int | None = None,
-                     chunk_seconds: float = 30.0, pitch_shift: float = 0.0, match_pitch: bool = True) -> float:
+                     chunk_seconds: float = 30.0, pitch_shift: float = 0.0, match_pitch: bool = True,
+                     timbre_match: float = TIMBRE_MATCH) -> float:
         """Convert an audio file of any length into `output` (.wav or .flac, written atomically) in the voice of
         `target` (clips, or a `Voice` from `embed`). Files longer than `chunk_seconds` stream through `convert_stream` with bounded
         memory. Returns the source's duration in seconds."""
@@ -262,10 +290,11 @@ class VoiceConverter:
         voice = self._voice(target)
         if seconds <= chunk_seconds:
             blocks: Iterable[np.ndarray] = [self.convert(source, voice, pitch_shift=pitch_shift,
-                                                         match_pitch=match_pitch)]
+                                                         match_pitch=match_pitch, timbre_match=timbre_match)]
         else:
             blocks = self.convert_stream(stream_wav(source, self.sample_rate), voice, chunk_seconds=chunk_seconds,
-                                         pitch_shift=pitch_shift, match_pitch=match_pitch, name=str(source))
+                                         pitch_shift=pitch_shift, match_pitch=match_pitch,
+                                         timbre_match=timbre_match, name=str(source))
         rate = sample_rate or self.sample_rate
         resampler = (soxr.ResampleStream(self.sample_rate, rate, 1, dtype="float32")
                      if rate != self.sample_rate else None)

@@ -176,10 +176,11 @@ class Summary:
 def run(jobs: list[Job], targets: Sequence[str], out_dir: str | Path, *, checkpoint: str | None = None,
         vocoder: str | None = None, device: str = "cpu", workers: int = 1, sample_rate: int | None = None,
         overwrite: bool = False, dry_run: bool = False, report: str | Path | None = None,
-        progress: bool = True, pitch_shift: float = 0.0, match_pitch: bool = True) -> Summary:
+        progress: bool = True, pitch_shift: float = 0.0, match_pitch: bool = True,
+        timbre_match: float | None = None) -> Summary:
     """Convert `jobs` into the voice of `targets`. Existing outputs are skipped unless `overwrite`; every input gets
     a report row. A bad input fails alone; an unusable target, a full disk or an unwritable output stops the run.
-    `pitch_shift` and `match_pitch` are those of `VoiceConverter.convert`."""
+    `pitch_shift`, `match_pitch` and `timbre_match` (None: the default) are those of `VoiceConverter.convert`."""
     from tqdm import tqdm
 
     from .api import load_model
@@ -188,6 +189,8 @@ def run(jobs: list[Job], targets: Sequence[str], out_dir: str | Path, *, checkpo
     model = load_model(checkpoint, vocoder=vocoder, device=device)
     voice = model.embed(target_clips(targets))  # an unusable target stops the run before any work
     options = {"pitch_shift": pitch_shift, "match_pitch": match_pitch}
+    if timbre_match is not None:
+        options["timbre_match"] = timbre_match
     done = {j for j in jobs if not overwrite and j.output.exists()}  # outputs appear only when complete
     todo = [j for j in jobs if j not in done]
     skipped = [j for j in jobs if j in done]

@@ -76,6 +76,7 @@ def export_inference(path: str | os.PathLike, net: VoiceConverterNet, cfg: Confi
     one file holds the whole converter."""
     state = {k: v.detach().to(torch.float32).clone() for k, v in net.state_dict().items()}
     payload = {"kind": "inference", "config": cfg.to_dict(), "model": state, "meta": dict(meta or {})}
-    if vocoder is not None:
-        payload["vocoder"] = vocoder
+    if vocoder is not None:  # stored in float16 (half the size; it computes in float32 after loading)
+        payload["vocoder"] = {**vocoder, "weights": {k: v.to(torch.float16) if v.is_floating_point() else v
+                                                     for k, v in vocoder["weights"].items()}}
     return save_checkpoint(path, payload)

@@ -1,4 +1,4 @@
-"""The `vc` command: convert, train, export."""
+"""The `vc` command: convert, train, train-vocoder, export, evaluate."""
 from __future__ import annotations
 
 import argparse
@@ -34,8 +34,10 @@ def _convert(args: argparse.Namespace) -> int:
               and output.suffix.lower() in (".wav", ".flac"))
     if single:
         model = load_model(args.checkpoint, vocoder=args.vocoder, device=args.device)
-        speaker = model.embed(target_clips(args.target))  # an unusable target stops the run before any work
-        seconds = model.convert_file(inputs[0], output, speaker, sample_rate=args.sample_rate)
+        voice = model.embed(target_clips(args.target))  # an unusable target stops the run before any work
+        options = {} if args.timbre_match is None else {"timbre_match": args.timbre_match}
+        seconds = model.convert_file(inputs[0], output, voice, sample_rate=args.sample_rate,
+                                     pitch_shift=args.pitch_shift, match_pitch=not args.no_match_pitch, **options)
         print(f"{inputs[0]} -> {output} ({seconds:.2f} s)")
         return 0
     if output.suffix.lower() in (".wav", ".flac") and not output.is_dir():
@@ -50,11 +52,26 @@ def _convert(args: argparse.Namespace) -> int:
         raise VCError(f"no audio files found in: {' '.join(inputs)}")
     summary = run(jobs, args.target, output, checkpoint=args.checkpoint, vocoder=args.vocoder, device=args.device,
                   workers=args.jobs, sample_rate=args.sample_rate, overwrite=args.overwrite, dry_run=args.dry_run,
+                  pitch_shift=args.pitch_shift, match_pitch=not args.no_match_pitch, timbre_match=args.timbre_match,
                   report=Path(args.report) if args.report else output / name, progress=not args.quiet)
     if summary.stopped:
         print(f"error: stopped early: {summary.stopped}", file=sys.stderr)
     print(("done: " if not summary.failed else "done with failures: ") + summary.line())
     return 1 if summary.failed or summary.stopped else 0
+
+
+def _train_vocoder(args: argparse.Namespace) -> int:
+    from .vocoder_train import VocoderTrainConfig, train_vocoder
+
+    cfg = VocoderTrainConfig(threads=args.threads)
+    if args.steps is not None:
+        cfg.steps = args.steps
+    if args.lr is not None:
+        cfg.lr = args.lr
+    path = train_vocoder(args.data, args.out, cfg=cfg, init=args.init, finetune_on=args.finetune_on,
+                         max_minutes=args.max_minutes)
+    print(f"exported {path}")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -65,9 +82,30 @@ def _export(args: argparse.Namespace) -> int:
     meta = dict(ckpt.get("meta", {}))
     if "step" in ckpt:
         meta["steps"] = ckpt["step"]
-    path = export_inference(args.output, net, cfg, meta)
+    vocoder = ckpt.get("vocoder")
+    if args.vocoder_ckpt:
+        vocoder = load_checkpoint(args.vocoder_ckpt).get("vocoder")
+        if vocoder is None:
+            raise VCError(f"{args.vocoder_ckpt}: not a vocoder file (write one with `vc train-vocoder`)")
+        meta["vocoder"] = str(args.vocoder_ckpt)
+    path = export_inference(args.output, net, cfg, meta, vocoder=vocoder)
     print(f"{args.checkpoint} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import JUDGES, evaluate, print_table, read_rows
+
+    judges = [j for j in JUDGES if not getattr(args, f"no_{j}", False)]
+    result = evaluate(read_rows(args.list), judges, verbose=not args.quiet)
+    print_table(result["summary"])
+    out = Path(args.json) if args.json else Path(args.list).with_suffix(".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+    return 1 if result["summary"]["failed"] else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=("wav", "flac"), default="wav", help="output format in folder mode")
     c.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default: the model's)")
     c.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped checkpoints/default.pt)")
-    c.add_argument("--vocoder", default="griffin-lim", choices=VOCODERS, help="mel-to-waveform stage")
+    c.add_argument("--vocoder", default=None, choices=VOCODERS,
+                   help="mel-to-waveform stage (default: the checkpoint's neural vocoder, else griffin-lim)")
+    c.add_argument("--pitch-shift", type=float, default=0.0, metavar="SEMITONES",
+                   help="move the output pitch by this many semitones (after matching the target's register)")
+    c.add_argument("--no-match-pitch", action="store_true",
+                   help="keep the source's pitch register instead of moving it to the target's")
+    c.add_argument("--timbre-match", type=float, default=None, metavar="0..1",
+                   help="how far to move the output's average spectrum to the target's (default: the model's)")
     c.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     c.add_argument("--jobs", "-j", type=int, default=1, help="parallel worker processes (they share the cores)")
     c.add_argument("--overwrite", action="store_true", help="convert again even where the output exists")
@@ -110,7 +155,35 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="strip a training checkpoint to an inference checkpoint (weights and config)")
     e.add_argument("checkpoint", help="training checkpoint, e.g. runs/default/last.pt")
     e.add_argument("output", help="inference checkpoint to write, e.g. checkpoints/default.pt")
+    e.add_argument("--vocoder-ckpt", default=None, help="bundle this vocoder (OUT/vocoder.pt of `vc train-vocoder`)")
     e.set_defaults(func=_export)
+
+    w = sub.add_parser("train-vocoder", help="train the neural vocoder (resumes from OUT/vocoder-last.pt)",
+                       description="Train the Vocos-style vocoder on the audio of --data; with --finetune-on, "
+                       "continue from --init on that converter's own reconstructions. Writes OUT/vocoder.pt; bundle "
+                       "it into a converter with `vc export --vocoder-ckpt`.")
+    w.add_argument("--data", required=True, help="audio: a folder with utterances.tsv, or one folder per speaker")
+    w.add_argument("--out", required=True, help="run folder")
+    w.add_argument("--steps", type=int, default=None, help="training steps (default 12000)")
+    w.add_argument("--init", default=None, help="start from this vocoder file (OUT/vocoder.pt of an earlier run)")
+    w.add_argument("--finetune-on", default=None, help="converter checkpoint whose reconstructions to train on")
+    w.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
+    w.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    w.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this many minutes")
+    w.set_defaults(func=_train_vocoder)
+
+    v = sub.add_parser("evaluate", help="score conversions with offline judges (pip install -e \".[eval]\")",
+                       description="Score the conversions listed in a TSV whose header names the columns converted, "
+                       "source, target and optionally text, parallel, other, seconds (paths relative to the TSV's "
+                       "folder). Judges: speaker similarity, ASR error rates, DNSMOS, MCD, pitch, real-time factor.")
+    v.add_argument("list", help="TSV of conversions, one per line")
+    v.add_argument("--json", default=None, help="per-row results and the summary (default: LIST with .json)")
+    v.add_argument("--no-speaker", action="store_true", help="skip speaker similarity (resemblyzer)")
+    v.add_argument("--no-asr", action="store_true", help="skip the ASR error rates (Whisper tiny.en)")
+    v.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS quality")
+    v.add_argument("--no-mcd", action="store_true", help="skip mel-cepstral distortion to the parallel clips")
+    v.add_argument("--quiet", "-q", action="store_true", help="no line per row")
+    v.set_defaults(func=_evaluate)
     return p
 
 

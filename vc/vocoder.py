@@ -84,7 +84,7 @@ class NeuralVocoder:
 
 
 def vocoder_state(net: Vocos) -> dict:
-    """What an inference checkpoint stores for the vocoder: its config and fp32 weights."""
+    """The vocoder entry of a file: its config and weights."""
     import dataclasses
     return {"config": dataclasses.asdict(net.cfg),
             "weights": {k: v.detach().float().clone() for k, v in net.state_dict().items()}}

@@ -2,7 +2,7 @@
 
 Losses (no discriminator, so that it trains on a CPU in an hour): L1 on log-mel and on multi-resolution STFT log
 magnitudes of the waveform, spectral convergence, L1 on the predicted log magnitude, and the anti-wrapping phase losses
-of APNet (Ai & Ling 2023: instantaneous phase, group delay, instantaneous angular frequency) against the true STFT.
+of APNet (Ai & Ling 2023: group delay and instantaneous angular frequency) against the true STFT.
 """
 from __future__ import annotations
 
@@ -82,8 +82,10 @@ def vocoder_loss(net: Vocos, mel: torch.Tensor, wav: torch.Tensor, phase_weight:
         mr = mr + F.l1_loss(torch.log(m.clamp(min=1e-5)), torch.log(t.clamp(min=1e-5)))
         sc = sc + torch.linalg.norm(t - m) / torch.linalg.norm(t).clamp(min=1e-5)
     parts["stft"], parts["sc"] = mr / len(RESOLUTIONS), sc / len(RESOLUTIONS)
+    # The instantaneous phase itself is logged but not trained: the absolute phase of a frame depends on where the
+    # pitch pulses fall in it, which a mel does not say; as a loss it only added noise (it stayed at pi / 2).
     loss = (2 * parts["mel"] + parts["mag"] + parts["stft"] + parts["sc"]
-            + phase_weight * (parts["ip"] + parts["gd"] + parts["iaf"]))
+            + phase_weight * (parts["gd"] + parts["iaf"]))
     return loss, {k: float(v.detach()) for k, v in parts.items()}
 
 
