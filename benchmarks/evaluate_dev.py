@@ -1,13 +1,18 @@
-"""One-shot conversions between dev speakers (unseen in training), judged by resemblyzer; and a leakage probe.
+"""One-shot conversions between dev speakers (unseen in training), by the model and by a WORLD baseline, judged offline.
 
-    python benchmarks/evaluate_dev.py --checkpoint checkpoints/default.pt --data ../shared/data/dev --pairs 40
+    python benchmarks/evaluate_dev.py --pairs 40 --systems source,world,model --vocoder griffin-lim --out runs/eval
 
-For every pair a clip of speaker A (source) is converted with one clip of speaker B (target reference). Resemblyzer
-(an independent speaker-verification model; pip install -e ".[eval]") embeds the output, the source and the
-reference. Reported: cos(output, reference), cos(output, source), the share of outputs closer to the reference than
-to the source, and for context cos(source, reference) (no conversion) and cos(another clip of B, reference) (the
-ceiling). The leakage probe trains a fresh classifier to name the dev speaker from pooled content codes of some
-utterances and tests it on others, next to the same probe on the input mels and chance level.
+Pairs (seeded) are a quarter each F->F, F->M, M->F, M->M. Sources are transcribed LibriSpeech clips where there are
+any (so ASR error rates are measured against the text), except that every third cross-gender pair (the second,
+fifth, ...) converts between the parallel VCC speakers (SF1, TM1), so that MCD to the target saying the same sentence
+can be measured. Otherwise every second target is a speaker with another clip (for the speaker gap closed) and the
+others are single-clip speakers.
+
+Systems: `source` (no conversion: the floor of speaker similarity, the ceiling of intelligibility and quality),
+`world` (benchmarks/world_vc.py, no learning) and `model` (vc.load_model().convert). Converted clips and a TSV per
+system (re-scorable with `vc evaluate`) go to --out, with results.json; one table compares the systems. Judges and
+measures: see vc/evaluate.py. --probe adds the leakage probe: a fresh classifier naming the dev speaker from pooled
+content codes, next to the same probe on input mels and chance level.
 """
 from __future__ import annotations
 
@@ -21,47 +26,117 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from world_vc import world_convert
 
 import vc
-from vc.audio import save_wav
+from vc.audio import load_wav, save_wav
+from vc.config import VOCODERS, AudioConfig
+from vc.evaluate import COLUMNS, JUDGES, Row, Scorer, evaluate, format_table, summarize
 
-GENDER_PAIRS = [("F", "F"), ("F", "M"), ("M", "F"), ("M", "M")]
+ROOT = Path(__file__).resolve().parents[1]
+GENDER_PAIRS = ["FF", "FM", "MF", "MM"]
+SYSTEMS = ("source", "world", "model")
+SUBSET_KEYS = ("cos_out_ref", "closer_to_target", "gap_closed", "cer", "pitch_gap_closed")
 
 
-def read_split(root: Path) -> tuple[dict[str, list[Path]], dict[str, str]]:
-    clips, gender = defaultdict(list), {}
+def read_split(root: Path) -> list[dict]:
+    """The rows of `root`/utterances.tsv, with `path` made absolute."""
     with (root / "utterances.tsv").open(newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            clips[row["speaker"]].append(root / row["path"])
-            gender[row["speaker"]] = row["gender"]
-    return clips, gender
+        return [{**r, "path": root / r["path"]} for r in csv.DictReader(f, delimiter="\t")]
 
 
-def make_pairs(clips, gender, n: int, seed: int) -> list[tuple[Path, Path, str, str, str]]:
-    """n (source, reference, source speaker, target speaker, kind) pairs, a quarter of each gender pairing."""
+def make_pairs(clips: list[dict], n: int, seed: int) -> list[dict]:
+    """n pairs {kind, source, target, text, parallel, other, source_speaker, target_speaker}, a quarter per kind."""
     rng = np.random.default_rng(seed)
-    by_gender = {g: sorted(s for s in clips if gender[s] == g) for g in "FM"}
+    by_speaker, gender = defaultdict(list), {}
+    for c in clips:
+        by_speaker[c["speaker"]].append(c)
+        gender[c["speaker"]] = c["gender"]
+    texted = {g: [c for c in clips if c["text"] and c["gender"] == g] for g in "FM"}
+    multi = {g: sorted(s for s in by_speaker if gender[s] == g and len(by_speaker[s]) > 1) for g in "FM"}
+    single = {g: sorted(s for s in by_speaker if gender[s] == g and len(by_speaker[s]) == 1) for g in "FM"}
+    vcc = {c["gender"]: c["speaker"] for c in clips if c["corpus"] == "vcc2016"}
+    used: set[Path] = set()
+
+    def pick(pool: list[dict]) -> dict:
+        fresh = [c for c in pool if c["path"] not in used] or pool
+        choice = fresh[rng.integers(len(fresh))]
+        used.add(choice["path"])
+        return choice
+
     pairs = []
     for i in range(n):
-        gs, gt = GENDER_PAIRS[i % 4]
-        src = str(rng.choice(by_gender[gs]))
-        tgt = str(rng.choice([s for s in by_gender[gt] if s != src]))
-        pairs.append((clips[src][rng.integers(len(clips[src]))], clips[tgt][rng.integers(len(clips[tgt]))],
-                      src, tgt, gs + gt))
+        kind, j = GENDER_PAIRS[i % 4], i // 4
+        gs, gt = kind
+        pair = {"kind": kind, "text": None, "parallel": None, "other": None}
+        if gs != gt and j % 3 == 1 and gs in vcc and gt in vcc:
+            tgt_clips = {c["path"].name: c for c in by_speaker[vcc[gt]]}
+            src = pick([c for c in by_speaker[vcc[gs]] if c["path"].name in tgt_clips])
+            pair["parallel"] = tgt_clips[src["path"].name]["path"]
+            pool = [c for c in by_speaker[vcc[gt]] if c["path"] != pair["parallel"]]
+            tgt_speaker = vcc[gt]
+        else:
+            src = pick(texted[gs] or [c for c in clips if c["gender"] == gs])
+            candidates = [s for s in (multi if j % 2 == 0 else single)[gt] if s != src["speaker"]]
+            candidates = candidates or [s for s in multi[gt] + single[gt] if s != src["speaker"]]
+            tgt_speaker = str(rng.choice(candidates))
+            pool = by_speaker[tgt_speaker]
+        ref = pick(pool)
+        others = [c for c in pool if c["path"] != ref["path"]]
+        if others:
+            pair["other"] = others[rng.integers(len(others))]["path"]
+        pair.update(source=src["path"], target=ref["path"], text=src["text"] or None,
+                    source_speaker=src["speaker"], target_speaker=tgt_speaker)
+        pairs.append(pair)
     return pairs
 
 
-def cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+def convert_all(system: str, pairs: list[dict], out: Path, args: argparse.Namespace) -> list[Row]:
+    """Rows to score for one system; converted clips are written to out/system/."""
+    if system == "source":
+        return [Row(converted=p["source"], source=p["source"], target=p["target"], text=p["text"],
+                    parallel=p["parallel"], other=p["other"]) for p in pairs]
+    if system == "model":
+        model = vc.load_model(args.checkpoint, vocoder=args.vocoder)
+        convert, sr = model.convert, model.sample_rate
+    else:
+        cfg = AudioConfig()
+        sr = cfg.sample_rate
+
+        def convert(source: Path, target: Path) -> np.ndarray:
+            return world_convert(load_wav(source, cfg), load_wav(target, cfg), sr)
+    rows = []
+    for i, p in enumerate(pairs):
+        t0 = time.perf_counter()
+        wav = convert(p["source"], p["target"])
+        seconds = time.perf_counter() - t0
+        path = save_wav(out / system / f"{i:02d}_{p['kind']}_{p['source_speaker']}_to_{p['target_speaker']}.wav",
+                        wav, sr)
+        rows.append(Row(converted=path, source=p["source"], target=p["target"], text=p["text"],
+                        parallel=p["parallel"], other=p["other"], seconds=seconds))
+        print(f"{system} {i + 1}/{len(pairs)} {p['kind']} {p['source_speaker']} -> {p['target_speaker']} "
+              f"({seconds:.2f} s)", flush=True)
+    return rows
 
 
-def leakage_probe(model: vc.VoiceConverter, clips, seg: int = 128, seed: int = 0) -> dict[str, float]:
+def write_tsv(path: Path, rows: list[Row]) -> None:
+    """The rows as a `vc evaluate` list."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(COLUMNS)
+        w.writerows([["" if getattr(r, k) is None else getattr(r, k) for k in COLUMNS] for r in rows])
+
+
+def leakage_probe(model: vc.VoiceConverter, clips: list[dict], seg: int = 128, seed: int = 0) -> dict[str, float]:
     """Fresh MLP probes on [mean, std] of content-code and mel segments, for dev speakers with several clips."""
-    speakers = sorted(s for s in clips if len(clips[s]) >= 4)
+    by_speaker = defaultdict(list)
+    for c in clips:
+        by_speaker[c["speaker"]].append(c["path"])
+    speakers = sorted(s for s in by_speaker if len(by_speaker[s]) >= 4)
     feats: dict[str, list] = {"content": [], "mel": []}
     labels, split = [], []
     for k, spk in enumerate(speakers):
-        for j, path in enumerate(sorted(clips[spk])):
+        for j, path in enumerate(sorted(by_speaker[spk])):
             mel = model.mel(model.load(path))
             with torch.inference_mode():
                 code = model.net.content_encoder(mel)
@@ -92,59 +167,44 @@ def leakage_probe(model: vc.VoiceConverter, clips, seg: int = 128, seed: int = 0
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"))
-    p.add_argument("--pairs", type=int, default=40)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/eval", help="converted clips and results.json go here")
+    p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
+    p.add_argument("--vocoder", default="griffin-lim", choices=VOCODERS, help="the model's mel-to-waveform stage")
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dev"), help="split with utterances.tsv")
+    p.add_argument("--pairs", type=int, default=40, help="number of pairs, a quarter per gender pairing")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pair draw")
+    p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from: {', '.join(SYSTEMS)}")
+    p.add_argument("--out", default="runs/eval", help="converted clips, TSVs and results.json go here")
+    p.add_argument("--no-asr", action="store_true", help="skip the ASR error rates")
+    p.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")
+    p.add_argument("--no-mcd", action="store_true", help="skip mel-cepstral distortion")
+    p.add_argument("--probe", action="store_true", help="also run the content-code leakage probe on the model")
     args = p.parse_args()
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if not systems or set(systems) - set(SYSTEMS):
+        p.error(f"--systems: choose from {', '.join(SYSTEMS)}")
 
-    from resemblyzer import VoiceEncoder, preprocess_wav  # the judge: never used in training
-
-    judge = VoiceEncoder("cpu", verbose=False)
-    model = vc.load_model(args.checkpoint)
-    clips, gender = read_split(Path(args.data))
+    judges = [j for j in JUDGES if not getattr(args, f"no_{j}", False)]
+    scorer = Scorer(judges)  # checks the eval extra before any conversion
+    clips = read_split(Path(args.data))
+    pairs = make_pairs(clips, args.pairs, args.seed)
     out = Path(args.out)
-
-    def embed(wav: np.ndarray) -> np.ndarray:
-        return judge.embed_utterance(preprocess_wav(wav, source_sr=model.sample_rate))
-
-    rows, seconds, compute = [], 0.0, 0.0
-    for i, (src, ref, s_spk, t_spk, kind) in enumerate(make_pairs(clips, gender, args.pairs, args.seed)):
-        t0 = time.perf_counter()
-        wav = model.convert(src, ref)
-        compute += time.perf_counter() - t0
-        seconds += len(wav) / model.sample_rate
-        save_wav(out / f"{i:02d}_{kind}_{s_spk}_to_{t_spk}.wav", wav, model.sample_rate)
-        e_out, e_src, e_ref = embed(wav), embed(model.load(src)), embed(model.load(ref))
-        others = [c for c in clips[t_spk] if c != ref]
-        row = {"pair": i, "kind": kind, "source": str(src), "reference": str(ref),
-               "cos_out_ref": cos(e_out, e_ref), "cos_out_src": cos(e_out, e_src), "cos_src_ref": cos(e_src, e_ref)}
-        if others:
-            row["cos_other_ref"] = cos(embed(model.load(others[0])), e_ref)
-        row["closer_to_target"] = row["cos_out_ref"] > row["cos_out_src"]
-        rows.append(row)
-        print(f"{i:2d} {kind} {s_spk:>5} -> {t_spk:<5} out~ref {row['cos_out_ref']:.3f}  out~src "
-              f"{row['cos_out_src']:.3f}  src~ref {row['cos_src_ref']:.3f}", flush=True)
-
-    def mean(key, subset=rows):
-        vals = [r[key] for r in subset if key in r]
-        return float(np.mean(vals)) if vals else float("nan")
-
-    summary = {"pairs": len(rows), "cos_out_ref": mean("cos_out_ref"), "cos_out_src": mean("cos_out_src"),
-               "cos_src_ref": mean("cos_src_ref"), "cos_other_ref": mean("cos_other_ref"),
-               "closer_to_target": mean("closer_to_target"), "rtf": compute / seconds}
-    for kind in ("FF", "FM", "MF", "MM"):
-        sub = [r for r in rows if r["kind"] == kind]
-        summary[f"closer_to_target_{kind}"] = mean("closer_to_target", sub)
-        summary[f"cos_out_ref_{kind}"] = mean("cos_out_ref", sub)
-    summary.update(leakage_probe(model, clips))
-    print("\n| measure | value |\n|---|---|")
-    for k, v in summary.items():
-        print(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"summary": summary, "pairs": rows}, indent=1))
-    print(f"\nwrote {out / 'results.json'} and {len(rows)} converted clips")
+    results = {}
+    for system in systems:
+        rows = convert_all(system, pairs, out, args)
+        write_tsv(out / f"{system}.tsv", rows)
+        results[system] = evaluate(rows, scorer=scorer, verbose=True)
+        for scope, kinds in (("same-gender", ("FF", "MM")), ("cross-gender", ("FM", "MF"))):
+            subset = summarize([r for r, p in zip(results[system]["rows"], pairs) if p["kind"] in kinds])
+            results[system]["summary"].update({f"{k} ({scope})": subset[k] for k in SUBSET_KEYS if k in subset})
+    summaries = {s: results[s]["summary"] for s in systems}
+    if args.probe and "model" in systems:
+        summaries["model"].update(leakage_probe(vc.load_model(args.checkpoint, vocoder=args.vocoder), clips))
+    print(f"\n{format_table(summaries)}")
+    pairs_json = [{k: str(v) if isinstance(v, Path) else v for k, v in pair.items()} for pair in pairs]
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "pairs": pairs_json, "systems": results},
+                                                 indent=1, default=str))
+    print(f"\nwrote {out / 'results.json'}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""Copy synthesis: what a vocoder alone loses, turning the mel of a real clip back into a waveform.
+
+    python benchmarks/vocoder_copy.py --clips 20 [--vocoder-ckpt runs/vocoder/vocoder.pt] [--out runs/vocoder-copy]
+
+For N dev clips (seeded draw): `log_mel` of the original, then Griffin-Lim (100 iterations) and, given
+--vocoder-ckpt (a file with a "vocoder" entry: `vc train-vocoder` output or an inference checkpoint), the neural
+vocoder. Each is scored by DNSMOS (the originals too), by mel-cepstral distortion to the original (frame by frame,
+without DTW: a resynthesis is time-aligned with its original) and by seconds of compute per second of audio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vc.audio import load_wav, log_mel, save_wav
+from vc.checkpoint import load_checkpoint
+from vc.config import AudioConfig
+from vc.evaluate import format_table
+from vc.judges import DnsmosJudge, mcd, mel_cepstrum, require, world_f0
+from vc.vocoder import GriffinLim, load_vocoder
+
+ROOT = Path(__file__).resolve().parents[1]
+MEL_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmin", "fmax")
+
+
+def load_neural(path: str) -> tuple[object, AudioConfig]:
+    """The neural vocoder of a checkpoint, and the audio config it was trained with."""
+    ckpt = load_checkpoint(path)
+    audio = ckpt.get("audio") or ckpt.get("config", {}).get("audio")
+    cfg = AudioConfig(**audio) if audio else AudioConfig()
+    return load_vocoder("vocos", cfg, state=ckpt.get("vocoder")), cfg
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dev"), help="folder of audio clips")
+    p.add_argument("--clips", type=int, default=20, help="number of clips")
+    p.add_argument("--seed", type=int, default=0, help="seed of the clip draw")
+    p.add_argument("--vocoder-ckpt", default=None, help="checkpoint with a 'vocoder' entry (default: Griffin-Lim only)")
+    p.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")
+    p.add_argument("--out", default="runs/vocoder-copy", help="resynthesized clips and results.json go here")
+    args = p.parse_args()
+    require(["mcd"] + ([] if args.no_dnsmos else ["dnsmos"]))
+
+    cfg = AudioConfig()
+    vocoders = {"griffin-lim": GriffinLim(cfg, n_iter=100)}
+    if args.vocoder_ckpt:
+        vocoders["neural"], neural_cfg = load_neural(args.vocoder_ckpt)
+        differ = [k for k in MEL_FIELDS if getattr(neural_cfg, k) != getattr(cfg, k)]
+        if differ:
+            raise SystemExit(f"error: {args.vocoder_ckpt}: its mel differs from the project's in {', '.join(differ)}")
+    paths = sorted(Path(args.data).rglob("*.flac")) + sorted(Path(args.data).rglob("*.wav"))
+    if not paths:
+        raise SystemExit(f"error: {args.data}: no .flac or .wav clips")
+    rng = np.random.default_rng(args.seed)
+    paths = [paths[i] for i in sorted(rng.choice(len(paths), min(args.clips, len(paths)), replace=False))]
+    dnsmos = None if args.no_dnsmos else DnsmosJudge(torch.get_num_threads())
+    out = Path(args.out)
+    rows = []
+    for i, path in enumerate(paths):
+        wav = load_wav(path, cfg)
+        mel = log_mel(wav, cfg)
+        # the original's F0 contour for every resynthesis too: MCD then compares envelopes, not F0 trackers' errors
+        f0 = world_f0(wav, cfg.sample_rate)
+        ref_mcep = mel_cepstrum(wav, f0, cfg.sample_rate)
+        row = {"clip": str(path), "seconds_audio": len(wav) / cfg.sample_rate}
+        if dnsmos:
+            row["original_ovrl"] = dnsmos.score(wav)["ovrl"]
+        for name, vocoder in vocoders.items():
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                y = vocoder(mel, len(wav)).numpy()
+            row[f"{name}_rtf"] = (time.perf_counter() - t0) / row["seconds_audio"]
+            row[f"{name}_mcd"] = mcd(mel_cepstrum(y, f0, cfg.sample_rate), ref_mcep, align=False)
+            if dnsmos:
+                row[f"{name}_ovrl"] = dnsmos.score(y)["ovrl"]
+            save_wav(out / name / f"{i:02d}_{path.stem}.wav", y, cfg.sample_rate)
+        rows.append(row)
+        print(f"{i + 1}/{len(paths)} {path.name} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()
+                                                               if isinstance(v, float)), flush=True)
+
+    def mean(key: str) -> float | None:
+        return float(np.mean([r[key] for r in rows])) if key in rows[0] else None
+
+    columns = {"original": {"dnsmos_ovrl": mean("original_ovrl"), "mcd_db": 0.0, "rtf": None}}
+    for name in vocoders:
+        columns[name] = {"dnsmos_ovrl": mean(f"{name}_ovrl"), "mcd_db": mean(f"{name}_mcd"), "rtf": mean(f"{name}_rtf")}
+    print(f"\n{len(rows)} clips, {sum(r['seconds_audio'] for r in rows):.0f} s of audio\n{format_table(columns)}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "summary": columns, "clips": rows}, indent=1))
+    print(f"\nwrote {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
