@@ -98,7 +98,11 @@ def convert_all(system: str, pairs: list[dict], out: Path, args: argparse.Namesp
                     parallel=p["parallel"], other=p["other"]) for p in pairs]
     if system == "model":
         model = vc.load_model(args.checkpoint, vocoder=args.vocoder)
-        convert, sr = model.convert, model.sample_rate
+        options = {} if args.timbre_match is None else {"timbre_match": args.timbre_match}
+        sr = model.sample_rate
+
+        def convert(source: Path, target: Path) -> np.ndarray:
+            return model.convert(source, target, **options)
     else:
         cfg = AudioConfig()
         sr = cfg.sample_rate
@@ -168,7 +172,9 @@ def leakage_probe(model: vc.VoiceConverter, clips: list[dict], seg: int = 128, s
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
-    p.add_argument("--vocoder", default="griffin-lim", choices=VOCODERS, help="the model's mel-to-waveform stage")
+    p.add_argument("--vocoder", default=None, choices=VOCODERS,
+                   help="the model's mel-to-waveform stage (default: the checkpoint's neural vocoder, else griffin-lim)")
+    p.add_argument("--timbre-match", type=float, default=None, help="the model's timbre match (default: its own)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dev"), help="split with utterances.tsv")
     p.add_argument("--pairs", type=int, default=40, help="number of pairs, a quarter per gender pairing")
     p.add_argument("--seed", type=int, default=0, help="seed of the pair draw")

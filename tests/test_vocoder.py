@@ -58,10 +58,12 @@ def test_load_vocoder():
     with pytest.raises(VCError, match="unknown vocoder"):
         load_vocoder("wavenet", AUDIO)
     net = Vocos(AUDIO, SMALL)
-    voc = load_vocoder("vocos", AUDIO, state=vocoder_state(net))
+    voc = load_vocoder("vocos", AUDIO, state=vocoder_state(net), bf16=False)
     assert isinstance(voc, NeuralVocoder)
     mel = log_mel(synth_speech(150, 0.5), AUDIO)
     torch.testing.assert_close(voc(mel, 8000), net.eval()(mel[None], 8000)[0])
+    fast = load_vocoder("vocos", AUDIO, state=vocoder_state(net), bf16=True)  # bf16 autocast: close, not equal
+    assert (log_mel(fast(mel, 8000), AUDIO) - log_mel(voc(mel, 8000), AUDIO)).abs().mean() < 0.05
     bad = vocoder_state(net)
     bad["weights"].pop("head.weight")
     with pytest.raises(VCError, match="does not match"):

@@ -32,7 +32,7 @@ from .model import VoiceConverterNet
 from .pitch import PitchStats
 from .vocoder import GriffinLim, load_vocoder
 
-TIMBRE_MATCH = 0.0  # default share of the mean-spectrum match after the decoder (see `_convert_mel`)
+TIMBRE_MATCH = 1.0  # default share of the mean-spectrum match after the decoder (see `_convert_mel`)
 MAX_NORMALIZED_MEL = 4.0  # decoder output above this many standard deviations over the mean band level is a glitch
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default.pt"
 
