@@ -173,7 +173,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
     p.add_argument("--vocoder", default=None, choices=VOCODERS,
-                   help="the model's mel-to-waveform stage (default: the checkpoint's neural vocoder, else griffin-lim)")
+                   help="the model's mel-to-waveform stage (default: the checkpoint's own, else griffin-lim)")
     p.add_argument("--timbre-match", type=float, default=None, help="the model's timbre match (default: its own)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dev"), help="split with utterances.tsv")
     p.add_argument("--pairs", type=int, default=40, help="number of pairs, a quarter per gender pairing")

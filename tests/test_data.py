@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from vc.data import SegmentSampler, list_utterances
-from vc.pitch import features
 from vc.errors import VCError
+from vc.pitch import features
 
 from conftest import write_speakers
 

@@ -14,6 +14,7 @@ import numpy as np
 import soxr
 import torch
 
+from . import pitch
 from .audio import (
     SILENCE_DBFS,
     AudioWriter,
@@ -24,7 +25,6 @@ from .audio import (
     prepare,
     stream_wav,
 )
-from . import pitch
 from .checkpoint import build_model, load_checkpoint
 from .config import Config
 from .errors import VCError
@@ -284,8 +284,8 @@ class VoiceConverter:
                      chunk_seconds: float = 30.0, pitch_shift: float = 0.0, match_pitch: bool = True,
                      timbre_match: float = TIMBRE_MATCH) -> float:
         """Convert an audio file of any length into `output` (.wav or .flac, written atomically) in the voice of
-        `target` (clips, or a `Voice` from `embed`). Files longer than `chunk_seconds` stream through `convert_stream` with bounded
-        memory. Returns the source's duration in seconds."""
+        `target` (clips, or a `Voice` from `embed`). Files longer than `chunk_seconds` stream through
+        `convert_stream` with bounded memory. Returns the source's duration in seconds."""
         seconds = audio_seconds(source)
         voice = self._voice(target)
         if seconds <= chunk_seconds:

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from .audio import load_wav, log_mel
-from .pitch import features, track
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import AUDIO_EXTENSIONS, AudioConfig
 from .errors import VCError
+from .pitch import features, track
 
 log = logging.getLogger(__name__)
 

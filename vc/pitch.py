@@ -1,8 +1,7 @@
-"""F0: a vectorized YIN tracker in torch, and the log-F0 features that let the converted voice sit in the target's register.
+"""F0: a vectorized YIN tracker in torch, and the log-F0 features that put the converted voice in the target's register.
 
 The tracker (de Cheveigné & Kawahara 2002) works on the same frames as `log_mel` (centered, one per hop), so frame k
-of the F0 contour belongs to frame k of the mel. It is a few FFTs per clip: about 100x faster than real time on one
-core, with no compilation on first use.
+of the F0 contour belongs to frame k of the mel. It is a few batched FFTs per clip, with no compilation on first use.
 """
 from __future__ import annotations
 
