@@ -133,10 +133,13 @@ class VoiceConverter:
         return self.net.content_encoder(self.mel(wav))[0]
 
     def source_pitch(self, wav: np.ndarray, voice: Voice | None = None, *, pitch_shift: float = 0.0,
-                     match_pitch: bool = True, source_stats: PitchStats | None = None) -> torch.Tensor:
-        """(T,) source -> the decoder's pitch input (2, frames): its F0 moved to `voice`'s register (when
-        `match_pitch`), shifted by `pitch_shift` semitones."""
-        f0 = pitch.track(wav, self.cfg.audio)[0]
+                     match_pitch: bool = True, source_stats: PitchStats | None = None,
+                     f0: torch.Tensor | None = None) -> torch.Tensor:
+        """(T,) source -> the decoder's pitch input (2, frames): its F0 (`f0` where already tracked) moved to
+        `voice`'s register (when `match_pitch`; the source's statistics default to this clip's), shifted by
+        `pitch_shift` semitones."""
+        if f0 is None:
+            f0 = pitch.track(wav, self.cfg.audio)[0]
         if match_pitch and voice is not None and voice.pitch is not None:
             f0 = pitch.transpose(f0, source_stats or pitch.stats([f0]), voice.pitch, pitch_shift)
         else:
@@ -173,7 +176,8 @@ class VoiceConverter:
     def reconstruct_mel(self, wav: np.ndarray) -> torch.Tensor:
         """Teacher-forced reconstruction of a (prepared) clip in its own voice and pitch: log-mel (n_mels, frames)
         aligned with `log_mel(wav)`. What the vocoder is fine-tuned on."""
-        voice = Voice(self.embed(wav).embedding)
+        with torch.inference_mode():
+            voice = Voice(self.net.speaker_encoder(self.mel(wav))[0])
         return self._convert_mel(wav, voice, self.source_pitch(wav, match_pitch=False))
 
     def _voice(self, target: Audio | Sequence[Audio] | Voice) -> Voice:
@@ -248,7 +252,7 @@ class VoiceConverter:
                 voiced_f0.append(f0[f0 > 0])
                 src_stats = pitch.stats(voiced_f0)
                 p = self.source_pitch(x, voice, pitch_shift=pitch_shift, match_pitch=match_pitch,
-                                      source_stats=src_stats)
+                                      source_stats=src_stats, f0=f0)
                 mel = self._convert_mel(x, voice, p, timbre_match)
                 with torch.inference_mode():
                     if isinstance(self.vocoder, GriffinLim):

@@ -50,12 +50,17 @@ def adv_weight(cfg: Config, step: int) -> float:
     return t.adv_weight * min(1.0, (step - t.adv_start) / max(1, t.adv_ramp))
 
 
+def warmup_cosine(step: int, peak: float, warmup: int, total: int, floor: float) -> float:
+    """Linear warm-up to `peak`, then a cosine down to `floor * peak` at step `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def learning_rate(cfg: Config, step: int) -> float:
     t = cfg.train
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
-    return t.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return warmup_cosine(step, t.lr, t.warmup_steps, t.steps, floor=0.1)
 
 
 def split_holdout(utts: list[Utterance]) -> tuple[list[Utterance], list[Utterance]]:

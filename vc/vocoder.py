@@ -1,6 +1,7 @@
 """Mel to waveform: a Vocos-style neural vocoder trained in this project, and Griffin-Lim (no training) as fallback."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -87,7 +88,7 @@ class NeuralVocoder:
     The network runs under bf16 autocast where that is fast (`fast_bf16`); the inverse STFT stays in float32."""
 
     def __init__(self, net: Vocos, bf16: bool | None = None):
-        self.net, self.cfg = net.eval(), net.audio
+        self.net = net.eval()
         self.bf16 = fast_bf16() if bf16 is None else bf16
 
     @torch.inference_mode()
@@ -100,7 +101,6 @@ class NeuralVocoder:
 
 def vocoder_state(net: Vocos) -> dict:
     """The vocoder entry of a file: its config and weights."""
-    import dataclasses
     return {"config": dataclasses.asdict(net.cfg),
             "weights": {k: v.detach().float().clone() for k, v in net.state_dict().items()}}
 

@@ -7,6 +7,7 @@ of APNet (Ai & Ling 2023: group delay and instantaneous angular frequency) again
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import AudioConfig, VocoderConfig
 from .data import list_utterances
 from .errors import VCError
+from .train import warmup_cosine
 from .vocoder import Vocos, vocoder_state
 
 log = logging.getLogger(__name__)
@@ -90,13 +92,17 @@ def vocoder_loss(net: Vocos, mel: torch.Tensor, wav: torch.Tensor, phase_weight:
 
 
 def load_corpus(data: str | Path, audio: AudioConfig, cache: Path | None = None) -> list[torch.Tensor]:
-    """Every readable utterance of a data folder as prepared audio (int16 tensors, to halve the memory)."""
+    """Every readable utterance of a data folder as prepared audio (int16 tensors, to halve the memory).
+
+    With `cache`, the audio is saved there once and reused while the file list and audio config are unchanged."""
+    utts = list_utterances(data)
+    key = hashlib.sha1(json.dumps([dataclasses.asdict(audio), [u.path for u in utts]]).encode()).hexdigest()
     if cache is not None and cache.is_file():
         c = load_checkpoint(cache)
-        if c.get("data") == str(data):
+        if c.get("key") == key:
             return c["wavs"]
     wavs = []
-    for u in tqdm(list_utterances(data), desc="reading audio", unit="file", leave=False):
+    for u in tqdm(utts, desc="reading audio", unit="file", leave=False):
         try:
             wav = load_wav(u.path, audio)
         except VCError as e:
@@ -106,7 +112,7 @@ def load_corpus(data: str | Path, audio: AudioConfig, cache: Path | None = None)
     if not wavs:
         raise VCError(f"{data}: no usable audio")
     if cache is not None:
-        save_checkpoint(cache, {"data": str(data), "wavs": wavs})
+        save_checkpoint(cache, {"key": key, "wavs": wavs})
     return wavs
 
 
@@ -151,13 +157,6 @@ class Segments:
             w = self.wavs[i][start * hop:(start + c.segment_frames) * hop].float() / 32767 * gain
             wavs.append(F.pad(w, (0, c.segment_frames * hop - len(w))))
         return torch.stack(mels), torch.stack(wavs)
-
-
-def learning_rate(cfg: VocoderTrainConfig, step: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def train_vocoder(data: str | Path, out: str | Path, *, audio: AudioConfig | None = None,
@@ -217,7 +216,7 @@ def train_vocoder(data: str | Path, out: str | Path, *, audio: AudioConfig | Non
             if max_minutes is not None and time.time() - start_time > max_minutes * 60:
                 break
             for g in opt.param_groups:
-                g["lr"] = learning_rate(cfg, step)
+                g["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps, floor=0.05)
             mel, wav = sampler.batch(step)
             net.train()
             loss, parts = vocoder_loss(net, mel, wav, cfg.phase_weight, cfg.bf16)
