@@ -9,7 +9,8 @@ can be measured. Otherwise every second target is a speaker with another clip (f
 others are single-clip speakers.
 
 Systems: `source` (no conversion: the floor of speaker similarity, the ceiling of intelligibility and quality),
-`world` (benchmarks/world_vc.py, no learning) and `model` (vc.load_model().convert). Converted clips and a TSV per
+`world` (benchmarks/world_vc.py, no learning), `model` (vc.load_model().convert) and `stream` (the causal model of
+--stream-checkpoint through the streaming engine, block by block). Converted clips and a TSV per
 system (re-scorable with `vc evaluate`) go to --out, with results.json; one table compares the systems. Judges and
 measures: see vc/evaluate.py. --probe adds the leakage probe: a fresh classifier naming the dev speaker from pooled
 content codes, next to the same probe on input mels and chance level.
@@ -29,13 +30,14 @@ import torch.nn.functional as F
 from world_vc import world_convert
 
 import vc
-from vc.audio import load_wav, save_wav
+from vc.api import STREAM_CHECKPOINT
+from vc.audio import load_wav, normalize_loudness, save_wav
 from vc.config import VOCODERS, AudioConfig
 from vc.evaluate import COLUMNS, JUDGES, Row, Scorer, evaluate, format_table, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 GENDER_PAIRS = ["FF", "FM", "MF", "MM"]
-SYSTEMS = ("source", "world", "model")
+SYSTEMS = ("source", "world", "model", "stream")
 SUBSET_KEYS = ("cos_out_ref", "closer_to_target", "gap_closed", "cer", "pitch_gap_closed")
 
 
@@ -96,13 +98,20 @@ def convert_all(system: str, pairs: list[dict], out: Path, args: argparse.Namesp
     if system == "source":
         return [Row(converted=p["source"], source=p["source"], target=p["target"], text=p["text"],
                     parallel=p["parallel"], other=p["other"]) for p in pairs]
+    options = {} if args.timbre_match is None else {"timbre_match": args.timbre_match}
     if system == "model":
         model = vc.load_model(args.checkpoint, vocoder=args.vocoder)
-        options = {} if args.timbre_match is None else {"timbre_match": args.timbre_match}
         sr = model.sample_rate
 
         def convert(source: Path, target: Path) -> np.ndarray:
             return model.convert(source, target, **options)
+    elif system == "stream":
+        streamer = vc.load_model(args.stream_checkpoint)
+        sr = streamer.sample_rate
+
+        def convert(source: Path, target: Path) -> np.ndarray:
+            stream = streamer.stream(target, block_seconds=args.block_ms / 1000, **options)
+            return normalize_loudness(stream.run(streamer.load(source, trim=False)), sr, streamer.cfg.audio.target_db)
     else:
         cfg = AudioConfig()
         sr = cfg.sample_rate
@@ -174,11 +183,14 @@ def main() -> None:
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
     p.add_argument("--vocoder", default=None, choices=VOCODERS,
                    help="the model's mel-to-waveform stage (default: the checkpoint's own, else griffin-lim)")
+    p.add_argument("--stream-checkpoint", default=str(STREAM_CHECKPOINT),
+                   help="the causal model of the `stream` system (the streaming engine of `vc live`)")
+    p.add_argument("--block-ms", type=float, default=25.0, help="block length of the `stream` system")
     p.add_argument("--timbre-match", type=float, default=None, help="the model's timbre match (default: its own)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dev"), help="split with utterances.tsv")
     p.add_argument("--pairs", type=int, default=40, help="number of pairs, a quarter per gender pairing")
     p.add_argument("--seed", type=int, default=0, help="seed of the pair draw")
-    p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, from: {', '.join(SYSTEMS)}")
+    p.add_argument("--systems", default="source,world,model", help=f"comma-separated, from: {', '.join(SYSTEMS)}")
     p.add_argument("--out", default="runs/eval", help="converted clips, TSVs and results.json go here")
     p.add_argument("--no-asr", action="store_true", help="skip the ASR error rates")
     p.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")

@@ -66,3 +66,29 @@ def test_normalize_round_trip():
     net.mel_std.uniform_(0.5, 2)
     mel = torch.randn(2, CFG.n_mels, 10)
     torch.testing.assert_close(net.denormalize(net.normalize(mel)), mel)
+
+
+def test_causal_model_sees_only_its_lookahead(monkeypatch):
+    # A change at mel frame t may change the output from frame t - lookahead on, never before; the causal vocoder
+    # sees no future frame at all. This is what lets `vc.stream` run them block by block. (Instance norm's
+    # statistics, which the stream takes over the frames so far, are left out here.)
+    import vc.model
+    from vc.config import AudioConfig, VocoderConfig
+    from vc.vocoder import Vocos
+
+    monkeypatch.setattr(vc.model, "instance_norm", lambda x, eps=1e-5: x.float())
+    torch.manual_seed(0)
+    cfg = ModelConfig(causal=True, lookahead=2, channels=32, content_dim=8, speaker_dim=16)
+    net = VoiceConverterNet(cfg).eval()
+    voc = Vocos(AudioConfig(), VocoderConfig(causal=True, dim=32, intermediate=64, layers=2)).eval()
+    mel, ref, pitch = torch.randn(1, 80, 48), torch.randn(1, 80, 40), torch.randn(1, 2, 48)
+    with torch.no_grad():
+        out, spec = net(mel, ref, pitch), voc.spectrum(mel)[0]
+        for t in (20, 21, 30):
+            mel2, pitch2 = mel.clone(), pitch.clone()
+            mel2[:, :, t] += 1
+            pitch2[:, :, t] += 1
+            changed = (net(mel2, ref, pitch2) - out).abs().amax(dim=1)[0] > 1e-6
+            assert not changed[:t - cfg.lookahead].any() and changed[t]
+            changed = (voc.spectrum(mel2)[0] - spec).abs().amax(dim=1)[0] > 1e-6
+            assert not changed[:t].any() and changed[t]

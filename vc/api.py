@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import soxr
@@ -32,9 +32,13 @@ from .model import VoiceConverterNet
 from .pitch import PitchStats
 from .vocoder import GriffinLim, load_vocoder
 
+if TYPE_CHECKING:
+    from .stream import Stream
+
 TIMBRE_MATCH = 1.0  # default share of the mean-spectrum match after the decoder (see `_convert_mel`)
 MAX_NORMALIZED_MEL = 4.0  # decoder output above this many standard deviations over the mean band level is a glitch
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default.pt"
+STREAM_CHECKPOINT = DEFAULT_CHECKPOINT.with_name("stream.pt")  # the causal model of `vc stream` and `vc live`
 
 # A clip: a path, a float array already at the model's rate, or (array, sample_rate).
 Audio = Union[str, os.PathLike, np.ndarray, tuple]
@@ -282,6 +286,16 @@ class VoiceConverter:
             raise VCError(f"{name}: clip is silent")
         if pending is not None:
             yield pending
+
+    def stream(self, target: Audio | Sequence[Audio] | Voice, *, block_seconds: float = 0.025,
+               pitch_shift: float = 0.0, match_pitch: bool = True, timbre_match: float = TIMBRE_MATCH,
+               bf16: bool | None = None) -> "Stream":
+        """A `vc.stream.Stream` that converts a live signal block by block into the voice of `target` (embedded
+        once), with a fixed latency. Needs a causal model, such as the shipped `checkpoints/stream.pt`."""
+        from .stream import Stream
+
+        return Stream(self, self._voice(target), block_seconds=block_seconds, pitch_shift=pitch_shift,
+                      match_pitch=match_pitch, timbre_match=timbre_match, bf16=bf16)
 
     def convert_file(self, source: str | os.PathLike, output: str | os.PathLike,
                      target: Audio | Sequence[Audio] | Voice, *, sample_rate: int | None = None,

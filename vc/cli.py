@@ -1,4 +1,4 @@
-"""The `vc` command: convert, train, train-vocoder, export, evaluate."""
+"""The `vc` command: convert, stream, live, train, train-vocoder, export, evaluate."""
 from __future__ import annotations
 
 import argparse
@@ -61,6 +61,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _train_vocoder(args: argparse.Namespace) -> int:
+    from .config import VocoderConfig
     from .vocoder_train import VocoderTrainConfig, train_vocoder
 
     cfg = VocoderTrainConfig(threads=args.threads)
@@ -68,8 +69,8 @@ def _train_vocoder(args: argparse.Namespace) -> int:
         cfg.steps = args.steps
     if args.lr is not None:
         cfg.lr = args.lr
-    path = train_vocoder(args.data, args.out, cfg=cfg, init=args.init, finetune_on=args.finetune_on,
-                         max_minutes=args.max_minutes)
+    path = train_vocoder(args.data, args.out, cfg=cfg, model_cfg=VocoderConfig(causal=args.causal), init=args.init,
+                         finetune_on=args.finetune_on, max_minutes=args.max_minutes)
     print(f"exported {path}")
     return 0
 
@@ -90,6 +91,44 @@ def _export(args: argparse.Namespace) -> int:
         meta["vocoder"] = str(args.vocoder_ckpt)
     path = export_inference(args.output, net, cfg, meta, vocoder=vocoder)
     print(f"{args.checkpoint} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _stream_model(args: argparse.Namespace):
+    """The streaming model and the `Stream` of `vc stream` and `vc live`."""
+    from .api import STREAM_CHECKPOINT, load_model
+    from .batch import target_clips
+
+    model = load_model(args.checkpoint or STREAM_CHECKPOINT)
+    options = {} if args.timbre_match is None else {"timbre_match": args.timbre_match}
+    return model.stream(model.embed(target_clips(args.target)), block_seconds=args.block_ms / 1000,
+                        pitch_shift=args.pitch_shift, match_pitch=not args.no_match_pitch, **options)
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from .stream import stream_file
+
+    r = stream_file(_stream_model(args), args.input, args.output)
+    print(f"{args.input} -> {args.output} ({r['seconds']:.2f} s): latency {r['latency_ms']:.1f} ms "
+          f"({r['block_ms']:.1f} ms blocks); compute per block mean {r['mean_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms, "
+          f"max {r['max_ms']:.2f} ms ({100 * r['real_time_share']:.0f}% of the block); "
+          f"real-time factor {r['rtf']:.3f}")
+    return 0
+
+
+def _live(args: argparse.Namespace) -> int:
+    from .live import list_devices, run_live
+
+    if args.list_devices:
+        print(list_devices())
+        return 0
+    if not args.target:
+        raise VCError("vc live needs --target (a clip of the voice to speak in)")
+    from .live import _sounddevice
+
+    _sounddevice()  # no device: say so before loading the model
+    run_live(_stream_model(args), input_device=args.input_device, output_device=args.output_device,
+             seconds=args.seconds)
     return 0
 
 
@@ -169,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--finetune-on", default=None, help="converter checkpoint whose reconstructions to train on")
     w.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
     w.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    w.add_argument("--causal", action="store_true", help="a streamable vocoder that sees past frames only")
     w.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this many minutes")
     w.set_defaults(func=_train_vocoder)
 
@@ -184,6 +224,34 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-mcd", action="store_true", help="skip mel-cepstral distortion to the parallel clips")
     v.add_argument("--quiet", "-q", action="store_true", help="no line per row")
     v.set_defaults(func=_evaluate)
+
+    def stream_options(q: argparse.ArgumentParser, required: bool) -> None:
+        q.add_argument("--target", "-t", action="append", required=required,
+                       help="a clip of the target voice, or a folder of one speaker's clips (repeatable)")
+        q.add_argument("--checkpoint", default=None,
+                       help="a streaming (causal) checkpoint (default: the shipped checkpoints/stream.pt)")
+        q.add_argument("--block-ms", type=float, default=25.0,
+                       help="block length in ms, rounded to a multiple of 25 ms (the latency is the block + 50 ms)")
+        q.add_argument("--pitch-shift", type=float, default=0.0, metavar="SEMITONES")
+        q.add_argument("--no-match-pitch", action="store_true", help="keep the source's pitch register")
+        q.add_argument("--timbre-match", type=float, default=None, metavar="0..1")
+
+    s = sub.add_parser("stream", help="convert a file with the streaming engine of `vc live`",
+                       description="Feed a file block by block through the streaming converter (what `vc live` "
+                       "does with a microphone) and print the latency and the compute time per block.")
+    s.add_argument("input", help="source audio file")
+    s.add_argument("--output", "-o", required=True, help="output .wav or .flac")
+    stream_options(s, required=True)
+    s.set_defaults(func=_stream)
+
+    li = sub.add_parser("live", help="microphone in, converted voice out (pip install -e \".[live]\")",
+                        description="Convert the microphone live into the target voice and play it.")
+    stream_options(li, required=False)
+    li.add_argument("--input-device", default=None, help="input device index or name (see --list-devices)")
+    li.add_argument("--output-device", default=None, help="output device index or name")
+    li.add_argument("--list-devices", action="store_true", help="list the audio devices and exit")
+    li.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    li.set_defaults(func=_live)
     return p
 
 

@@ -39,6 +39,8 @@ class ModelConfig:
     speaker_dim: int = 128
     decoder_blocks: int = 6  # half at the content rate, half at the mel rate, each with AdaIN
     pitch: bool = True  # the decoder is conditioned on log-F0 moved to the target's register
+    causal: bool = False  # streamable: content encoder and decoder see past frames only, but for `lookahead`
+    lookahead: int = 2  # with `causal`: future mel frames the content encoder's first layer sees (12.5 ms each)
     classifier_channels: int = 256
     classifier_dropout: float = 0.3
     n_speakers: int = 1  # training speakers; sized from the data by `vc train`
@@ -52,6 +54,7 @@ class VocoderConfig:
     layers: int = 8
     intermediate: int = 1152
     kernel_size: int = 7
+    causal: bool = False  # streamable: every layer sees past mel frames only
 
 
 @dataclass

@@ -11,7 +11,22 @@ from torch import nn
 from .config import ModelConfig
 
 
-def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv1d:
+class CausalConv1d(nn.Conv1d):
+    """A convolution that sees `lookahead` future frames and k - 1 - lookahead past ones (zero-padded): output frame j
+    of a stride-s layer depends on input frames up to s * j + lookahead only, so it can run on a stream."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, lookahead: int = 0, groups: int = 1):
+        super().__init__(cin, cout, k, stride=stride, groups=groups)
+        self.left, self.right = k - 1 - lookahead, lookahead
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(F.pad(x, (self.left, self.right)))
+        return out[:, :, :-(-x.shape[2] // self.stride[0])]  # ceil(T / stride) frames, as with centred padding
+
+
+def _conv(cin: int, cout: int, k: int, stride: int = 1, causal: bool = False, lookahead: int = 0) -> nn.Conv1d:
+    if causal:
+        return CausalConv1d(cin, cout, k, stride, lookahead)
     return nn.Conv1d(cin, cout, k, stride=stride, padding=k // 2)
 
 
@@ -19,8 +34,11 @@ def _act(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, 0.2)
 
 
-def _halve(x: torch.Tensor) -> torch.Tensor:
-    """Residual path of a stride-2 block: (B, C, T) -> (B, C, ceil(T / 2)), the length a stride-2 conv gives."""
+def _halve(x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    """Residual path of a stride-2 block: (B, C, T) -> (B, C, ceil(T / 2)), the length a stride-2 conv gives.
+    Frame j is the mean of frames 2j and 2j + 1, or with `causal` of 2j - 1 and 2j."""
+    if causal:
+        return F.avg_pool1d(F.pad(x, (1, 0)), 2, 2, ceil_mode=True)[:, :, :-(-x.shape[2] // 2)]
     return F.avg_pool1d(x, 2, 2, ceil_mode=True)
 
 
@@ -41,16 +59,18 @@ class ContentEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        c, k = cfg.channels, cfg.kernel_size
-        self.conv_in = _conv(cfg.n_mels, c, k)
-        self.blocks = nn.ModuleList(_conv(c, c, k, stride=2 if i == 1 else 1) for i in range(cfg.content_blocks))
+        c, k, causal = cfg.channels, cfg.kernel_size, cfg.causal
+        self.causal = causal
+        self.conv_in = _conv(cfg.n_mels, c, k, causal=causal, lookahead=cfg.lookahead)
+        self.blocks = nn.ModuleList(_conv(c, c, k, stride=2 if i == 1 else 1, causal=causal)
+                                    for i in range(cfg.content_blocks))
         self.conv_out = _conv(c, cfg.content_dim, 1)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         x = _act(instance_norm(self.conv_in(mel)))
         for block in self.blocks:
             h = _act(instance_norm(block(x)))
-            x = (_halve(x) if block.stride[0] == 2 else x) + h
+            x = (_halve(x, self.causal) if block.stride[0] == 2 else x) + h
         return instance_norm(self.conv_out(x))
 
 
@@ -94,20 +114,22 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        c, k = cfg.channels, cfg.kernel_size
-        self.conv_in = _conv(cfg.content_dim, c, k)
+        c, k, causal = cfg.channels, cfg.kernel_size, cfg.causal
+        self.causal = causal
+        self.conv_in = _conv(cfg.content_dim, c, k, causal=causal)
         self.low = cfg.decoder_blocks // 2  # blocks at the content rate, before upsampling
-        self.convs = nn.ModuleList(_conv(c, c, k) for _ in range(cfg.decoder_blocks))
+        self.convs = nn.ModuleList(_conv(c, c, k, causal=causal) for _ in range(cfg.decoder_blocks))
         self.norms = nn.ModuleList(AdaIN(c, cfg.speaker_dim) for _ in range(cfg.decoder_blocks))
-        self.pitch = nn.ModuleList(_conv(2, c, 3) for _ in range(cfg.decoder_blocks)) if cfg.pitch else None
-        self.conv_out = _conv(c, cfg.n_mels, k)
+        self.pitch = (nn.ModuleList(_conv(2, c, 3, causal=causal) for _ in range(cfg.decoder_blocks))
+                      if cfg.pitch else None)
+        self.conv_out = _conv(c, cfg.n_mels, k, causal=causal)
 
     def forward(self, content: torch.Tensor, spk: torch.Tensor, frames: int,
                 pitch: torch.Tensor | None = None) -> torch.Tensor:
         if self.pitch is not None:
             if pitch is None:
                 raise ValueError("this decoder needs pitch features")
-            pitch_low = _halve(pitch.to(content.dtype))[:, :, :content.shape[2]]
+            pitch_low = _halve(pitch.to(content.dtype), self.causal)[:, :, :content.shape[2]]
         x = self.conv_in(content)
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             if i == self.low:

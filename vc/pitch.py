@@ -19,22 +19,29 @@ THRESHOLD = 0.15  # YIN's absolute threshold on the cumulative-mean-normalized d
 VOICED_MAX_CMND = 0.3  # frames whose best dip is shallower than this are unvoiced
 SILENCE_DB = 45.0  # frames this far below the clip's loudest are unvoiced
 LOG_F0_CENTER, LOG_F0_SCALE = math.log(150.0), 0.5  # fixed normalization of log-F0 for the networks
+FRAME_LENGTH = 1024  # samples per analysis frame, centred on the mel frame
 
 
-def track(wav: torch.Tensor | np.ndarray, cfg: AudioConfig | None = None, frame_length: int = 1024
+def track(wav: torch.Tensor | np.ndarray, cfg: AudioConfig | None = None, frame_length: int = FRAME_LENGTH
           ) -> tuple[torch.Tensor, torch.Tensor]:
     """(T,) waveform -> F0 in Hz (frames,) with 0 where unvoiced, and the voiced mask (frames,), frames = T // hop + 1.
     """
     cfg = cfg or AudioConfig()
-    sr, hop = cfg.sample_rate, cfg.hop_length
+    hop = cfg.hop_length
     x = torch.as_tensor(wav, dtype=torch.float32).flatten()
     frames = x.shape[0] // hop + 1
     x = F.pad(x, (frame_length // 2, frame_length // 2))
     x = F.pad(x, (0, max(0, (frames - 1) * hop + frame_length - x.shape[0])))
-    fr = x.unfold(0, frame_length, hop)[:frames]  # (frames, W)
+    period, best, level = yin(x.unfold(0, frame_length, hop)[:frames], cfg.sample_rate)
+    return contour(period, best, level, cfg.sample_rate, float(level.max()))
+
+
+def yin(fr: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frames (frames, W) -> YIN's period in samples, its dip depth, and the frame's level in dB, each (frames,)."""
+    frames, frame_length = fr.shape
     fr = fr - fr.mean(dim=1, keepdim=True)
-    max_lag = min(int(sr / FMIN) + 1, frame_length // 2)
-    min_lag = max(2, int(sr / FMAX))
+    max_lag = min(int(sample_rate / FMIN) + 1, frame_length // 2)
+    min_lag = max(2, int(sample_rate / FMAX))
     n = frame_length - max_lag  # YIN's integration window
     size = 2 * frame_length
     # r(tau) = sum_{j<n} x_j x_{j+tau}, for all tau at once
@@ -61,13 +68,21 @@ def track(wav: torch.Tensor | np.ndarray, cfg: AudioConfig | None = None, frame_
     shift = torch.where(denom.abs() > 1e-8, 0.5 * (a - c) / denom, torch.zeros_like(denom)).clamp(-1, 1)
     period = (i + min_lag).float() + shift
     level = 10 * torch.log10((fr[:, frame_length // 4: 3 * frame_length // 4] ** 2).mean(dim=1) + 1e-12)
-    voiced = (best < VOICED_MAX_CMND) & (level > level.max() - SILENCE_DB)
-    voiced = _drop_short_runs(voiced, 3)
-    f0 = torch.where(voiced, sr / period, torch.zeros_like(period))
+    return period, best, level
+
+
+def contour(period: torch.Tensor, best: torch.Tensor, level: torch.Tensor, sample_rate: int, max_level: float,
+            open_end: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """`yin`'s output -> F0 (Hz, 0 where unvoiced) and the voiced mask: frames with a deep enough dip, within
+    SILENCE_DB of `max_level`, in voiced runs of 3 frames or more, 3-frame median. With `open_end`, a run that
+    reaches the last frame is kept (a stream does not know yet how long it lasts)."""
+    voiced = (best < VOICED_MAX_CMND) & (level > max_level - SILENCE_DB)
+    voiced = _drop_short_runs(voiced, 3, open_end)
+    f0 = torch.where(voiced, sample_rate / period, torch.zeros_like(period))
     return _median3(f0, voiced), voiced
 
 
-def _drop_short_runs(voiced: torch.Tensor, min_len: int) -> torch.Tensor:
+def _drop_short_runs(voiced: torch.Tensor, min_len: int, open_end: bool = False) -> torch.Tensor:
     v = voiced.numpy().copy()
     start = None
     for k in range(len(v) + 1):
@@ -75,7 +90,7 @@ def _drop_short_runs(voiced: torch.Tensor, min_len: int) -> torch.Tensor:
         if on and start is None:
             start = k
         elif not on and start is not None:
-            if k - start < min_len:
+            if k - start < min_len and not (open_end and k == len(v)):
                 v[start:k] = False
             start = None
     return torch.from_numpy(v)

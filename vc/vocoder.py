@@ -12,14 +12,16 @@ from torch import nn
 from .audio import LOG_FLOOR, _window, mel_filterbank, stft
 from .config import VOCODERS, AudioConfig, VocoderConfig
 from .errors import VCError
+from .model import CausalConv1d
 
 MAX_LOG_MAGNITUDE = math.log(100.0)  # STFT magnitudes above 100 (40 dB over full scale) are clamped, as in Vocos
 
 
 class ConvNeXtBlock(nn.Module):
-    def __init__(self, dim: int, intermediate: int, kernel_size: int, layer_scale: float):
+    def __init__(self, dim: int, intermediate: int, kernel_size: int, layer_scale: float, causal: bool = False):
         super().__init__()
-        self.dwconv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.dwconv = (CausalConv1d(dim, dim, kernel_size, groups=dim) if causal else
+                       nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, intermediate)
         self.pwconv2 = nn.Linear(intermediate, dim)
@@ -41,10 +43,11 @@ class Vocos(nn.Module):
     def __init__(self, audio: AudioConfig, cfg: VocoderConfig):
         super().__init__()
         self.audio, self.cfg = audio, cfg
-        self.embed = nn.Conv1d(audio.n_mels, cfg.dim, cfg.kernel_size, padding=cfg.kernel_size // 2)
+        self.embed = (CausalConv1d(audio.n_mels, cfg.dim, cfg.kernel_size) if cfg.causal else
+                      nn.Conv1d(audio.n_mels, cfg.dim, cfg.kernel_size, padding=cfg.kernel_size // 2))
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
-        self.blocks = nn.ModuleList(ConvNeXtBlock(cfg.dim, cfg.intermediate, cfg.kernel_size, 1 / cfg.layers)
-                                    for _ in range(cfg.layers))
+        self.blocks = nn.ModuleList(ConvNeXtBlock(cfg.dim, cfg.intermediate, cfg.kernel_size, 1 / cfg.layers,
+                                                  cfg.causal) for _ in range(cfg.layers))
         self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.head = nn.Linear(cfg.dim, 2 * (audio.n_fft // 2 + 1))
         # log-mel statistics of the training audio (set by training) so that the input is roughly zero-mean, unit-var

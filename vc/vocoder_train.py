@@ -174,9 +174,11 @@ def train_vocoder(data: str | Path, out: str | Path, *, audio: AudioConfig | Non
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    state = load_checkpoint(init)["vocoder"] if init is not None else None
+    if state is not None:
+        model_cfg = VocoderConfig(**state["config"])  # an initial vocoder brings its own architecture
     net = Vocos(audio, model_cfg)
-    if init is not None:
-        state = load_checkpoint(init)["vocoder"]
+    if state is not None:
         net.load_state_dict(state["weights"])
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
     last, step = out / "vocoder-last.pt", 0

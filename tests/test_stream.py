@@ -1,0 +1,129 @@
+"""The streaming engine: exact against the causal network run offline, converging to the offline conversion, its
+latency accounting, `vc stream`, and `vc live` where there is no audio device."""
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import vc.model
+from vc.api import Voice, VoiceConverter, load_model
+from vc.checkpoint import export_inference
+from vc.cli import main
+from vc.config import Config, ModelConfig, VocoderConfig
+from vc.errors import VCError
+from vc.model import VoiceConverterNet
+from vc.vocoder import Vocos, vocoder_state
+
+from conftest import synth_speech
+
+
+def tiny_causal(seed: int = 0) -> VoiceConverter:
+    torch.manual_seed(seed)
+    cfg = Config()
+    cfg.model = ModelConfig(causal=True, channels=48, content_dim=8, speaker_dim=32, classifier_channels=16)
+    vocoder = Vocos(cfg.audio, VocoderConfig(causal=True, dim=48, intermediate=96, layers=2))
+    return VoiceConverter(VoiceConverterNet(cfg.model), cfg, vocoder_state=vocoder_state(vocoder))
+
+
+def run(stream, wav: np.ndarray) -> np.ndarray:
+    """Feed `wav` block by block; return the output lined up with the input (the stream's delay cut)."""
+    n = len(wav) - len(wav) % stream.block_size
+    out = np.concatenate([stream.process(wav[i:i + stream.block_size]) for i in range(0, n, stream.block_size)]
+                         + [stream.flush()])
+    assert len(out) == n + stream.delay
+    return out[stream.delay:stream.delay + n]
+
+
+def offline(model: VoiceConverter, wav: np.ndarray, voice: Voice) -> np.ndarray:
+    """The same networks on the whole clip at once, no edge padding, vocoder in float32."""
+    net = model.net
+    with torch.inference_mode():
+        mel = model.mel(wav)
+        p = model.source_pitch(wav, match_pitch=False)[None]
+        out = net.decoder(net.content_encoder(mel), voice.embedding[None], mel.shape[2], p)
+        return model.vocoder.net(net.denormalize(out.clamp(max=4.0)), len(wav))[0].numpy()
+
+
+def cumulative_instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Instance norm with the statistics of the frames up to each one: what the stream computes."""
+    x = x.double()
+    n = torch.arange(1, x.shape[2] + 1, dtype=torch.float64)
+    mean = torch.cumsum(x, dim=2) / n
+    var = (torch.cumsum(x * x, dim=2) / n - mean ** 2).clamp(min=0)
+    return ((x - mean) / (var + eps).sqrt()).float()
+
+
+@pytest.mark.parametrize("block_ms", [25, 50])
+def test_stream_equals_the_causal_networks_run_offline(monkeypatch, block_ms):
+    # With instance norm over the frames so far also offline, the only difference left is the state each layer
+    # carries between blocks and the overlap-add: the stream must then reproduce the offline output sample by sample.
+    monkeypatch.setattr(vc.model, "instance_norm", cumulative_instance_norm)
+    model = tiny_causal()
+    wav = synth_speech(140, 1.6, seed=3)
+    voice = Voice(torch.randn(32))
+    stream = model.stream(voice, block_seconds=block_ms / 1000, timbre_match=0, match_pitch=False, bf16=False)
+    assert stream.block_size == 16 * block_ms
+    assert stream.latency == pytest.approx(block_ms / 1000 + 0.05)
+    ref = offline(model, wav, voice)
+    out = run(stream, wav)
+    body = slice(0, len(out) - 1600)  # the last 0.1 s: offline pads the end with zeros, the stream with silence
+    assert np.abs(out[body] - ref[body]).max() < 1e-3 * np.abs(ref).max()
+
+
+def test_stream_converges_to_the_offline_conversion():
+    # Real instance norm: the stream's statistics come from the frames so far, so the start differs and the rest
+    # converges. Pitch matching and the timbre match run on statistics so far too.
+    model = tiny_causal(1)
+    wav = np.concatenate([synth_speech(120, 1.5, seed=4), synth_speech(125, 1.5, seed=5)])
+    voice = model.embed(synth_speech(220, 2.0, seed=6))
+    out = run(model.stream(voice, bf16=False), wav)
+    ref = model.convert(wav, voice)  # loudness-normalized: compare spectra after a gain fit, in log-mel
+    from vc.audio import log_mel
+
+    a, b = log_mel(out[:len(ref)]), log_mel(ref)
+    a = a - (a - b).mean()
+    err = (a - b).abs().mean(dim=0)  # per frame
+    early, late = float(err[:20].mean()), float(err[-120:-10].mean())
+    assert late < 0.6 * early
+    assert late < 0.15
+
+
+def test_stream_rejects_a_non_causal_model_and_bad_blocks(tiny_checkpoint):
+    with pytest.raises(VCError, match="cannot stream"):
+        load_model(tiny_checkpoint, vocoder="griffin-lim").stream(Voice(torch.zeros(128)))
+    stream = tiny_causal().stream(Voice(torch.randn(32)), block_seconds=0.03)
+    assert stream.block_size == 400  # rounded to whole content frames (25 ms)
+    with pytest.raises(VCError, match="multiple of 400"):
+        stream.process(np.zeros(300, np.float32))
+    stream.process(np.zeros(800, np.float32))
+    assert len(stream.stats.compute) == 1 and stream.stats.compute[0] > 0
+
+
+def test_vc_stream_writes_the_converted_file_lined_up_with_the_input(tmp_path, capsys):
+    model = tiny_causal()
+    ckpt = export_inference(tmp_path / "stream.pt", model.net, model.cfg, {},
+                            vocoder=vocoder_state(model.vocoder.net))
+    src, tgt, out = tmp_path / "src.wav", tmp_path / "tgt.wav", tmp_path / "out.flac"
+    sf.write(src, synth_speech(130, 1.3, seed=7), 16000)
+    sf.write(tgt, synth_speech(210, 1.5, seed=8), 16000)
+    assert main(["stream", str(src), "--target", str(tgt), "--output", str(out), "--checkpoint", str(ckpt)]) == 0
+    printed = capsys.readouterr().out
+    assert "latency 75.0 ms" in printed and "compute per block" in printed
+    y, sr = sf.read(out)
+    assert sr == 16000 and len(y) == len(sf.read(src)[0]) and np.abs(y).max() > 0
+
+
+def test_vc_live_without_an_audio_device_says_so(tmp_path, capsys):
+    pytest.importorskip("numpy")
+    try:
+        import sounddevice as sd
+
+        if any(d["max_input_channels"] > 0 for d in sd.query_devices()):
+            pytest.skip("this machine has an audio input device")
+    except (ImportError, OSError):
+        pass  # no library or no PortAudio: what most servers have, and what `vc live` must explain
+    tgt = tmp_path / "tgt.wav"
+    sf.write(tgt, synth_speech(210, 1.0), 16000)
+    assert main(["live", "--target", str(tgt)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and ("audio device" in err[0] or "sounddevice" in err[0])
