@@ -62,7 +62,7 @@ def run_live(stream, *, input_device: str | None = None, output_device: str | No
             errors["underflow"] += 1
         with lock:
             y = stream.process(indata[:, 0].copy())
-        if stream.stats.compute[-1] > block / rate:
+        if stream.stats.last > block / rate:
             errors["late"] += 1
         outdata[:, 0] = np.clip(y, -1, 1)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,19 +35,20 @@ class _Conv:
     """A `CausalConv1d` (or a pointwise conv) on a stream: keeps the input frames its next outputs need (zeros before
     the start), and computes the new outputs as one matrix product (on a few frames, much faster than conv1d)."""
 
-    def __init__(self, conv: torch.nn.Conv1d):
+    def __init__(self, conv: torch.nn.Conv1d, dtype: torch.dtype = torch.float32):
         self.k, self.s, self.groups = conv.kernel_size[0], conv.stride[0], conv.groups
         self.cout = conv.out_channels
         self.left = conv.left if isinstance(conv, CausalConv1d) else 0
         w = conv.weight.detach().float()
         # (k * cin, cout), rows ordered frame by frame; depthwise: (k, C)
-        self.w = w[:, 0].T.contiguous() if self.groups > 1 else w.permute(2, 1, 0).reshape(-1, self.cout).contiguous()
-        self.b = conv.bias.detach().float() if conv.bias is not None else torch.zeros(self.cout)
+        w = w[:, 0].T if self.groups > 1 else w.permute(2, 1, 0).reshape(-1, self.cout)
+        self.w = w.to(dtype).contiguous()
+        self.b = (conv.bias.detach() if conv.bias is not None else torch.zeros(self.cout)).to(dtype)
         self.buf: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(1, C, n) -> (1, cout, outputs now complete)."""
-        x = x[0].T  # (n, C)
+        x = x[0].T.to(self.w.dtype)  # (n, C)
         if self.buf is None:
             self.buf = x.new_zeros(self.left, x.shape[1])
         x = torch.cat([self.buf, x]) if self.left else x
@@ -59,7 +61,7 @@ class _Conv:
             y = torch.einsum("nck,kc->nc", u, self.w) + self.b
         else:
             y = torch.addmm(self.b, u.transpose(1, 2).reshape(n, -1), self.w)
-        return y.T[None]
+        return y.T[None].float()
 
 
 class _Halve:
@@ -98,30 +100,29 @@ class _Norm:
 
 
 class _ContentEncoder:
-    def __init__(self, enc):
-        self.enc = enc
-        self.conv_in, self.norm_in = _Conv(enc.conv_in), _Norm()
-        self.blocks = [(_Conv(b), _Norm(), _Halve() if b.stride[0] == 2 else None) for b in enc.blocks]
-        self.norm_out = _Norm()
+    def __init__(self, enc, dtype: torch.dtype):
+        self.conv_in, self.norm_in = _Conv(enc.conv_in, dtype), _Norm()
+        self.blocks = [(_Conv(b, dtype), _Norm(), _Halve() if b.stride[0] == 2 else None) for b in enc.blocks]
+        self.conv_out, self.norm_out = _Conv(enc.conv_out, dtype), _Norm()
 
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
         x = _act(self.norm_in(self.conv_in(mel)))
         for conv, norm, halve in self.blocks:
             h = _act(norm(conv(x)))
             x = (halve(x) if halve is not None else x) + h
-        return self.norm_out(_Conv(self.enc.conv_out)(x))  # pointwise: no state
+        return self.norm_out(self.conv_out(x))
 
 
 class _Decoder:
-    def __init__(self, dec, spk: torch.Tensor):
+    def __init__(self, dec, spk: torch.Tensor, dtype: torch.dtype):
         self.dec = dec
-        self.conv_in = _Conv(dec.conv_in)
-        self.convs = [_Conv(c) for c in dec.convs]
+        self.conv_in = _Conv(dec.conv_in, dtype)
+        self.convs = [_Conv(c, dtype) for c in dec.convs]
         self.norms = [_Norm() for _ in dec.convs]
         self.affine = [n.affine(spk[None]).unsqueeze(2).chunk(2, dim=1) for n in dec.norms]
-        self.pitch = [_Conv(p) for p in dec.pitch] if dec.pitch is not None else None
+        self.pitch = [_Conv(p, dtype) for p in dec.pitch] if dec.pitch is not None else None
         self.halve = _Halve()
-        self.conv_out = _Conv(dec.conv_out)
+        self.conv_out = _Conv(dec.conv_out, dtype)
 
     def __call__(self, content: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """Content frames (1, C, m) and the pitch of the 2m mel frames they cover (1, 2, 2m) -> (1, n_mels, 2m)."""
@@ -142,12 +143,22 @@ class _Vocoder:
     """The causal Vocos on a stream, with an overlap-add inverse STFT that releases each sample once no later frame
     can touch it."""
 
-    def __init__(self, net, bf16: bool):
-        self.net, self.bf16 = net, bf16
+    def __init__(self, net, dtype: torch.dtype):
+        self.dtype = dtype
+        self.embed = _Conv(net.embed, dtype)
+        self.dw = [_Conv(b.dwconv, dtype) for b in net.blocks]
+        self.mel_mean, self.mel_std = float(net.mel_mean), float(net.mel_std)
+        self.net = net
+        # the matrix products in the stream's precision, as under autocast: bf16 weights halve the weight traffic,
+        # which is what a block of a few frames is bound by; norms and sums stay in float32
+
+        def linear(layer: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+            return layer.weight.detach().to(dtype), layer.bias.detach().to(dtype)
+
+        self.pw = [(linear(b.pwconv1), linear(b.pwconv2)) for b in net.blocks]
+        self.head = linear(net.head)
         a = net.audio
         self.hop, self.n_fft = a.hop_length, a.n_fft
-        self.embed = _Conv(net.embed)
-        self.dw = [_Conv(b.dwconv) for b in net.blocks]
         win = _window(a.win_length)
         pad = (a.n_fft - a.win_length) // 2
         self.window = F.pad(win, (pad, a.n_fft - a.win_length - pad))
@@ -161,15 +172,14 @@ class _Vocoder:
 
     def __call__(self, mel: torch.Tensor) -> np.ndarray:
         """Log-mel frames (1, n_mels, n) -> the waveform samples that no later frame changes."""
-        net = self.net
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            x = self.embed((mel - net.mel_mean) / net.mel_std)
-            x = net.norm(x.transpose(1, 2)).transpose(1, 2)
-            for block, dw in zip(net.blocks, self.dw):
-                y = dw(x).transpose(1, 2)
-                y = block.pwconv2(F.gelu(block.pwconv1(block.norm(y))))
-                x = x + (block.gamma * y).transpose(1, 2)
-            x = net.head(net.final_norm(x.transpose(1, 2))).transpose(1, 2).float()
+        net, dt = self.net, self.dtype
+        x = self.embed((mel - self.mel_mean) / self.mel_std)
+        x = net.norm(x.transpose(1, 2)).transpose(1, 2)
+        for block, dw, (one, two) in zip(net.blocks, self.dw, self.pw):
+            y = block.norm(dw(x).transpose(1, 2)).to(dt)
+            y = F.linear(F.gelu(F.linear(y, *one)), *two).float()
+            x = x + (block.gamma * y).transpose(1, 2)
+        x = F.linear(net.final_norm(x.transpose(1, 2)).to(dt), *self.head).transpose(1, 2).float()
         log_mag, phase = x.chunk(2, dim=1)
         spec = torch.polar(torch.exp(log_mag.clamp(max=math.log(100.0))), phase)[0]
         frames = torch.fft.irfft(spec.T, self.n_fft)[:, self.edge:] * self.window  # (n, n_fft - edge)
@@ -190,15 +200,31 @@ class _Vocoder:
 
 @dataclass
 class StreamStats:
-    """Per-block compute times (seconds) measured by `Stream.process`."""
+    """Compute time (seconds) of each call of `Stream.process`: the first, and the last `keep`."""
     block_seconds: float
-    compute: list[float] = field(default_factory=list)
+    keep: int = 20000
+    first: float | None = None
+    compute: deque = field(default_factory=deque)
+
+    def add(self, seconds: float) -> None:
+        if self.first is None:
+            self.first = seconds
+        else:
+            self.compute.append(seconds)
+            if len(self.compute) > self.keep:
+                self.compute.popleft()
+
+    @property
+    def last(self) -> float:
+        return self.compute[-1] if self.compute else (self.first or 0.0)
 
     def summary(self) -> dict:
-        c = np.asarray(self.compute[1:] or self.compute or [0.0])  # the first block pays for warm-up
-        return {"blocks": len(self.compute), "mean_ms": 1e3 * float(c.mean()),
-                "p95_ms": 1e3 * float(np.percentile(c, 95)), "max_ms": 1e3 * float(c.max()),
-                "real_time_share": float(c.mean()) / self.block_seconds}
+        """Mean, 95th percentile and maximum in ms over the blocks after the first (which pays for warm-up), and
+        the mean as a share of the block's duration."""
+        c = np.asarray(self.compute or [self.first or 0.0])
+        return {"blocks": len(self.compute) + (self.first is not None), "first_ms": 1e3 * (self.first or 0.0),
+                "mean_ms": 1e3 * float(c.mean()), "p95_ms": 1e3 * float(np.percentile(c, 95)),
+                "max_ms": 1e3 * float(c.max()), "real_time_share": float(c.mean()) / self.block_seconds}
 
 
 class Stream:
@@ -222,10 +248,11 @@ class Stream:
         self.block_size = max(1, round(block_seconds * cfg.sample_rate / unit)) * unit
         self.pitch_shift, self.match_pitch, self.timbre_match = pitch_shift, match_pitch, timbre_match
         self.bf16 = model.vocoder.bf16 if bf16 is None else bf16
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
         with torch.inference_mode():
-            self.content = _ContentEncoder(net.content_encoder)
-            self.decoder = _Decoder(net.decoder, voice.embedding.to(torch.float32))
-        self.vocoder = _Vocoder(model.vocoder.net, self.bf16)
+            self.content = _ContentEncoder(net.content_encoder, dtype)
+            self.decoder = _Decoder(net.decoder, voice.embedding.to(torch.float32), dtype)
+            self.vocoder = _Vocoder(model.vocoder.net, dtype)
         self.lookahead = net.cfg.lookahead
         self.delay = 100 * self.block_size - self._ready(100 * self.block_size)
         self.latency = (self.block_size + self.delay) / cfg.sample_rate
@@ -241,6 +268,7 @@ class Stream:
         self.spec = [0, None, -math.inf]  # output speech frames, their log-mel sum, the loudest frame's level
         self.out = np.zeros(self.delay, np.float32)  # converted samples not yet returned (silence first)
         self.stats = StreamStats(self.block_size / cfg.sample_rate)
+        log_mel(np.zeros(cfg.win_length, np.float32), cfg)  # the filterbank and FFT plans, before the first block
 
     def run(self, wav: np.ndarray) -> np.ndarray:
         """Stream a whole signal through, block by block; the output is lined up with it (the delay cut) and as
@@ -266,7 +294,7 @@ class Stream:
         t0 = time.perf_counter()
         with torch.inference_mode():
             self._push(block)
-        self.stats.compute.append(time.perf_counter() - t0)
+        self.stats.add(time.perf_counter() - t0)
         out, self.out = self.out[:len(block)], self.out[len(block):]
         return out
 
