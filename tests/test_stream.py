@@ -17,10 +17,11 @@ from vc.vocoder import Vocos, vocoder_state
 from conftest import synth_speech
 
 
-def tiny_causal(seed: int = 0) -> VoiceConverter:
+def tiny_causal(seed: int = 0, norm_window: int = 32) -> VoiceConverter:
     torch.manual_seed(seed)
     cfg = Config()
-    cfg.model = ModelConfig(causal=True, channels=48, content_dim=8, speaker_dim=32, classifier_channels=16)
+    cfg.model = ModelConfig(causal=True, norm_window=norm_window, channels=48, content_dim=8, speaker_dim=32,
+                            classifier_channels=16)
     vocoder = Vocos(cfg.audio, VocoderConfig(causal=True, dim=48, intermediate=96, layers=2))
     return VoiceConverter(VoiceConverterNet(cfg.model), cfg, vocoder_state=vocoder_state(vocoder))
 
@@ -45,20 +46,19 @@ def offline(model: VoiceConverter, wav: np.ndarray, voice: Voice) -> np.ndarray:
 
 
 def cumulative_instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Instance norm with the statistics of the frames up to each one: what the stream computes."""
-    x = x.double()
-    n = torch.arange(1, x.shape[2] + 1, dtype=torch.float64)
-    mean = torch.cumsum(x, dim=2) / n
-    var = (torch.cumsum(x * x, dim=2) / n - mean ** 2).clamp(min=0)
-    return ((x - mean) / (var + eps).sqrt()).float()
+    """Instance norm with the statistics of all frames up to each one: what the stream computes for a model trained
+    with whole-clip statistics."""
+    return vc.model.window_norm(x, x.shape[2], eps)
 
 
-@pytest.mark.parametrize("block_ms", [25, 50])
-def test_stream_equals_the_causal_networks_run_offline(monkeypatch, block_ms):
-    # With instance norm over the frames so far also offline, the only difference left is the state each layer
-    # carries between blocks and the overlap-add: the stream must then reproduce the offline output sample by sample.
-    monkeypatch.setattr(vc.model, "instance_norm", cumulative_instance_norm)
-    model = tiny_causal()
+@pytest.mark.parametrize("block_ms,norm_window", [(25, 32), (50, 32), (25, 0)])
+def test_stream_equals_the_causal_networks_run_offline(monkeypatch, block_ms, norm_window):
+    # The stream keeps each layer's state between blocks and overlap-adds the vocoder's frames; it must reproduce the
+    # networks run on the whole clip sample by sample. Instance norm over a causal window is the same both ways; for
+    # a model trained with whole-clip statistics the stream takes them over the frames so far, so offline does too.
+    if norm_window == 0:
+        monkeypatch.setattr(vc.model, "instance_norm", cumulative_instance_norm)
+    model = tiny_causal(norm_window=norm_window)
     wav = synth_speech(140, 1.6, seed=3)
     voice = Voice(torch.randn(32))
     stream = model.stream(voice, block_seconds=block_ms / 1000, timbre_match=0, match_pitch=False, bf16=False)
@@ -71,8 +71,8 @@ def test_stream_equals_the_causal_networks_run_offline(monkeypatch, block_ms):
 
 
 def test_stream_converges_to_the_offline_conversion():
-    # Real instance norm: the stream's statistics come from the frames so far, so the start differs and the rest
-    # converges. Pitch matching and the timbre match run on statistics so far too.
+    # Pitch matching and the timbre match take the source's register and the output's mean spectrum over the frames
+    # so far, where `convert` takes them over the whole clip: the start differs, the rest converges.
     model = tiny_causal(1)
     wav = np.concatenate([synth_speech(120, 1.5, seed=4), synth_speech(125, 1.5, seed=5)])
     voice = model.embed(synth_speech(220, 2.0, seed=6))
@@ -84,8 +84,8 @@ def test_stream_converges_to_the_offline_conversion():
     a = a - (a - b).mean()
     err = (a - b).abs().mean(dim=0)  # per frame
     early, late = float(err[:20].mean()), float(err[-120:-10].mean())
-    assert late < 0.6 * early
-    assert late < 0.15
+    assert late < 0.2 * early
+    assert late < 0.05
 
 
 def test_stream_rejects_a_non_causal_model_and_bad_blocks(tiny_checkpoint):

@@ -41,6 +41,7 @@ class ModelConfig:
     pitch: bool = True  # the decoder is conditioned on log-F0 moved to the target's register
     causal: bool = False  # streamable: content encoder and decoder see past frames only, but for `lookahead`
     lookahead: int = 2  # with `causal`: future mel frames the content encoder's first layer sees (12.5 ms each)
+    norm_window: int = 0  # with `causal`: instance norm over the last this many mel frames (0: the whole clip)
     classifier_channels: int = 256
     classifier_dropout: float = 0.3
     n_speakers: int = 1  # training speakers; sized from the data by `vc train`

@@ -50,6 +50,24 @@ def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return (x - mean) / std
 
 
+def window_norm(x: torch.Tensor, window: int, eps: float = 1e-5) -> torch.Tensor:
+    """Instance norm with each frame's statistics taken over the `window` frames up to and including it: a causal
+    instance norm, which a stream computes exactly as it goes (`vc.stream`). In float64: sums over long clips."""
+    d = x.double()
+    t = torch.arange(1, d.shape[2] + 1)
+    lo = (t - window).clamp(min=0)
+    s1, s2 = F.pad(d.cumsum(2), (1, 0)), F.pad((d * d).cumsum(2), (1, 0))
+    n = (t - lo).double()
+    mean = (s1[:, :, t] - s1[:, :, lo]) / n
+    var = ((s2[:, :, t] - s2[:, :, lo]) / n - mean * mean).clamp(min=0)
+    return ((d - mean) / (var + eps).sqrt()).float()
+
+
+def _norm(window: int):
+    """The normalization of a layer: over the whole clip (window 0), or over a causal window of frames."""
+    return instance_norm if window <= 0 else (lambda x: window_norm(x, window))
+
+
 class ContentEncoder(nn.Module):
     """(B, n_mels, T) -> content code (B, content_dim, ceil(T / 2)).
 
@@ -65,13 +83,15 @@ class ContentEncoder(nn.Module):
         self.blocks = nn.ModuleList(_conv(c, c, k, stride=2 if i == 1 else 1, causal=causal)
                                     for i in range(cfg.content_blocks))
         self.conv_out = _conv(c, cfg.content_dim, 1)
+        w = cfg.norm_window if causal else 0  # in mel frames; layers at the halved rate use half as many
+        self.norm_high, self.norm_low = _norm(w), _norm(w // 2)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = _act(instance_norm(self.conv_in(mel)))
-        for block in self.blocks:
-            h = _act(instance_norm(block(x)))
+        x = _act(self.norm_high(self.conv_in(mel)))
+        for i, block in enumerate(self.blocks):
+            h = _act((self.norm_high if i == 0 else self.norm_low)(block(x)))
             x = (_halve(x, self.causal) if block.stride[0] == 2 else x) + h
-        return instance_norm(self.conv_out(x))
+        return self.norm_low(self.conv_out(x))
 
 
 class SpeakerEncoder(nn.Module):
@@ -96,13 +116,15 @@ class SpeakerEncoder(nn.Module):
 class AdaIN(nn.Module):
     """Adaptive instance norm: the speaker embedding sets each channel's scale and shift."""
 
-    def __init__(self, channels: int, speaker_dim: int):
+    def __init__(self, channels: int, speaker_dim: int, window: int = 0):
         super().__init__()
         self.affine = nn.Linear(speaker_dim, 2 * channels)
+        self.window = window
+        self.norm = _norm(window)
 
     def forward(self, x: torch.Tensor, spk: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.affine(spk).unsqueeze(2).chunk(2, dim=1)
-        return instance_norm(x) * (1 + gamma) + beta
+        return self.norm(x) * (1 + gamma) + beta
 
 
 class Decoder(nn.Module):
@@ -119,7 +141,9 @@ class Decoder(nn.Module):
         self.conv_in = _conv(cfg.content_dim, c, k, causal=causal)
         self.low = cfg.decoder_blocks // 2  # blocks at the content rate, before upsampling
         self.convs = nn.ModuleList(_conv(c, c, k, causal=causal) for _ in range(cfg.decoder_blocks))
-        self.norms = nn.ModuleList(AdaIN(c, cfg.speaker_dim) for _ in range(cfg.decoder_blocks))
+        w = cfg.norm_window if causal else 0
+        self.norms = nn.ModuleList(AdaIN(c, cfg.speaker_dim, w // 2 if i < self.low else w)
+                                   for i in range(cfg.decoder_blocks))
         self.pitch = (nn.ModuleList(_conv(2, c, 3, causal=causal) for _ in range(cfg.decoder_blocks))
                       if cfg.pitch else None)
         self.conv_out = _conv(c, cfg.n_mels, k, causal=causal)

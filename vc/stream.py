@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from . import pitch
 from .audio import AudioWriter, _window, audio_seconds, log_mel, stream_wav
 from .errors import VCError
-from .model import CausalConv1d, _act
+from .model import CausalConv1d, _act, window_norm
 
 EPS = 1e-5  # as in `instance_norm`
 
@@ -80,16 +80,25 @@ class _Halve:
 
 
 class _Norm:
-    """Instance norm over all frames so far (each frame normalized with the statistics up to and including it)."""
+    """Instance norm on a stream: each frame normalized with the statistics of the frames up to and including it,
+    the last `window` of them (`vc.model.window_norm`), or all of them where the model was trained with whole-clip
+    statistics (window 0: the stream's estimate of them)."""
 
-    def __init__(self):
+    def __init__(self, window: int = 0):
+        self.window = window
         self.n, self.sum, self.sq = 0, 0.0, 0.0
+        self.buf: torch.Tensor | None = None  # the last window - 1 frames (float64)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[2] == 0:
             return x.float()
-        x = x.float()
         d = x.double()
+        if self.window > 0:
+            if self.buf is None:
+                self.buf = d[:, :, :0]
+            k, d = self.buf.shape[2], torch.cat([self.buf, d], dim=2)  # the buffer holds every frame a window needs
+            self.buf = d[:, :, max(0, d.shape[2] - (self.window - 1)):]
+            return window_norm(d, self.window)[:, :, k:]
         s = self.sum + torch.cumsum(d, dim=2)
         q = self.sq + torch.cumsum(d * d, dim=2)
         n = self.n + torch.arange(1, x.shape[2] + 1, dtype=torch.float64)
@@ -100,10 +109,12 @@ class _Norm:
 
 
 class _ContentEncoder:
-    def __init__(self, enc, dtype: torch.dtype):
-        self.conv_in, self.norm_in = _Conv(enc.conv_in, dtype), _Norm()
-        self.blocks = [(_Conv(b, dtype), _Norm(), _Halve() if b.stride[0] == 2 else None) for b in enc.blocks]
-        self.conv_out, self.norm_out = _Conv(enc.conv_out, dtype), _Norm()
+    def __init__(self, enc, dtype: torch.dtype, window: int):
+        w = window
+        self.conv_in, self.norm_in = _Conv(enc.conv_in, dtype), _Norm(w)
+        self.blocks = [(_Conv(b, dtype), _Norm(w if i == 0 else w // 2), _Halve() if b.stride[0] == 2 else None)
+                       for i, b in enumerate(enc.blocks)]
+        self.conv_out, self.norm_out = _Conv(enc.conv_out, dtype), _Norm(w // 2)
 
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
         x = _act(self.norm_in(self.conv_in(mel)))
@@ -118,7 +129,7 @@ class _Decoder:
         self.dec = dec
         self.conv_in = _Conv(dec.conv_in, dtype)
         self.convs = [_Conv(c, dtype) for c in dec.convs]
-        self.norms = [_Norm() for _ in dec.convs]
+        self.norms = [_Norm(n.window) for n in dec.norms]
         self.affine = [n.affine(spk[None]).unsqueeze(2).chunk(2, dim=1) for n in dec.norms]
         self.pitch = [_Conv(p, dtype) for p in dec.pitch] if dec.pitch is not None else None
         self.halve = _Halve()
@@ -250,7 +261,7 @@ class Stream:
         self.bf16 = model.vocoder.bf16 if bf16 is None else bf16
         dtype = torch.bfloat16 if self.bf16 else torch.float32
         with torch.inference_mode():
-            self.content = _ContentEncoder(net.content_encoder, dtype)
+            self.content = _ContentEncoder(net.content_encoder, dtype, net.cfg.norm_window)
             self.decoder = _Decoder(net.decoder, voice.embedding.to(torch.float32), dtype)
             self.vocoder = _Vocoder(model.vocoder.net, dtype)
         self.lookahead = net.cfg.lookahead
