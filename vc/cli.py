@@ -1,4 +1,4 @@
-"""The `vc` command: convert, train, train-vocoder, export, evaluate."""
+"""The `vc` command: convert, train, train-vocoder, export, evaluate, bench."""
 from __future__ import annotations
 
 import argparse
@@ -108,6 +108,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 1 if result["summary"]["failed"] else 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench import bench, format_table
+
+    if (args.input is None) != (args.target is None):
+        raise VCError("give both --input and --target, or neither (the default dev clips)")
+    result = bench(Path(args.input) if args.input else None, Path(args.target) if args.target else None,
+                   checkpoint=args.checkpoint, threads=tuple(args.threads), vocoders=tuple(args.vocoders),
+                   runs=args.runs, seconds=args.seconds)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vc", description="One-shot voice conversion on a CPU.")
     p.add_argument("--version", action="version", version=f"vc {__version__}")
@@ -171,6 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     w.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this many minutes")
     w.set_defaults(func=_train_vocoder)
+
+    b = sub.add_parser("bench", help="real-time factor, cold start, peak memory and stage shares of a conversion",
+                       description="Time `vc convert` of one clip end to end (read to write) in fresh processes, "
+                       "per thread count and vocoder, with each stage's share; print a markdown table.")
+    b.add_argument("--input", default=None, help="source clip (default: 30 s of a ../shared/data/dev speaker)")
+    b.add_argument("--target", default=None, help="target clip (default: another dev speaker's clip)")
+    b.add_argument("--seconds", type=float, default=30.0, help="length of the default source clip")
+    b.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to measure")
+    b.add_argument("--vocoders", nargs="+", default=list(VOCODERS), choices=VOCODERS, help="vocoders to measure")
+    b.add_argument("--runs", type=int, default=3, help="timed conversions per setting, after one warm-up")
+    b.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped checkpoints/default.pt)")
+    b.add_argument("--json", default=None, help="also write all figures to this JSON file")
+    b.set_defaults(func=_bench)
 
     v = sub.add_parser("evaluate", help="score conversions with offline judges (pip install -e \".[eval]\")",
                        description="Score the conversions listed in a TSV whose header names the columns converted, "
