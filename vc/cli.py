@@ -74,8 +74,23 @@ def _train_vocoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_onnx(args: argparse.Namespace) -> int:
+    import json
+
+    from .export_onnx import export_onnx, format_report
+
+    report = export_onnx(args.checkpoint, args.output)
+    print(format_report(report))
+    (Path(args.output) / "vc-onnx-check.json").write_text(json.dumps(report, indent=1))
+    print(f"{args.checkpoint} -> {args.output}/ ({', '.join(g['file'] for g in report['graphs'].values())})")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from .checkpoint import build_model, export_inference, load_checkpoint
+
+    if args.onnx:
+        return _export_onnx(args)
 
     ckpt = load_checkpoint(args.checkpoint)
     net, cfg = build_model(ckpt, args.checkpoint)
@@ -170,10 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this many minutes")
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("export", help="strip a training checkpoint to an inference checkpoint (weights and config)")
+    e = sub.add_parser("export", help="strip a training checkpoint to an inference checkpoint (weights and config), "
+                       "or write its networks as ONNX (--onnx)")
     e.add_argument("checkpoint", help="training checkpoint, e.g. runs/default/last.pt")
-    e.add_argument("output", help="inference checkpoint to write, e.g. checkpoints/default.pt")
+    e.add_argument("output", help="inference checkpoint to write, e.g. checkpoints/default.pt (with --onnx: a folder)")
     e.add_argument("--vocoder-ckpt", default=None, help="bundle this vocoder (OUT/vocoder.pt of `vc train-vocoder`)")
+    e.add_argument("--onnx", action="store_true",
+                   help="write content_encoder, speaker_encoder, decoder and vocoder .onnx into the OUTPUT folder, "
+                   "check them against torch under onnxruntime and time both (pip install -e \".[export]\")")
     e.set_defaults(func=_export)
 
     w = sub.add_parser("train-vocoder", help="train the neural vocoder (resumes from OUT/vocoder-last.pt)",
