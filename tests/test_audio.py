@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from vc.audio import load_wav, log_mel, normalize_loudness, prepare, save_wav
+from vc.audio import load_wav, log_mel, mel_filterbank, normalize_loudness, prepare, save_wav, trim_silence
 from vc.config import AudioConfig
 from vc.errors import VCError
 
@@ -48,6 +48,19 @@ def test_flac_ogg_and_mp3_read(tmp_path):
     for ext in ("flac", "ogg", "mp3"):
         sf.write(tmp_path / f"a.{ext}", synth_speech(150, 1.5), 16000)
         assert len(load_wav(tmp_path / f"a.{ext}")) > 16000 // 2
+
+
+@pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [(16000, 1024, 80, 0.0, 8000.0), (22050, 512, 40, 50.0, 7000.0)])
+def test_filterbank_trim_and_resampling_equal_librosa(sr, n_fft, n_mels, fmin, fmax):
+    """The numpy versions that keep scipy.signal out of the first conversion give librosa's numbers."""
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    np.testing.assert_allclose(mel_filterbank(sr, n_fft, n_mels, fmin, fmax).numpy(), ref, atol=1e-7, rtol=1e-5)
+    wav = np.concatenate([np.zeros(5000, np.float32), synth_speech(150, 1.0), 1e-4 * np.ones(7000, np.float32)])
+    for top_db in (20, 30, 60):
+        np.testing.assert_array_equal(trim_silence(wav, top_db), librosa.effects.trim(
+            wav, top_db=top_db, frame_length=800, hop_length=200)[0])
+    resampled = prepare(wav, 16000, AudioConfig(sample_rate=sr), trim=False, normalize=False)
+    np.testing.assert_array_equal(resampled, librosa.resample(wav, orig_sr=16000, target_sr=sr, res_type="soxr_hq"))
 
 
 def test_trim_and_loudness():

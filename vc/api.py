@@ -30,7 +30,7 @@ from .config import Config
 from .errors import VCError
 from .model import VoiceConverterNet
 from .pitch import PitchStats
-from .vocoder import GriffinLim, load_vocoder
+from .vocoder import GriffinLim, fast_bf16, load_vocoder
 
 if TYPE_CHECKING:
     from .stream import Stream
@@ -93,6 +93,7 @@ class VoiceConverter:
         self.net = net.to(device).eval()
         self.cfg = cfg
         self.device = torch.device(device)
+        self.bf16 = fast_bf16()  # the content encoder and decoder too run under bf16 autocast (VC_BF16=0: float32)
         self.vocoder_name = vocoder or ("vocos" if vocoder_state is not None else "griffin-lim")
         self.vocoder = load_vocoder(self.vocoder_name, cfg.audio, state=vocoder_state)
         if self.vocoder_name != "griffin-lim":
@@ -117,6 +118,10 @@ class VoiceConverter:
         """(T,) waveform -> normalized log-mel (1, n_mels, frames) on the model's device."""
         return self.net.normalize(log_mel(wav, self.cfg.audio).to(self.device)[None])
 
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast where bf16 matrix units make it pay (`fast_bf16`); instance norms stay in float32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
     @torch.inference_mode()
     def embed(self, targets: Audio | Sequence[Audio]) -> Voice:
         """One or several clips of the target speaker -> their `Voice` (embedding averaged over the clips)."""
@@ -134,7 +139,8 @@ class VoiceConverter:
     @torch.inference_mode()
     def encode(self, wav: np.ndarray) -> torch.Tensor:
         """(T,) waveform -> content code (content_dim, ceil(frames / 2))."""
-        return self.net.content_encoder(self.mel(wav))[0]
+        with self.autocast():
+            return self.net.content_encoder(self.mel(wav))[0].float()
 
     def source_pitch(self, wav: np.ndarray, voice: Voice | None = None, *, pitch_shift: float = 0.0,
                      match_pitch: bool = True, source_stats: PitchStats | None = None,
@@ -157,8 +163,9 @@ class VoiceConverter:
         -> log-mel (n_mels, frames), in the space `log_mel` returns."""
         emb = voice.embedding if isinstance(voice, Voice) else voice
         p = pitch_features[None].to(self.device) if pitch_features is not None else None
-        mel = self.net.decoder(content[None], emb[None].to(self.device), frames, p)
-        return self.net.denormalize(mel)[0]
+        with self.autocast():
+            mel = self.net.decoder(content[None], emb[None].to(self.device), frames, p)
+        return self.net.denormalize(mel.float())[0]
 
     @torch.inference_mode()
     def vocode(self, mel: torch.Tensor, length: int | None = None) -> np.ndarray:
@@ -206,8 +213,9 @@ class VoiceConverter:
         if pad > 0:
             mel = torch.nn.functional.pad(mel, (pad, pad), mode="reflect")
             p = torch.nn.functional.pad(p, (pad, pad), mode="reflect") if p is not None else None
-        out = self.net.decoder(self.net.content_encoder(mel), voice.embedding[None].to(self.device),
-                               frames + 2 * pad, p)
+        with self.autocast():
+            out = self.net.decoder(self.net.content_encoder(mel), voice.embedding[None].to(self.device),
+                                   frames + 2 * pad, p).float()
         out = self.net.denormalize(out[:, :, pad:pad + frames].clamp(max=MAX_NORMALIZED_MEL))[0]
         if timbre_match > 0 and voice.spectrum is not None:
             delta = voice.spectrum.to(out.device) - speech_spectrum(out)

@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-import librosa
 import numpy as np
 import soundfile as sf
 import soxr
@@ -96,12 +95,13 @@ def prepare(wav: np.ndarray, sr: int, cfg: AudioConfig | None = None, *, trim: b
     if not np.all(np.isfinite(wav)):
         raise VCError(f"{name}: audio contains NaN or infinite samples")
     if sr != cfg.sample_rate:
-        wav = librosa.resample(wav, orig_sr=sr, target_sr=cfg.sample_rate, res_type="soxr_hq").astype(np.float32)
+        n = int(np.ceil(len(wav) * cfg.sample_rate / sr))  # librosa.resample's length, as before
+        wav = np.pad(soxr.resample(wav, sr, cfg.sample_rate, quality="HQ"), (0, n))[:n].astype(np.float32)
     peak_db = _frame_db(wav, cfg.sample_rate).max(initial=-200.0)
     if peak_db < SILENCE_DBFS:
         raise VCError(f"{name}: clip is silent (loudest part {peak_db:.0f} dBFS)")
     if trim:
-        wav, _ = librosa.effects.trim(wav, top_db=cfg.trim_db, frame_length=800, hop_length=200)
+        wav = trim_silence(wav, cfg.trim_db)
     seconds = len(wav) / cfg.sample_rate
     if seconds < cfg.min_seconds:
         what = "speech" if trim else "audio"
@@ -109,6 +109,19 @@ def prepare(wav: np.ndarray, sr: int, cfg: AudioConfig | None = None, *, trim: b
     if normalize:
         wav = normalize_loudness(wav, cfg.sample_rate, cfg.target_db)
     return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def trim_silence(wav: np.ndarray, top_db: float, frame_length: int = 800, hop_length: int = 200) -> np.ndarray:
+    """Cut leading and trailing frames quieter than the loudest by `top_db`: `librosa.effects.trim`'s rule (centered
+    frames, zero padding), in numpy, so that loading a clip does not import scipy.signal (over a second)."""
+    padded = np.pad(wav, frame_length // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length]
+    power = np.mean(frames.astype(np.float64) ** 2, axis=1)
+    db = 10 * np.log10(np.maximum(power, 1e-10)) - 10 * np.log10(max(power.max(), 1e-10))
+    loud = np.flatnonzero(db > -top_db)
+    if loud.size == 0:
+        return wav[:0]
+    return wav[loud[0] * hop_length: min(len(wav), (loud[-1] + 1) * hop_length)]
 
 
 def _frame_db(wav: np.ndarray, sr: int, frame_seconds: float = 0.05) -> np.ndarray:
@@ -184,11 +197,26 @@ def save_wav(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> Path
     return w.path
 
 
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa's default, htk=False)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    return np.where(hz >= 1000.0, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27), hz * 3 / 200)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    return np.where(mel >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27 * (mel - 15.0)), mel * 200 / 3)
+
+
 @functools.lru_cache(maxsize=8)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
-    """(n_mels, n_fft // 2 + 1) Slaney-normalized mel filterbank from librosa, cached."""
-    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
-    return torch.from_numpy(fb)
+    """(n_mels, n_fft // 2 + 1) Slaney-normalized mel filterbank, cached: `librosa.filters.mel` with its defaults,
+    in numpy (librosa.filters imports scipy.signal, over a second of the first conversion)."""
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    ramps = edges[:, None] - np.fft.rfftfreq(n_fft, 1 / sample_rate)[None]
+    lower = -ramps[:-2] / np.diff(edges)[:-1, None]
+    upper = ramps[2:] / np.diff(edges)[1:, None]
+    fb = np.maximum(0, np.minimum(lower, upper)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return torch.from_numpy(fb.astype(np.float32))
 
 
 @functools.lru_cache(maxsize=8)

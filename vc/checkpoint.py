@@ -61,8 +61,9 @@ def build_model(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") 
         if "pitch" not in d.get("model", {}):  # written before the decoder took pitch
             d = {**d, "model": {**d.get("model", {}), "pitch": False}}
         cfg = Config.from_dict(d)
-        net = VoiceConverterNet(cfg.model)
-        net.load_state_dict(ckpt["model"])
+        with torch.device("meta"):  # no random initialization of weights that the checkpoint replaces
+            net = VoiceConverterNet(cfg.model)
+        net.load_state_dict(ckpt["model"], assign=True)
     except (KeyError, TypeError, RuntimeError, VCError) as e:
         raise VCError(f"{path}: checkpoint does not match this model ({reason(e)[:200]})") from None
     return net.eval(), cfg

@@ -1,4 +1,4 @@
-"""The `vc` command: convert, stream, live, train, train-vocoder, export, evaluate."""
+"""The `vc` command: convert, stream, live, train, train-vocoder, export, evaluate, bench."""
 from __future__ import annotations
 
 import argparse
@@ -75,8 +75,23 @@ def _train_vocoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_onnx(args: argparse.Namespace) -> int:
+    import json
+
+    from .export_onnx import export_onnx, format_report
+
+    report = export_onnx(args.checkpoint, args.output)
+    print(format_report(report))
+    (Path(args.output) / "vc-onnx-check.json").write_text(json.dumps(report, indent=1))
+    print(f"{args.checkpoint} -> {args.output}/ ({', '.join(g['file'] for g in report['graphs'].values())})")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from .checkpoint import build_model, export_inference, load_checkpoint
+
+    if args.onnx:
+        return _export_onnx(args)
 
     ckpt = load_checkpoint(args.checkpoint)
     net, cfg = build_model(ckpt, args.checkpoint)
@@ -147,6 +162,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 1 if result["summary"]["failed"] else 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .bench import bench, format_table
+
+    if (args.input is None) != (args.target is None):
+        raise VCError("give both --input and --target, or neither (the default dev clips)")
+    result = bench(Path(args.input) if args.input else None, Path(args.target) if args.target else None,
+                   checkpoint=args.checkpoint, threads=tuple(args.threads), vocoders=tuple(args.vocoders),
+                   runs=args.runs, seconds=args.seconds)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vc", description="One-shot voice conversion on a CPU.")
     p.add_argument("--version", action="version", version=f"vc {__version__}")
@@ -191,10 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this many minutes")
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("export", help="strip a training checkpoint to an inference checkpoint (weights and config)")
+    e = sub.add_parser("export", help="strip a training checkpoint to an inference checkpoint (weights and config), "
+                       "or write its networks as ONNX (--onnx)")
     e.add_argument("checkpoint", help="training checkpoint, e.g. runs/default/last.pt")
-    e.add_argument("output", help="inference checkpoint to write, e.g. checkpoints/default.pt")
+    e.add_argument("output", help="inference checkpoint to write, e.g. checkpoints/default.pt (with --onnx: a folder)")
     e.add_argument("--vocoder-ckpt", default=None, help="bundle this vocoder (OUT/vocoder.pt of `vc train-vocoder`)")
+    e.add_argument("--onnx", action="store_true",
+                   help="write content_encoder, speaker_encoder, decoder and vocoder .onnx into the OUTPUT folder, "
+                   "check them against torch under onnxruntime and time both (pip install -e \".[export]\")")
     e.set_defaults(func=_export)
 
     w = sub.add_parser("train-vocoder", help="train the neural vocoder (resumes from OUT/vocoder-last.pt)",
@@ -211,6 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--causal", action="store_true", help="a streamable vocoder that sees past frames only")
     w.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this many minutes")
     w.set_defaults(func=_train_vocoder)
+
+    b = sub.add_parser("bench", help="real-time factor, cold start, peak memory and stage shares of a conversion",
+                       description="Time `vc convert` of one clip end to end (read to write) in fresh processes, "
+                       "per thread count and vocoder, with each stage's share; print a markdown table.")
+    b.add_argument("--input", default=None, help="source clip (default: 30 s of a ../shared/data/dev speaker)")
+    b.add_argument("--target", default=None, help="target clip (default: another dev speaker's clip)")
+    b.add_argument("--seconds", type=float, default=30.0, help="length of the default source clip")
+    b.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to measure")
+    b.add_argument("--vocoders", nargs="+", default=list(VOCODERS), choices=VOCODERS, help="vocoders to measure")
+    b.add_argument("--runs", type=int, default=3, help="timed conversions per setting, after one warm-up")
+    b.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped checkpoints/default.pt)")
+    b.add_argument("--json", default=None, help="also write all figures to this JSON file")
+    b.set_defaults(func=_bench)
 
     v = sub.add_parser("evaluate", help="score conversions with offline judges (pip install -e \".[eval]\")",
                        description="Score the conversions listed in a TSV whose header names the columns converted, "

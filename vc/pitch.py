@@ -43,9 +43,11 @@ def yin(fr: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor,
     max_lag = min(int(sample_rate / FMIN) + 1, frame_length // 2)
     min_lag = max(2, int(sample_rate / FMAX))
     n = frame_length - max_lag  # YIN's integration window
-    size = 2 * frame_length
-    # r(tau) = sum_{j<n} x_j x_{j+tau}, for all tau at once
-    r = torch.fft.irfft(torch.fft.rfft(fr, size).mul(torch.fft.rfft(fr[:, :n], size).conj()), size)[:, :max_lag + 1]
+    # r(tau) = sum_{j<n} x_j x_{j+tau}, for all tau at once. A circular correlation of frame_length points suffices:
+    # j + tau < n + max_lag = frame_length never wraps. (A materialized conjugate: the lazy one is 6x slower.)
+    spec = torch.fft.rfft(fr)
+    r = torch.fft.irfft(spec * torch.fft.rfft(F.pad(fr[:, :n], (0, frame_length - n))).conj_physical(),
+                        frame_length)[:, :max_lag + 1]
     sq = F.pad(torch.cumsum(fr ** 2, dim=1), (1, 0))
     e0 = sq[:, n:n + 1]
     lags = torch.arange(max_lag + 1)
