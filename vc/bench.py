@@ -128,14 +128,24 @@ def staged_convert(model, source: Path, target: Path, output: Path) -> dict[str,
 
 
 def streaming_figures(model, source: Path, target: Path) -> dict | None:
-    """STREAMING STAGE (issue 7, items 3-4): latency and per-block compute of `vc.stream`, once that module exists.
+    """Latency and compute per block of `vc.stream` (the causal `checkpoints/stream.pt`) on the same source, with
+    25- and 50-ms blocks, in this process's thread count. None for Griffin-Lim (the stream needs the causal neural
+    vocoder) or where the streaming checkpoint is missing."""
+    from .api import STREAM_CHECKPOINT, load_model
 
-    None until then; the streaming engine fills this in (and `format_table` prints whatever it returns)."""
-    import importlib.util
-
-    if importlib.util.find_spec("vc.stream") is None:
+    if model.vocoder_name == "griffin-lim" or not STREAM_CHECKPOINT.is_file():
         return None
-    return None
+    streamer = load_model(STREAM_CHECKPOINT)
+    voice = streamer.embed(target)
+    wav = streamer.load(source, trim=False)
+    out = {}
+    for block_ms in (25, 50):
+        stream = streamer.stream(voice, block_seconds=block_ms / 1000)
+        start = time.perf_counter()
+        stream.run(wav)
+        out[block_ms] = {"latency_ms": 1e3 * stream.latency, "rtf": (time.perf_counter() - start) * streamer.
+                         sample_rate / len(wav), **stream.stats.summary()}
+    return out
 
 
 def worker(spec: dict) -> dict:
@@ -235,9 +245,16 @@ def format_table(result: dict) -> str:
         lines.append(f"| {r['vocoder']} | {r['threads']} | {r['rtf']:.4f} | {best:.4f} | {1 / r['rtf']:.0f} | "
                      f"{r['first_conversion_s']:.2f} | {r['peak_rss_mb']:.0f} | {shares} |")
     streaming = [r for r in result["rows"] if "streaming" in r]
-    lines.append("")
-    lines.append("streaming: " + ("; ".join(f"{r['vocoder']}, {r['threads']} thread(s): {r['streaming']}"
-                                            for r in streaming) if streaming else "not measured (no vc.stream)"))
+    lines += ["", "streaming (`vc stream`, checkpoints/stream.pt; Griffin-Lim cannot stream): "
+              + ("" if streaming else "not measured (no checkpoints/stream.pt)")]
+    if streaming:
+        lines += ["", "| threads | block | latency | compute per block: mean | p95 | max | share of the block | RTF |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in streaming:
+            for block, f in r["streaming"].items():
+                lines.append(f"| {r['threads']} | {block} ms | {f['latency_ms']:.1f} ms | {f['mean_ms']:.2f} ms | "
+                             f"{f['p95_ms']:.2f} ms | {f['max_ms']:.2f} ms | {100 * f['real_time_share']:.0f} % | "
+                             f"{f['rtf']:.3f} |")
     return "\n".join(lines)
 
 
