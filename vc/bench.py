@@ -200,7 +200,7 @@ def cold_start(checkpoint: str | None, repeats: int = 3) -> list[float]:
 
 def bench(source: Path | None = None, target: Path | None = None, *, checkpoint: str | None = None,
           threads: tuple[int, ...] = (1, 2), vocoders: tuple[str, ...] = ("vocos", "griffin-lim"), runs: int = 3,
-          seconds: float = 30.0, progress: bool = True) -> dict:
+          seconds: float = 30.0, cold_starts: int = 3, progress: bool = True) -> dict:
     """All the figures of `vc bench` as a dict (see the module docstring)."""
     result: dict = {"machine": machine(), "runs": runs}
     with tempfile.TemporaryDirectory(prefix="vc-bench-") as tmp:
@@ -211,7 +211,7 @@ def bench(source: Path | None = None, target: Path | None = None, *, checkpoint:
         else:
             clip = f"{source} -> {target}"
         result["clip"] = clip
-        result["cold_start_s"] = cold_start(checkpoint)
+        result["cold_start_s"] = cold_start(checkpoint, cold_starts)
         result["rows"] = []
         for vocoder in vocoders:
             for n in threads:
