@@ -33,7 +33,7 @@ def closeness(model, pairs: list[dict], judge) -> dict:
         voice = model.embed(p["target"])
         wav = model.load(p["source"], trim=False)
         offline = model.convert(wav, voice)
-        streamed = normalize_loudness(model.stream(voice).run(wav), cfg.sample_rate, cfg.target_db)
+        streamed = normalize_loudness(model.stream(p["target"]).run(wav), cfg.sample_rate, cfg.target_db)
         a, b = log_mel(streamed), log_mel(offline)
         err = (a - b).abs().mean(dim=0).numpy()
         row = {"seconds": len(wav) / cfg.sample_rate, "mel_l1_first_s": float(err[:80].mean()),
@@ -53,11 +53,10 @@ def speed(model, clips: list[dict], seconds: float = 30.0) -> list[dict]:
     own = [c for c in clips if c["speaker"] == speaker]
     wav = np.concatenate([model.load(c["path"], trim=False) for c in own])[:int(seconds * model.sample_rate)]
     target = next(c for c in clips if c["speaker"] != speaker)["path"]
-    voice = model.embed(target)
     torch.set_num_threads(1)
     rows = []
     for block_ms in (25, 50):
-        stream = model.stream(voice, block_seconds=block_ms / 1000)
+        stream = model.stream(target, block_seconds=block_ms / 1000)
         stream.run(wav)
         s = stream.stats.summary()
         rows.append({"block_ms": block_ms, "latency_ms": 1e3 * stream.latency, "audio_s": len(wav) / model.sample_rate,

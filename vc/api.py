@@ -299,11 +299,16 @@ class VoiceConverter:
                pitch_shift: float = 0.0, match_pitch: bool = True, timbre_match: float = TIMBRE_MATCH,
                bf16: bool | None = None) -> "Stream":
         """A `vc.stream.Stream` that converts a live signal block by block into the voice of `target` (embedded
-        once), with a fixed latency. Needs a causal model, such as the shipped `checkpoints/stream.pt`."""
+        once), with a fixed latency. Needs a causal model, such as the shipped `checkpoints/stream.pt`. Target clips
+        (rather than a `Voice`) also give the stream's instance norm its starting statistics."""
         from .stream import Stream
 
+        prime = None
+        if not isinstance(target, (Voice, torch.Tensor)):  # clips: they also start the stream's statistics
+            clips = [target] if isinstance(target, (str, os.PathLike, np.ndarray, tuple)) else list(target)
+            prime = np.concatenate([self.load(c, trim=True) for c in clips])[:30 * self.sample_rate]
         return Stream(self, self._voice(target), block_seconds=block_seconds, pitch_shift=pitch_shift,
-                      match_pitch=match_pitch, timbre_match=timbre_match, bf16=bf16)
+                      match_pitch=match_pitch, timbre_match=timbre_match, bf16=bf16, prime=prime)
 
     def convert_file(self, source: str | os.PathLike, output: str | os.PathLike,
                      target: Audio | Sequence[Audio] | Voice, *, sample_rate: int | None = None,

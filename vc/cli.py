@@ -116,7 +116,7 @@ def _stream_model(args: argparse.Namespace):
 
     model = load_model(args.checkpoint or STREAM_CHECKPOINT)
     options = {} if args.timbre_match is None else {"timbre_match": args.timbre_match}
-    return model.stream(model.embed(target_clips(args.target)), block_seconds=args.block_ms / 1000,
+    return model.stream(target_clips(args.target), block_seconds=args.block_ms / 1000,
                         pitch_shift=args.pitch_shift, match_pitch=not args.no_match_pitch, **options)
 
 

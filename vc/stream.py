@@ -29,6 +29,7 @@ from .errors import VCError
 from .model import CausalConv1d, _act, window_norm
 
 EPS = 1e-5  # as in `instance_norm`
+PRIME_SECONDS = 3.0  # how much the target clips' statistics count for at the start of a stream
 
 
 class _Conv:
@@ -104,7 +105,7 @@ class _Norm:
         n = self.n + torch.arange(1, x.shape[2] + 1, dtype=torch.float64)
         mean = s / n
         var = (q / n - mean * mean).clamp(min=0)
-        self.n, self.sum, self.sq = int(n[-1]), s[:, :, -1:], q[:, :, -1:]
+        self.n, self.sum, self.sq = float(n[-1]), s[:, :, -1:], q[:, :, -1:]
         return ((d - mean) / (var + EPS).sqrt()).float()
 
 
@@ -122,6 +123,9 @@ class _ContentEncoder:
             h = _act(norm(conv(x)))
             x = (halve(x) if halve is not None else x) + h
         return self.norm_out(self.conv_out(x))
+
+    def norms(self) -> list:
+        return [self.norm_in] + [norm for _, norm, _ in self.blocks] + [self.norm_out]
 
 
 class _Decoder:
@@ -246,7 +250,8 @@ class Stream:
     """
 
     def __init__(self, model, voice, *, block_seconds: float = 0.025, pitch_shift: float = 0.0,
-                 match_pitch: bool = True, timbre_match: float = 1.0, bf16: bool | None = None):
+                 match_pitch: bool = True, timbre_match: float = 1.0, bf16: bool | None = None,
+                 prime: np.ndarray | None = None, prime_seconds: float = PRIME_SECONDS):
         net, cfg = model.net, model.cfg.audio
         if not net.cfg.causal or not getattr(getattr(model.vocoder, "net", None), "cfg", None) \
                 or not model.vocoder.net.cfg.causal:
@@ -264,6 +269,8 @@ class Stream:
             self.content = _ContentEncoder(net.content_encoder, dtype, net.cfg.norm_window)
             self.decoder = _Decoder(net.decoder, voice.embedding.to(torch.float32), dtype)
             self.vocoder = _Vocoder(model.vocoder.net, dtype)
+            if prime is not None and net.cfg.norm_window <= 0:
+                self._prime(prime, voice, dtype, prime_seconds)
         self.lookahead = net.cfg.lookahead
         self.delay = 100 * self.block_size - self._ready(100 * self.block_size)
         self.latency = (self.block_size + self.delay) / cfg.sample_rate
@@ -280,6 +287,22 @@ class Stream:
         self.out = np.zeros(self.delay, np.float32)  # converted samples not yet returned (silence first)
         self.stats = StreamStats(self.block_size / cfg.sample_rate)
         log_mel(np.zeros(cfg.win_length, np.float32), cfg)  # the filterbank and FFT plans, before the first block
+
+    def _prime(self, wav: np.ndarray, voice, dtype: torch.dtype, seconds: float) -> None:
+        """Start instance norm's running statistics from those of `wav` (speech: the target's clips), weighted as
+        `seconds` of frames, instead of from nothing: a model trained with whole-clip statistics otherwise garbles
+        the first seconds, while the statistics of a few frames are far from the clip's."""
+        net, frames = self.model.net, seconds * self.cfg.sample_rate / self.hop
+        mel = net.normalize(log_mel(wav, self.cfg)[None])
+        content = _ContentEncoder(net.content_encoder, dtype, 0)
+        decoder = _Decoder(net.decoder, voice.embedding.to(torch.float32), dtype)
+        code = content(mel)
+        p = self.model.source_pitch(wav, match_pitch=False)[None, :, :2 * code.shape[2]]
+        decoder(code, p if decoder.pitch is not None else None)
+        for fresh, primed in zip(self.content.norms() + self.decoder.norms, content.norms() + decoder.norms):
+            if primed.n:
+                weight = min(1.0, frames / primed.n)  # the prime counts as `frames` frames (at the layer's rate)
+                fresh.n, fresh.sum, fresh.sq = primed.n * weight, primed.sum * weight, primed.sq * weight
 
     def run(self, wav: np.ndarray) -> np.ndarray:
         """Stream a whole signal through, block by block; the output is lined up with it (the delay cut) and as
