@@ -9,6 +9,7 @@
 #   NPROC=4     train on 4 processes with torchrun (one per GPU where there are GPUs, else gloo on the CPU)
 #   DEV=folder  dev split (utterances.tsv) for validation and the evaluation (default: ../shared/data/dev if present)
 #   STEPS=n     override the recipe's number of steps
+#   MIN_SPEAKER_SECONDS=s  the data checker's minimum speech per speaker (default 30)
 #   PYTHON      the interpreter (default: the repository's .venv, else python3)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -18,7 +19,7 @@ dev=${DEV:-$here/../shared/data/dev}
 nproc=${NPROC:-1}
 
 echo "== prepare"
-"$here/recipes/prepare.sh" "$layout" "$source" "$run/data"
+"$here/recipes/prepare.sh" "$layout" "$source" "$run/data" --min-speaker-seconds "${MIN_SPEAKER_SECONDS:-30}"
 
 echo "== train"
 args=(train "$recipe" --data "$run/data" --out "$run")

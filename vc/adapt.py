@@ -7,7 +7,6 @@ with the original's vocoder, used like any other (`vc convert --checkpoint`).
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from .distributed import StopRequest, bf16_pays, resolve_device
 from .errors import VCError
 from .model import VoiceConverterNet
 from .monitor import Monitor, sample_conversions
-from .train import freq_warp
+from .train import freq_warp, warmup_cosine
 from .vocoder import load_vocoder
 
 PARTS = ("speaker", "adain", "pitch", "decoder", "content")  # what `AdaptConfig.parts` may name
@@ -44,11 +43,11 @@ class AdaptConfig:
 
 
 def learning_rate(cfg: AdaptConfig, step: int, time_used: float = 0.0, floor: float = 0.05) -> float:
-    """Linear warm-up over the first steps, then a cosine to `floor * lr` at `steps` or at the end of the time
-    budget (`time_used`, its spent fraction), whichever comes first."""
-    warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-    progress = min(1.0, max((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps), time_used))
-    return cfg.lr * warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * max(0.0, progress))))
+    """Warm-up, then the cosine of `warmup_cosine` down to `floor * lr` at `steps` or at the end of the time budget
+    (`time_used` is its spent fraction), whichever comes first."""
+    if step >= cfg.warmup_steps:
+        step = max(step, cfg.warmup_steps + time_used * (cfg.steps - cfg.warmup_steps))
+    return warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps, floor)
 
 
 def trainable(net: VoiceConverterNet, parts: tuple[str, ...] | list[str]) -> list[torch.nn.Parameter]:

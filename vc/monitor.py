@@ -38,7 +38,7 @@ class Monitor:
             self.bar.set_postfix({k: f"{v:.3f}" for k, v in postfix.items()}, refresh=False)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
-        if self.log_file is None:
+        if self.log_file is None or not values:
             return
         for k, v in values.items():
             if self.writer is not None:
