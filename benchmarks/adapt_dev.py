@@ -163,7 +163,10 @@ def main() -> None:
     print(f"| reconstruction L1 of held-out clips | {b['recon_l1_held_out']:.3f} | {a['recon_l1_held_out']:.3f} |")
     print(f"| control: other dev speakers, cosine ({len(control_pairs)} pairs) | {b['control']['cos_to_target']:.3f} "
           f"| {a['control']['cos_to_target']:.3f} |")
-    print(f"\nadaptation wall clock {wall / 60:.2f} min; wrote {out / 'results.json'}")
+    diff = np.array([p_["scores"][1] - p_["scores"][0] for p_ in pairs])
+    print(f"\nper pair, after - before: mean {diff.mean():+.3f} (standard error "
+          f"{diff.std(ddof=1) / len(diff) ** 0.5:.3f}); {(diff > 0).sum()} of {len(diff)} pairs more similar after")
+    print(f"adaptation wall clock {wall / 60:.2f} min; wrote {out / 'results.json'}")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,14 @@ with the original's vocoder, used like any other (`vc convert --checkpoint`).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .checkpoint import build_model, export_inference, load_checkpoint, save_checkpoint
+from .config import PARTS, AdaptConfig
 from .data import SegmentSampler, list_utterances, load_features
 from .distributed import StopRequest, bf16_pays, resolve_device
 from .errors import VCError
@@ -22,24 +23,6 @@ from .model import VoiceConverterNet
 from .monitor import Monitor, sample_conversions
 from .train import freq_warp, warmup_cosine
 from .vocoder import load_vocoder
-
-PARTS = ("speaker", "adain", "pitch", "decoder", "content")  # what `AdaptConfig.parts` may name
-
-
-@dataclass
-class AdaptConfig:
-    parts: tuple[str, ...] = ("speaker", "adain")  # the speaker encoder and the decoder's AdaIN affine layers
-    steps: int = 1500
-    minutes: float | None = 10.0  # time budget; the learning rate anneals to its floor by then, whichever comes first
-    lr: float = 2e-4
-    warmup_steps: int = 50
-    batch_size: int = 16
-    segment_frames: int = 128
-    seed: int = 1234
-    threads: int = 0  # torch threads; 0 keeps torch's default
-    log_every: int = 25
-    sample_every: int = 500  # TensorBoard audio of conversions between the new speakers
-    checkpoint_minutes: float = 2.0
 
 
 def learning_rate(cfg: AdaptConfig, step: int, time_used: float = 0.0, floor: float = 0.05) -> float:
@@ -71,6 +54,7 @@ def adapt(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: AdaptC
     """Fine-tune `checkpoint` (an inference checkpoint, e.g. the shipped one) on the speakers of `data` and export
     `out`. Work files (feature cache, `last.pt` to resume from, `log.jsonl`, TensorBoard) go to `run`, by default
     OUT without its suffix plus `.adapt`. A killed or time-limited run resumes when the same command is run again."""
+    entered = time.time()
     cfg = cfg or AdaptConfig()
     out = Path(out)
     run = Path(run) if run else out.with_suffix(".adapt")
@@ -108,7 +92,7 @@ def adapt(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: AdaptC
     bf16 = bf16_pays(dev)
     vocoder = load_vocoder("vocos", model_cfg.audio, ckpt["vocoder"]) if ckpt.get("vocoder") else None
     monitor = Monitor(run, cfg.steps, step, desc="adapt")
-    started = time.time() - spent
+    started = entered - spent  # the budget counts from the call, features included, and across resumes
     budget = None if cfg.minutes is None else cfg.minutes * 60
 
     def save() -> None:

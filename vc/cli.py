@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import VOCODERS
+from .config import LAYOUTS, PARTS, VOCODERS, AdaptConfig
 from .errors import VCError
 
 
@@ -34,7 +34,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _adapt(args: argparse.Namespace) -> int:
-    from .adapt import AdaptConfig, adapt
+    from .adapt import adapt
 
     cfg = AdaptConfig(parts=tuple(args.parts.split(",")), minutes=args.minutes or None, threads=args.threads)
     for name in ("steps", "lr", "batch_size"):
@@ -48,9 +48,6 @@ def _adapt(args: argparse.Namespace) -> int:
 
 
 def _add_prepare_and_adapt(sub) -> None:
-    from .adapt import AdaptConfig
-    from .prepare import LAYOUTS
-
     r = sub.add_parser("prepare", help="check a corpus and write its utterances.tsv for train and adapt",
                        description="Scan SOURCE in LAYOUT, check every clip (not audio, silent, too short, "
                        "clipped, low sample rate, missing transcript), print minutes per speaker, and write "
@@ -75,7 +72,7 @@ def _add_prepare_and_adapt(sub) -> None:
     a.add_argument("--data", required=True, help="the new speakers: a folder with utterances.tsv or one per speaker")
     a.add_argument("--out", required=True, help="adapted checkpoint to write, e.g. checkpoints/mine.pt")
     a.add_argument("--parts", default=",".join(d.parts),
-                   help=f"comma-separated parts to fine-tune, from: speaker, adain, pitch, decoder, content "
+                   help=f"comma-separated parts to fine-tune, from: {', '.join(PARTS)} "
                    f"(default {','.join(d.parts)})")
     a.add_argument("--minutes", type=float, default=d.minutes, help=f"time budget (default {d.minutes}; 0: none)")
     a.add_argument("--steps", type=int, default=None, help=f"at most this many steps (default {d.steps})")

@@ -29,11 +29,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .config import AUDIO_EXTENSIONS, AudioConfig
+from .config import AUDIO_EXTENSIONS, LAYOUTS, AudioConfig
 from .datacheck import DROP, Finding, advice, check
 from .errors import VCError, reason
 
-LAYOUTS = ("folder", "vctk", "libritts", "librispeech")
 ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
 COLUMNS = ("path", "corpus", "speaker", "gender", "dur_s", "text", "source")
 
@@ -70,6 +69,9 @@ def download(url: str, folder: Path) -> Path:
                 while chunk := r.read(1 << 20):
                     f.write(chunk)
                     bar.update(len(chunk))
+    except urllib.error.HTTPError as e:
+        if e.code != 416 or not have:  # 416: the range starts at the end, so the partial file is complete
+            raise VCError(f"{url}: download failed (HTTP {e.code} {e.reason})") from None
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise VCError(f"{url}: download failed ({reason(getattr(e, 'reason', e))}); run again to resume") from None
     os.replace(part, dest)
