@@ -155,6 +155,8 @@ def test_checker_findings_on_a_speaker_folder(tmp_path):
 
 
 def test_inspect_flags_what_load_wav_refuses(tmp_path):
+    info, findings = inspect(_clip(tmp_path / "lecture.flac", 150, seconds=61))
+    assert info is not None and [f.kind for f in findings] == ["long"]
     info, findings = inspect(_clip(tmp_path / "ok.wav", 150, seconds=1.0))
     assert info is not None and findings == [] and 1.0 < info.seconds < 1.6
     (tmp_path / "empty.wav").write_bytes(b"")

@@ -50,7 +50,7 @@ def _adapt(args: argparse.Namespace) -> int:
 def _add_prepare_and_adapt(sub) -> None:
     r = sub.add_parser("prepare", help="check a corpus and write its utterances.tsv for train and adapt",
                        description="Scan SOURCE in LAYOUT, check every clip (not audio, silent, too short, "
-                       "clipped, low sample rate, missing transcript), print minutes per speaker, and write "
+                       "clipped, low sample rate, long, missing transcript), print minutes per speaker, and write "
                        "OUT/utterances.tsv with the usable clips and OUT/report.txt. Stops with advice when a "
                        "speaker has too little speech. See recipes/README.md.")
     r.add_argument("layout", choices=LAYOUTS, help="folder: one sub-folder of clips per speaker; vctk; libritts; "

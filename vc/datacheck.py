@@ -21,9 +21,10 @@ from .config import AudioConfig
 from .errors import reason
 
 DROP = ("not audio", "silent", "too short")  # findings that keep a clip out of utterances.tsv
-WARN = ("clipped", "low sample rate", "no transcript")
+WARN = ("clipped", "low sample rate", "long", "no transcript")
 CLIPPED_FRACTION = 1e-3  # more than 0.1 % of samples at full scale: audibly distorted
 FULL_SCALE = 0.999
+LONG_SECONDS = 60.0  # longer clips work, but training takes its speaker reference from *another* clip of the speaker
 
 
 @dataclass
@@ -70,6 +71,8 @@ def inspect(path: str | os.PathLike, cfg: AudioConfig | None = None) -> tuple[Cl
     clipped = float((np.abs(wav) >= FULL_SCALE).mean())
     if clipped > CLIPPED_FRACTION:
         findings.append(Finding(name, "clipped", f"{clipped:.1%} of samples at full scale"))
+    if info.seconds > LONG_SECONDS:
+        findings.append(Finding(name, "long", f"{info.seconds:.0f} s; clips of 3 to 15 s train best: split it"))
     if sr < cfg.sample_rate:
         findings.append(Finding(name, "low sample rate",
                                 f"{sr} Hz, upsampled to {cfg.sample_rate} Hz: nothing above {sr // 2} Hz"))
