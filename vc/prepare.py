@@ -271,6 +271,7 @@ def prepare(layout: str, src: str | os.PathLike, out: str | os.PathLike, *, min_
     print(report.text(cfg))
     problem = advice(report, min_speaker_seconds, str(out))
     if problem:
+        (out / "utterances.tsv").unlink(missing_ok=True)  # a table from an earlier run would no longer be true
         raise VCError(problem)
     rows = []
     for i in report.kept():
