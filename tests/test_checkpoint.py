@@ -54,3 +54,21 @@ def test_mismatched_weights(tiny_checkpoint, tmp_path):
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(VCError, match="not found"):
         vc.load_model(tmp_path / "nope.pt")
+
+
+def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"kind": "training", "step": 1})
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        with open(f, "wb") as out:
+            out.write(b"PK\x03\x04 half a checkpoint")  # part of the file is written, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(VCError, match="last.pt: could not write the checkpoint .*No space left.*previous .* intact"):
+        save_checkpoint(path, {"kind": "training", "step": 2})
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind

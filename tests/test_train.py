@@ -29,6 +29,16 @@ def test_tiny_recipe_trains_and_logs(tiny_checkpoint):
     assert any("leak_probe_acc" in line or "dev_recon_l1" in line for line in lines)
 
 
+def test_tensorboard_has_scalars_and_audio_of_dev_conversions(tiny_checkpoint):
+    ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = ea.EventAccumulator(str(tiny_checkpoint.parent / "tb"), size_guidance={"audio": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"recon_l1", "lr", "dev_recon_l1"} <= set(tags["scalars"])
+    audio = [t for t in tags["audio"] if t.startswith("convert/")]
+    assert audio and len(acc.Audio(audio[0])) == 2  # at each validation (steps 10 and 20 of the tiny recipe)
+
+
 def test_resume_is_exact_and_training_is_deterministic(train_dir, dev_dir, tmp_path):
     straight = train(load_recipe(TINY), train_dir, tmp_path / "a", dev=dev_dir)
     train(load_recipe(TINY), train_dir, tmp_path / "b", dev=dev_dir, until=9)  # stopped part way, as by a kill

@@ -29,8 +29,11 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     try:
         torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)):  # disk full, quota, read-only: torch.save may wrap the OSError
+            kept = "; the previous file is intact" if path.is_file() else ""
+            raise VCError(f"{path}: could not write the checkpoint ({reason(e)[:160]}){kept}") from None
         raise
     return path
 

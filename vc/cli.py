@@ -1,4 +1,4 @@
-"""The `vc` command: convert, stream, live, train, train-vocoder, export, evaluate, bench."""
+"""The `vc` command: convert, stream, live, prepare, train, adapt, train-vocoder, export, evaluate, bench."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import VOCODERS
+from .config import LAYOUTS, PARTS, VOCODERS, AdaptConfig
 from .errors import VCError
 
 
@@ -19,10 +19,69 @@ def _train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         cfg.train.steps = args.steps
     try:
-        train(cfg, args.data, args.out, dev=args.dev, max_minutes=args.max_minutes)
+        train(cfg, args.data, args.out, dev=args.dev, max_minutes=args.max_minutes, device=args.device)
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from .prepare import prepare
+
+    prepare(args.layout, args.source, args.out, min_speaker_seconds=args.min_speaker_seconds,
+            require_text=args.require_text, jobs=args.jobs)
+    return 0
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    from .adapt import adapt
+
+    cfg = AdaptConfig(parts=tuple(args.parts.split(",")), minutes=args.minutes or None, threads=args.threads)
+    for name in ("steps", "lr", "batch_size"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    try:
+        adapt(args.checkpoint, args.data, args.out, cfg, run=args.run, device=args.device)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _add_prepare_and_adapt(sub) -> None:
+    r = sub.add_parser("prepare", help="check a corpus and write its utterances.tsv for train and adapt",
+                       description="Scan SOURCE in LAYOUT, check every clip (not audio, silent, too short, "
+                       "clipped, low sample rate, long, missing transcript), print minutes per speaker, and write "
+                       "OUT/utterances.tsv with the usable clips and OUT/report.txt. Stops with advice when a "
+                       "speaker has too little speech. See recipes/README.md.")
+    r.add_argument("layout", choices=LAYOUTS, help="folder: one sub-folder of clips per speaker; vctk; libritts; "
+                   "librispeech")
+    r.add_argument("source", help="a folder, an archive (.tar.gz, .tar, .zip, ...) or a URL of one")
+    r.add_argument("--out", required=True, help="folder for utterances.tsv, the report, downloads and extractions")
+    r.add_argument("--min-speaker-seconds", type=float, default=30.0,
+                   help="stop when a speaker has less usable speech than this (default 30; 0 to allow any)")
+    r.add_argument("--require-text", action="store_true", help="drop clips without a transcript")
+    r.add_argument("--jobs", "-j", type=int, default=1, help="processes that read and check the audio")
+    r.set_defaults(func=_prepare)
+
+    d = AdaptConfig()
+    a = sub.add_parser("adapt", help="fine-tune a model on new speakers (a few minutes of speech each)",
+                       description="Fine-tune CHECKPOINT on the speakers of --data (utterances.tsv from `vc "
+                       "prepare`, or one folder per speaker), by default only the speaker encoder and the decoder's "
+                       "AdaIN layers, and export --out with the checkpoint's vocoder. Resumes when run again.")
+    a.add_argument("checkpoint", help="inference checkpoint to start from, e.g. checkpoints/default.pt")
+    a.add_argument("--data", required=True, help="the new speakers: a folder with utterances.tsv or one per speaker")
+    a.add_argument("--out", required=True, help="adapted checkpoint to write, e.g. checkpoints/mine.pt")
+    a.add_argument("--parts", default=",".join(d.parts),
+                   help=f"comma-separated parts to fine-tune, from: {', '.join(PARTS)} "
+                   f"(default {','.join(d.parts)})")
+    a.add_argument("--minutes", type=float, default=d.minutes, help=f"time budget (default {d.minutes}; 0: none)")
+    a.add_argument("--steps", type=int, default=None, help=f"at most this many steps (default {d.steps})")
+    a.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {d.lr})")
+    a.add_argument("--batch-size", type=int, default=None, help=f"segments per step (default {d.batch_size})")
+    a.add_argument("--run", default=None, help="work folder: features, last.pt, TensorBoard (default OUT.adapt)")
+    a.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    a.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    a.set_defaults(func=_adapt)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -222,7 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dev", default=None, help="validation split (default: a 'dev' folder beside --data, if any)")
     t.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
     t.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this many minutes")
+    t.add_argument("--device", default="auto", help="cpu, cuda, or auto (the GPU where there is one); under "
+                   "torchrun each process takes cuda:LOCAL_RANK")
     t.set_defaults(func=_train)
+    _add_prepare_and_adapt(sub)
 
     e = sub.add_parser("export", help="strip a training checkpoint to an inference checkpoint (weights and config), "
                        "or write its networks as ONNX (--onnx)")

@@ -10,7 +10,9 @@ import yaml
 
 from .errors import VCError
 
+PARTS = ("speaker", "adain", "pitch", "decoder", "content")  # what `AdaptConfig.parts` may name
 VOCODERS = ("vocos", "griffin-lim")  # mel-to-waveform stages `load_vocoder` knows
+LAYOUTS = ("folder", "vctk", "libritts", "librispeech")  # corpus layouts `vc prepare` reads
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au"}  # read by soundfile
 
 
@@ -81,6 +83,23 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     export_every: int = 0  # also export an inference snapshot at validations every this many steps (0: never)
     dev_data: str = ""  # validation split; empty: a `dev` folder beside the training data, if any
+
+
+@dataclass
+class AdaptConfig:
+    """`vc adapt`: fine-tuning a trained converter on new speakers (see `vc.adapt`)."""
+    parts: tuple[str, ...] = ("speaker", "adain")  # the speaker encoder and the decoder's AdaIN affine layers
+    steps: int = 1500
+    minutes: float | None = 10.0  # budget for the whole run, feature extraction included; the learning rate anneals
+    lr: float = 5e-4  # to its floor by then or by `steps`, whichever comes first
+    warmup_steps: int = 50
+    batch_size: int = 16
+    segment_frames: int = 128
+    seed: int = 1234
+    threads: int = 0  # torch threads; 0 keeps torch's default
+    log_every: int = 25
+    sample_every: int = 500  # TensorBoard audio of conversions between the new speakers
+    checkpoint_minutes: float = 2.0
 
 
 @dataclass

@@ -1,26 +1,24 @@
-"""`vc train`: adversarial training of the disentangling auto-encoder, with validation, checkpoints and resume."""
+"""`vc train`: adversarial training of the disentangling auto-encoder, with validation, checkpoints and resume; on one
+process, or on several under torchrun (DistributedDataParallel, see `vc.distributed`)."""
 from __future__ import annotations
 
-import json
-import logging
 import math
-import signal
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from torch import nn
 
 from .checkpoint import export_inference, load_checkpoint, save_checkpoint
 from .config import Config
 from .data import SegmentSampler, Utterance, list_utterances, load_features
+from .distributed import Dist, StopRequest, bf16_pays, setup
 from .errors import VCError
 from .model import SpeakerClassifier, VoiceConverterNet
+from .monitor import Monitor, sample_conversions
 from .pitch import features
-
-log = logging.getLogger(__name__)
 
 
 def freq_warp(mel: torch.Tensor, max_warp: float, rng: np.random.Generator) -> torch.Tensor:
@@ -91,11 +89,12 @@ def validate(net: VoiceConverterNet, clf: SpeakerClassifier, cfg: Config, dev: t
              held: tuple[list[int], list]) -> dict[str, float]:
     """Dev reconstruction L1, speaker-embedding separation on dev, and the leakage probe on held-out utterances."""
     net.eval(), clf.eval()
+    device = net.mel_mean.device
     out: dict[str, float] = {}
     dev_utts, dev_mels, dev_f0s = dev
     if dev_utts:
-        mels = [net.normalize(m.float()[None, :, :800]) for m in dev_mels]
-        pitch = [features(f[:800].float())[None] if cfg.model.pitch else None for f in dev_f0s]
+        mels = [net.normalize(m.float()[None, :, :800].to(device)) for m in dev_mels]
+        pitch = [features(f[:800].float())[None].to(device) if cfg.model.pitch else None for f in dev_f0s]
         embs = torch.cat([net.speaker_encoder(m) for m in mels])
         spk = [u.speaker for u in dev_utts]
         losses = []
@@ -106,8 +105,8 @@ def validate(net: VoiceConverterNet, clf: SpeakerClassifier, cfg: Config, dev: t
         out["dev_recon_l1"] = float(np.mean(losses))
         e = F.normalize(embs, dim=1)
         cos = e @ e.T
-        same = torch.tensor([[a == b for b in spk] for a in spk])
-        off = ~torch.eye(len(spk), dtype=torch.bool)
+        same = torch.tensor([[a == b for b in spk] for a in spk], device=device)
+        off = ~torch.eye(len(spk), dtype=torch.bool, device=device)
         if (same & off).any() and (~same).any():
             out["dev_spk_cos_same"] = cos[same & off].mean().item()
             out["dev_spk_cos_diff"] = cos[~same].mean().item()
@@ -117,7 +116,7 @@ def validate(net: VoiceConverterNet, clf: SpeakerClassifier, cfg: Config, dev: t
         seg = cfg.train.segment_frames
         correct = total = 0
         for spk_id, m in zip(ids, held_mels):
-            m = net.normalize(m.float()[None])
+            m = net.normalize(m.float()[None].to(device))
             chunks = [m[:, :, s:s + seg] for s in range(0, m.shape[2] - seg + 1, seg)] or [m]
             pred = clf(net.content_encoder(torch.cat(chunks))).argmax(dim=1)
             correct += int((pred == spk_id).sum())
@@ -128,13 +127,62 @@ def validate(net: VoiceConverterNet, clf: SpeakerClassifier, cfg: Config, dev: t
     return out
 
 
+class Generator(nn.Module):
+    """Everything the generator loss trains, behind one forward, so that DistributedDataParallel sees all of it:
+    warped mel (B, n_mels, T), reference (B, n_mels, T_ref), pitch (B, 2, T) -> content code, speaker embedding,
+    reconstruction (B, n_mels, T) and speaker logits (B, n_speakers)."""
+
+    def __init__(self, net: VoiceConverterNet, speaker_head: nn.Linear):
+        super().__init__()
+        self.net, self.speaker_head = net, speaker_head
+
+    def forward(self, mel: torch.Tensor, ref: torch.Tensor, pitch: torch.Tensor | None):
+        content = self.net.content_encoder(mel)
+        spk = self.net.speaker_encoder(ref)
+        return content, spk, self.net.decoder(content, spk, mel.shape[2], pitch), self.speaker_head(spk.float())
+
+
+def shard_features(utts: list[Utterance], cfg, cache: Path, d: Dist):
+    """`load_features` with the extraction shared: rank r computes utterances r, r + world, ... into its own cache,
+    then every rank reads all the caches, in the order of `utts`."""
+    if d.world == 1:
+        return load_features(utts, cfg, cache)
+
+    def part(r: int):
+        try:
+            return load_features(utts[r::d.world], cfg, cache.with_name(f"{cache.stem}.{r}-of-{d.world}.pt"))
+        except VCError:  # a shard without usable audio
+            return [], [], []
+
+    part(d.rank)
+    d.barrier()
+    found = {}
+    for r in range(d.world):
+        for u, m, f in zip(*part(r)):
+            found[u] = (m, f)
+    kept = [u for u in utts if u in found]
+    if not kept:
+        raise VCError("no usable audio in the data folder")
+    return kept, [found[u][0] for u in kept], [found[u][1] for u in kept]
+
+
 def train(cfg: Config, data: str | Path, out: str | Path, dev: str | Path | None = None,
-          max_minutes: float | None = None, until: int | None = None) -> Path:
+          max_minutes: float | None = None, until: int | None = None, device: str = "auto") -> Path:
     """Train (or resume from `out/last.pt`) and export `out/model.pt`. Returns the exported path.
 
     `max_minutes` and `until` (a step) end this call early, with a checkpoint, as a kill would; a later call resumes.
+    Under torchrun every process runs this: each draws its own batches (`batch_size` is per process), gradients are
+    averaged, and rank 0 alone writes checkpoints, logs and the export.
     """
-    out = Path(out)
+    d = setup(device)
+    try:
+        return _train(cfg, data, Path(out), dev, max_minutes, until, d)
+    finally:
+        d.close()
+
+
+def _train(cfg: Config, data: str | Path, out: Path, dev: str | Path | None, max_minutes: float | None,
+           until: int | None, d: Dist) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.pt"
     state = None
@@ -143,7 +191,8 @@ def train(cfg: Config, data: str | Path, out: str | Path, dev: str | Path | None
         steps = cfg.train.steps
         cfg = Config.from_dict(state["config"])
         cfg.train.steps = steps  # a resumed run may be extended; everything else is the run's own
-        print(f"resuming {last} at step {state['step']}")
+        if d.main:
+            print(f"resuming {last} at step {state['step']}")
     t = cfg.train
     if t.threads > 0:
         torch.set_num_threads(t.threads)
@@ -156,20 +205,23 @@ def train(cfg: Config, data: str | Path, out: str | Path, dev: str | Path | None
         raise VCError(f"{data}: not the speakers that {last} was trained on")
     cfg.model.n_speakers = len(speakers)
     spk_index = {s: i for i, s in enumerate(speakers)}
-    train_utts, train_mels, train_f0s = load_features(train_utts, cfg.audio, out / "features-train.pt")
-    held_utts, held_mels, _ = (load_features(held_utts, cfg.audio, out / "features-held.pt") if held_utts
-                               else ([], [], []))
-    dev_dir = Path(dev) if dev else Path(t.dev_data) if t.dev_data else Path(data).parent / "dev"
-    dev_set: tuple[list[Utterance], list, list] = ([], [], [])
-    if dev_dir.is_dir() and dev_dir.resolve() != Path(data).resolve():
-        dev_set = load_features(pick_dev(list_utterances(dev_dir), t.num_val_utterances), cfg.audio,
-                                out / "features-dev.pt")
-    print(f"{len(train_utts)} training utterances of {len(speakers)} speakers, {len(held_utts)} held out, "
-          f"{len(dev_set[0])} dev utterances")
+    train_utts, train_mels, train_f0s = shard_features(train_utts, cfg.audio, out / "features-train.pt", d)
+    held_mels, dev_set = [], ([], [], [])
+    if not d.main:  # validation runs on rank 0 only
+        held_utts = []
+    elif held_utts:
+        held_utts, held_mels, _ = load_features(held_utts, cfg.audio, out / "features-held.pt")
+    if d.main:
+        dev_dir = Path(dev) if dev else Path(t.dev_data) if t.dev_data else Path(data).parent / "dev"
+        if dev_dir.is_dir() and dev_dir.resolve() != Path(data).resolve():
+            dev_set = load_features(pick_dev(list_utterances(dev_dir), t.num_val_utterances), cfg.audio,
+                                    out / "features-dev.pt")
+        print(f"{len(train_utts)} training utterances of {len(speakers)} speakers, {len(held_utts)} held out, "
+              f"{len(dev_set[0])} dev utterances" + (f"; {d.world} processes" if d.world > 1 else ""))
 
     net = VoiceConverterNet(cfg.model)
     clf = SpeakerClassifier(cfg.model)
-    spk_head = torch.nn.Linear(cfg.model.speaker_dim, cfg.model.n_speakers)
+    spk_head = nn.Linear(cfg.model.speaker_dim, cfg.model.n_speakers)
     all_frames = torch.cat([m.float() for m in train_mels], dim=1)
     net.mel_mean.copy_(all_frames.mean(dim=1))
     net.mel_std.copy_(all_frames.std(dim=1).clamp(min=1e-3))
@@ -182,107 +234,93 @@ def train(cfg: Config, data: str | Path, out: str | Path, dev: str | Path | None
         net.load_state_dict(state["model"])
         clf.load_state_dict(state["classifier"])
         spk_head.load_state_dict(state["speaker_head"])
+        step = state["step"]
+    for m in (net, clf, spk_head):
+        m.to(d.device)
+    if state is not None:  # after the move, so that the optimizer state lands on the parameters' device
         opt_g.load_state_dict(state["opt_g"])
         opt_c.load_state_dict(state["opt_c"])
-        step = state["step"]
+    gen, clf_dp = d.wrap(Generator(net, spk_head)), d.wrap(clf)
 
     sampler = SegmentSampler(train_mels, [spk_index[u.speaker] for u in train_utts], t.segment_frames, t.seed,
                              train_f0s if cfg.model.pitch else None)
     held = ([spk_index[u.speaker] for u in held_utts], held_mels)
-    writer = _tensorboard(out)
-    log_file = (out / "log.jsonl").open("a")
+    bf16 = t.bf16 and bf16_pays(d.device)
+    monitor = Monitor(out, t.steps, step, enabled=d.main)
 
     def checkpoint() -> None:
-        save_checkpoint(last, {"kind": "training", "config": cfg.to_dict(), "step": step, "speakers": speakers,
-                               "model": net.state_dict(), "classifier": clf.state_dict(),
-                               "speaker_head": spk_head.state_dict(), "opt_g": opt_g.state_dict(),
-                               "opt_c": opt_c.state_dict()})
+        if d.main:
+            save_checkpoint(last, {"kind": "training", "config": cfg.to_dict(), "step": step, "speakers": speakers,
+                                   "model": net.state_dict(), "classifier": clf.state_dict(),
+                                   "speaker_head": spk_head.state_dict(), "opt_g": opt_g.state_dict(),
+                                   "opt_c": opt_c.state_dict()})
 
-    def record(values: dict[str, float]) -> None:
-        for k, v in values.items():
-            if writer is not None:
-                writer.add_scalar(k, v, step)
-        log_file.write(json.dumps({"step": step, **{k: round(v, 5) for k, v in values.items()}}) + "\n")
-        log_file.flush()
-
-    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
-    started = last_save = time.time()
-    bar = tqdm(total=t.steps, initial=step, desc="train", dynamic_ncols=True, mininterval=2.0)
+    last_save = time.time()
     net.train(), clf.train()
     try:
-        while step < t.steps:
-            torch.manual_seed(t.seed * 1_000_003 + step)  # dropout noise depends on the step only: resume is exact
-            rng = np.random.default_rng([t.seed, step, 1])
-            mel, ref, ids, pitch = sampler.batch(step, t.batch_size)
-            mel, ref = net.normalize(mel), net.normalize(ref)
-            lr = learning_rate(cfg, step)
-            for group in opt_g.param_groups + opt_c.param_groups:
-                group["lr"] = lr
-            alpha = adv_weight(cfg, step)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
-                content = net.content_encoder(freq_warp(mel, t.freq_warp, rng))
-                spk = net.speaker_encoder(ref)
-                rec = net.decoder(content, spk, mel.shape[2], pitch)
-                recon = (rec.float() - mel).abs().mean()
-                # The encoder is pushed toward a classifier that cannot tell speakers apart (uniform output);
-                # this is bounded, unlike maximizing the classifier's cross-entropy, so training stays stable.
-                adv = -F.log_softmax(clf(content).float(), dim=1).mean() - math.log(cfg.model.n_speakers)
-                spk_ce = F.cross_entropy(spk_head(spk.float()), ids)
-                loss = recon + alpha * adv + t.speaker_ce_weight * spk_ce
-            opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(gen_params, t.grad_clip)
-            opt_g.step()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
-                clf_loss = F.cross_entropy(clf(content.detach()).float(), ids)
-            opt_c.zero_grad(set_to_none=True)
-            clf_loss.backward()
-            torch.nn.utils.clip_grad_norm_(clf.parameters(), t.grad_clip)
-            opt_c.step()
-            step += 1
-            bar.update(1)
-            if step % t.log_every == 0 or step == t.steps:
-                values = {"recon_l1": recon.item(), "adv": adv.item(), "adv_weight": alpha, "clf_ce": clf_loss.item(),
-                          "spk_ce": spk_ce.item(), "grad_norm": float(gnorm), "lr": lr}
-                bar.set_postfix(l1=f"{values['recon_l1']:.3f}", clf=f"{values['clf_ce']:.2f}")
-                record(values)
-            if step % t.val_every == 0 or step == t.steps:
-                values = validate(net, clf, cfg, dev_set, held)
-                record(values)
-                if t.export_every and step % t.export_every == 0:  # inference snapshots, to compare on dev later
-                    export_inference(out / f"model-step{step:06d}.pt", net, cfg, {"steps": step})
-                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-            if time.time() - last_save > t.checkpoint_minutes * 60:
-                checkpoint()
-                last_save = time.time()
-            if (max_minutes is not None and time.time() - started > max_minutes * 60) or step == until:
-                break
-    except KeyboardInterrupt:
+        with StopRequest(max_minutes) as stop:
+            while step < t.steps:
+                torch.manual_seed(t.seed * 1_000_003 + step)  # dropout depends on the step only: resume is exact
+                draw = step * d.world + d.rank  # every rank its own batches; one process draws as it always did
+                rng = np.random.default_rng([t.seed, draw, 1])
+                mel, ref, ids, pitch = (x.to(d.device) if x is not None else None
+                                        for x in sampler.batch(draw, t.batch_size))
+                mel, ref = net.normalize(mel), net.normalize(ref)
+                lr = learning_rate(cfg, step)
+                for group in opt_g.param_groups + opt_c.param_groups:
+                    group["lr"] = lr
+                alpha = adv_weight(cfg, step)
+                with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    content, spk, rec, spk_logits = gen(freq_warp(mel, t.freq_warp, rng), ref, pitch)
+                    recon = (rec.float() - mel).abs().mean()
+                    # The encoder is pushed toward a classifier that cannot tell speakers apart (uniform output);
+                    # this is bounded, unlike maximizing the classifier's cross-entropy, so training stays stable.
+                    # (The classifier's own gradients from this term are discarded: opt_c zeroes them below.)
+                    adv = -F.log_softmax(clf(content).float(), dim=1).mean() - math.log(cfg.model.n_speakers)
+                    spk_ce = F.cross_entropy(spk_logits, ids)
+                    loss = recon + alpha * adv + t.speaker_ce_weight * spk_ce
+                opt_g.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(gen_params, t.grad_clip)
+                opt_g.step()
+                with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    clf_loss = F.cross_entropy(clf_dp(content.detach()).float(), ids)
+                opt_c.zero_grad(set_to_none=True)
+                clf_loss.backward()
+                torch.nn.utils.clip_grad_norm_(clf.parameters(), t.grad_clip)
+                opt_c.step()
+                step += 1
+                monitor.update(l1=recon.item(), clf=clf_loss.item())
+                if step % t.log_every == 0 or step == t.steps:
+                    monitor.scalars(step, {"recon_l1": recon.item(), "adv": adv.item(), "adv_weight": alpha,
+                                           "clf_ce": clf_loss.item(), "spk_ce": spk_ce.item(),
+                                           "grad_norm": float(gnorm), "lr": lr})
+                if d.main and (step % t.val_every == 0 or step == t.steps):
+                    values = validate(net, clf, cfg, dev_set, held)
+                    monitor.scalars(step, values)
+                    monitor.audio(step, sample_conversions(net, cfg, *dev_set), cfg.audio.sample_rate)
+                    if t.export_every and step % t.export_every == 0:  # snapshots, to compare on dev later
+                        export_inference(out / f"model-step{step:06d}.pt", net, cfg, {"steps": step})
+                    monitor.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+                if d.main and time.time() - last_save > t.checkpoint_minutes * 60:
+                    checkpoint()
+                    last_save = time.time()
+                if stop.due(d) or step == until:
+                    break
+            interrupted = d.any(stop.signalled)
         checkpoint()
-        bar.close()
-        print(f"interrupted at step {step}; saved {last}; run the same command again to resume")
-        raise
+        d.barrier()  # nobody leaves (or reads last.pt) before rank 0 has written it
+        if interrupted:
+            monitor.close()  # the bar ends before the message
+            if d.main:
+                print(f"interrupted at step {step}; saved {last}; run the same command again to resume")
+            raise KeyboardInterrupt
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
-        log_file.close()
-        if writer is not None:
-            writer.close()
-    bar.close()
-    checkpoint()
-    model_path = export_inference(out / "model.pt", net, cfg, {
-        "steps": step, "speakers": len(speakers), "train_utterances": len(train_utts), "data": str(data)})
-    print(f"step {step}: exported {model_path}")
+        monitor.close()
+    model_path = out / "model.pt"
+    if d.main:
+        export_inference(model_path, net, cfg, {"steps": step, "speakers": len(speakers),
+                                                "train_utterances": len(train_utts), "data": str(data)})
+        print(f"step {step}: exported {model_path}")
+    d.barrier()
     return model_path
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is in the `train` extra
-        log.warning("tensorboard is not installed: no TensorBoard scalars (pip install 'vc[train]')")
-        return None
-    return SummaryWriter(str(out / "tb"))
