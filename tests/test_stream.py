@@ -6,6 +6,7 @@ import soundfile as sf
 import torch
 
 import vc.model
+import vc.stream
 from vc.api import Voice, VoiceConverter, load_model
 from vc.checkpoint import export_inference
 from vc.cli import main
@@ -127,3 +128,13 @@ def test_vc_live_without_an_audio_device_says_so(tmp_path, capsys):
     assert main(["live", "--target", str(tgt)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and ("audio device" in err[0] or "sounddevice" in err[0])
+
+
+def test_a_stream_from_target_clips_starts_from_their_statistics():
+    model = tiny_causal(2, norm_window=0)  # whole-clip statistics: the stream must estimate them
+    target = synth_speech(220, 2.0, seed=9)
+    primed, bare = model.stream(target), model.stream(model.embed(target))
+    norms = primed.content.norms() + primed.decoder.norms
+    assert all(n.n > 0 for n in norms) and all(n.n == 0 for n in bare.content.norms() + bare.decoder.norms)
+    # weighted as PRIME_SECONDS of frames at most (the content-rate layers count half as many)
+    assert max(n.n for n in norms) <= vc.stream.PRIME_SECONDS * 80 + 1e-6
