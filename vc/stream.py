@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import pitch
+from .api import MAX_NORMALIZED_MEL, SPEECH_FRAMES_DB
 from .audio import AudioWriter, audio_seconds, log_mel, stream_wav
 from .errors import VCError
 from .stream_nets import ContentEncoder, Decoder, Vocoder
@@ -183,7 +184,7 @@ class Stream:
         self.pitch_frames += 2 * m
         p = self._pitch_features(f0)
         out = self.decoder(content, p[None] if self.decoder.pitch is not None else None)
-        mel_out = self._timbre(self.model.net.denormalize(out.clamp(max=4.0))[0])
+        mel_out = self._timbre(self.model.net.denormalize(out.clamp(max=MAX_NORMALIZED_MEL))[0])
         self.out = np.concatenate([self.out, self.vocoder(mel_out[None])])
         next_yin = self.yin_start + len(self.yin[0])
         keep = min(self.mel_frames * hop - win // 2, next_yin * hop - pitch.FRAME_LENGTH // 2)  # oldest still needed
@@ -242,7 +243,7 @@ class Stream:
             return mel
         level = torch.logsumexp(mel, dim=0)
         self.spec[2] = max(self.spec[2], float(level.max()))
-        keep = level > self.spec[2] - 30.0 / 20 * math.log(10)
+        keep = level > self.spec[2] - SPEECH_FRAMES_DB / 20 * math.log(10)
         if keep.any():
             s = mel[:, keep].sum(dim=1)
             self.spec[0] += int(keep.sum())
