@@ -61,3 +61,20 @@ def test_onnx_graphs_chain_to_audio(bundled, tmp_path, clips):
     log_mag, phase = run["vocoder"](None, {"log_mel": out})
     wav = synthesize(log_mag, phase, model.cfg.audio, len(src))
     assert wav.shape == (1, len(src)) and np.isfinite(wav).all()
+
+
+def test_export_onnx_of_a_causal_model_keeps_dynamic_lengths(tmp_path):
+    # the streaming model's causal convolutions pad on one side; odd and even lengths must both come out right
+    from vc.checkpoint import export_inference
+    from vc.config import Config, ModelConfig, VocoderConfig
+    from vc.export_onnx import export_onnx
+    from vc.model import VoiceConverterNet
+    from vc.vocoder import Vocos, vocoder_state
+
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.model = ModelConfig(causal=True, channels=32, content_dim=8, speaker_dim=16, classifier_channels=16)
+    voc = vocoder_state(Vocos(cfg.audio, VocoderConfig(causal=True, dim=32, layers=2, intermediate=64)))
+    ckpt = export_inference(tmp_path / "causal.pt", VoiceConverterNet(cfg.model), cfg, vocoder=voc)
+    report = export_onnx(ckpt, tmp_path / "onnx", check_frames=(37, 150), time_frames=50, repeats=1)
+    assert all(g["max_abs_diff"] < 1e-3 for g in report["graphs"].values())

@@ -1,5 +1,7 @@
 """The streaming engine: exact against the causal network run offline, converging to the offline conversion, its
 latency accounting, `vc stream`, and `vc live` where there is no audio device."""
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -100,6 +102,10 @@ def test_stream_rejects_a_non_causal_model_and_bad_blocks(tiny_checkpoint):
     assert stream.stats.summary()["blocks"] == 1 and stream.stats.last > 0
 
 
+def stream_blocks(printed: str) -> int:
+    return int(re.search(r"(\d+) blocks timed", printed).group(1))
+
+
 def test_vc_stream_writes_the_converted_file_lined_up_with_the_input(tmp_path, capsys):
     model = tiny_causal()
     ckpt = export_inference(tmp_path / "stream.pt", model.net, model.cfg, {},
@@ -110,6 +116,7 @@ def test_vc_stream_writes_the_converted_file_lined_up_with_the_input(tmp_path, c
     assert main(["stream", str(src), "--target", str(tgt), "--output", str(out), "--checkpoint", str(ckpt)]) == 0
     printed = capsys.readouterr().out
     assert "latency 75.0 ms" in printed and "compute per block" in printed
+    assert stream_blocks(printed) == -(-len(sf.read(src)[0]) // 400)  # every 25-ms block timed on its own
     y, sr = sf.read(out)
     assert sr == 16000 and len(y) == len(sf.read(src)[0]) and np.abs(y).max() > 0
 

@@ -20,8 +20,7 @@ class CausalConv1d(nn.Conv1d):
         self.left, self.right = k - 1 - lookahead, lookahead
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = super().forward(F.pad(x, (self.left, self.right)))
-        return out[:, :, :-(-x.shape[2] // self.stride[0])]  # ceil(T / stride) frames, as with centred padding
+        return super().forward(F.pad(x, (self.left, self.right)))  # ceil(T / stride) frames, as centred padding gives
 
 
 def _conv(cin: int, cout: int, k: int, stride: int = 1, causal: bool = False, lookahead: int = 0) -> nn.Conv1d:
@@ -38,7 +37,7 @@ def _halve(x: torch.Tensor, causal: bool = False) -> torch.Tensor:
     """Residual path of a stride-2 block: (B, C, T) -> (B, C, ceil(T / 2)), the length a stride-2 conv gives.
     Frame j is the mean of frames 2j and 2j + 1, or with `causal` of 2j - 1 and 2j."""
     if causal:
-        return F.avg_pool1d(F.pad(x, (1, 0)), 2, 2, ceil_mode=True)[:, :, :-(-x.shape[2] // 2)]
+        return F.avg_pool1d(F.pad(x, (1, 0)), 2, 2)
     return F.avg_pool1d(x, 2, 2, ceil_mode=True)
 
 

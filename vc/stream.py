@@ -272,12 +272,12 @@ def stream_file(stream: Stream, source: str | os.PathLike, output: str | os.Path
             left -= len(y)
 
         buf = np.zeros(0, np.float32)
-        for block in stream_wav(source, rate):
-            buf = np.concatenate([buf, block])
+        for chunk in stream_wav(source, rate):
+            buf = np.concatenate([buf, chunk])
             whole = len(buf) - len(buf) % size
-            if whole:
-                write(stream.process(buf[:whole]))
-                buf = buf[whole:]
+            for i in range(0, whole, size):  # one block at a time, as a sound card delivers them
+                write(stream.process(buf[i:i + size]))
+            buf = buf[whole:]
         if len(buf):
             write(stream.process(np.pad(buf, (0, size - len(buf)))))
         write(stream.flush())
