@@ -306,7 +306,8 @@ class VoiceConverter:
         prime = None
         if not isinstance(target, (Voice, torch.Tensor)):  # clips: they also start the stream's statistics
             clips = [target] if isinstance(target, (str, os.PathLike, np.ndarray, tuple)) else list(target)
-            prime = np.concatenate([self.load(c, trim=True) for c in clips])[:30 * self.sample_rate]
+            target = [self.load(c, trim=True) for c in clips]  # read once, for the embedding and the prime
+            prime = np.concatenate(target)[:30 * self.sample_rate]
         return Stream(self, self._voice(target), block_seconds=block_seconds, pitch_shift=pitch_shift,
                       match_pitch=match_pitch, timbre_match=timbre_match, bf16=bf16, prime=prime)
 

@@ -70,9 +70,8 @@ class Stream:
     def __init__(self, model, voice, *, block_seconds: float = 0.025, pitch_shift: float = 0.0,
                  match_pitch: bool = True, timbre_match: float = 1.0, bf16: bool | None = None,
                  prime: np.ndarray | None = None, prime_seconds: float = PRIME_SECONDS):
-        net, cfg = model.net, model.cfg.audio
-        if not net.cfg.causal or not getattr(getattr(model.vocoder, "net", None), "cfg", None) \
-                or not model.vocoder.net.cfg.causal:
+        net, cfg, vocoder = model.net, model.cfg.audio, getattr(model.vocoder, "net", None)  # None: Griffin-Lim
+        if not net.cfg.causal or vocoder is None or not vocoder.cfg.causal:
             raise VCError("this model cannot stream: it needs a causal converter and vocoder (checkpoints/stream.pt)")
         self.model, self.voice, self.cfg = model, voice, cfg
         self.hop = cfg.hop_length
