@@ -17,7 +17,8 @@ import torch
 from .checkpoint import build_model, export_inference, load_checkpoint, save_checkpoint
 from .config import PARTS, AdaptConfig
 from .data import SegmentSampler, list_utterances, load_features
-from .distributed import StopRequest, bf16_pays, resolve_device
+from .distributed import StopRequest
+from .runtime import fast_bf16, resolve_device
 from .errors import VCError
 from .model import VoiceConverterNet
 from .monitor import Monitor, sample_conversions
@@ -89,7 +90,7 @@ def adapt(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: AdaptC
     spk_index = {s: i for i, s in enumerate(speakers)}
     sampler = SegmentSampler(mels, [spk_index[u.speaker] for u in utts], cfg.segment_frames, cfg.seed,
                              f0s if model_cfg.model.pitch else None)
-    bf16 = bf16_pays(dev)
+    bf16 = fast_bf16(dev)
     vocoder = load_vocoder("vocos", model_cfg.audio, ckpt["vocoder"]) if ckpt.get("vocoder") else None
     monitor = Monitor(run, cfg.steps, step, desc="adapt")
     started = entered - spent  # the budget counts from the call, features included, and across resumes

@@ -23,14 +23,15 @@ from .audio import (
     log_mel,
     normalize_loudness,
     prepare,
-    stream_wav,
+    read_blocks,
 )
 from .checkpoint import build_model, load_checkpoint
 from .config import Config
 from .errors import VCError
 from .model import VoiceConverterNet
 from .pitch import PitchStats
-from .vocoder import GriffinLim, fast_bf16, load_vocoder
+from .runtime import fast_bf16
+from .vocoder import GriffinLim, load_vocoder
 
 if TYPE_CHECKING:
     from .stream import Stream
@@ -324,7 +325,7 @@ class VoiceConverter:
             blocks: Iterable[np.ndarray] = [self.convert(source, voice, pitch_shift=pitch_shift,
                                                          match_pitch=match_pitch, timbre_match=timbre_match)]
         else:
-            blocks = self.convert_stream(stream_wav(source, self.sample_rate), voice, chunk_seconds=chunk_seconds,
+            blocks = self.convert_stream(read_blocks(source, self.sample_rate), voice, chunk_seconds=chunk_seconds,
                                          pitch_shift=pitch_shift, match_pitch=match_pitch,
                                          timbre_match=timbre_match, name=str(source))
         rate = sample_rate or self.sample_rate

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -18,6 +18,7 @@ import torch
 
 from .config import AudioConfig
 from .errors import VCError, reason
+from .files import atomic_path
 
 SILENCE_DBFS = -60.0  # a clip whose loudest 50 ms stays below this is "silent"
 LOG_FLOOR = 1e-5  # amplitude floor inside the log: about -100 dB
@@ -61,7 +62,7 @@ def audio_seconds(path: str | os.PathLike) -> float:
         return f.frames / f.samplerate if f.samplerate else 0.0
 
 
-def stream_wav(path: str | os.PathLike, sample_rate: int, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
+def read_blocks(path: str | os.PathLike, sample_rate: int, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
     """Mono float32 blocks at `sample_rate`, read and resampled block by block, so that memory stays bounded."""
     with _open(path) as f:
         resampler = soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
@@ -159,11 +160,13 @@ class AudioWriter:
         fmt = {".wav": "WAV", ".flac": "FLAC"}.get(self.path.suffix.lower())
         if fmt is None:
             raise VCError(f"{self.path}: unsupported output format '{self.path.suffix}' (use .wav or .flac)")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the usual permissions
-        self.file = sf.SoundFile(self.tmp, "w", sample_rate, 1, subtype="PCM_16", format=fmt)
+        self._atomic = atomic_path(self.path)
+        self.tmp = self._atomic.__enter__()
+        try:
+            self.file = sf.SoundFile(self.tmp, "w", sample_rate, 1, subtype="PCM_16", format=fmt)
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
         self.frames = 0
 
     def write(self, wav: np.ndarray) -> None:
@@ -177,17 +180,10 @@ class AudioWriter:
     def __exit__(self, kind, value, tb) -> None:
         try:
             self.file.close()
-            if kind is None:
-                os.replace(self.tmp, self.path)
-        finally:
-            if os.path.exists(self.tmp):
-                os.unlink(self.tmp)
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        self._atomic.__exit__(kind, value, tb)
 
 
 def save_wav(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> Path:
@@ -220,13 +216,14 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
 
 
 @functools.lru_cache(maxsize=8)
-def _window(win_length: int) -> torch.Tensor:
+def hann_window(win_length: int) -> torch.Tensor:
+    """The analysis and synthesis window of every STFT here (cached)."""
     return torch.hann_window(win_length)
 
 
 def stft(wav: torch.Tensor, cfg: AudioConfig) -> torch.Tensor:
     """Complex STFT (B, n_fft // 2 + 1, frames) with librosa's framing (centered, zero padding)."""
-    return torch.stft(wav, cfg.n_fft, cfg.hop_length, cfg.win_length, _window(cfg.win_length).to(wav.device),
+    return torch.stft(wav, cfg.n_fft, cfg.hop_length, cfg.win_length, hann_window(cfg.win_length).to(wav.device),
                       center=True, pad_mode="constant", return_complex=True)
 
 

@@ -36,7 +36,7 @@ def machine() -> dict:
     """The CPU, its core count, torch and whether bf16 is used."""
     import torch
 
-    from .vocoder import fast_bf16
+    from .runtime import fast_bf16
 
     cpu = platform.processor() or platform.machine()
     try:

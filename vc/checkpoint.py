@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .audio import current_umask
 from .config import Config
 from .errors import VCError, reason
+from .files import atomic_path
 from .model import VoiceConverterNet
 
 FORMAT = "vc-checkpoint"
@@ -22,19 +21,12 @@ VERSION = 1  # bump when the layout of the file changes; loading refuses version
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write atomically: a crash or a full disk mid-write leaves the previous file intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
     try:
-        torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, (OSError, RuntimeError)):  # disk full, quota, read-only: torch.save may wrap the OSError
-            kept = "; the previous file is intact" if path.is_file() else ""
-            raise VCError(f"{path}: could not write the checkpoint ({reason(e)[:160]}){kept}") from None
-        raise
+        with atomic_path(path) as tmp:
+            torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
+    except (OSError, RuntimeError) as e:  # disk full, quota, read-only: torch.save may wrap the OSError
+        kept = "; the previous file is intact" if path.is_file() else ""
+        raise VCError(f"{path}: could not write the checkpoint ({reason(e)[:160]}){kept}") from None
     return path
 
 

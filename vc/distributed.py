@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .errors import VCError
+from .runtime import resolve_device
 
 
 @dataclass
@@ -57,19 +57,6 @@ class Dist:
             dist.destroy_process_group()
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """"auto": the GPU where there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        d = torch.device(device)
-    except RuntimeError:
-        raise VCError(f"unknown device '{device}' (e.g. cpu, cuda, cuda:1, auto)") from None
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise VCError(f"device '{device}': no CUDA GPU is available to this process")
-    return d
-
-
 def setup(device: str = "auto") -> Dist:
     """Join the torchrun process group if launched by torchrun; pick this process's device (cuda:LOCAL_RANK)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -83,15 +70,6 @@ def setup(device: str = "auto") -> Dist:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if d.type == "cuda" else "gloo", rank=rank, world_size=world)
     return Dist(rank, world, local, d)
-
-
-def bf16_pays(device: torch.device) -> bool:
-    """Whether bf16 autocast speeds training up here: GPUs with bf16, CPUs with bf16 matrix kernels (AVX-512)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    from .vocoder import fast_bf16
-
-    return fast_bf16()
 
 
 class StopRequest:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .api import MAX_NORMALIZED_MEL
+from .audio import hann_window
 from .checkpoint import build_model, load_checkpoint
 from .config import AudioConfig
 from .errors import VCError
@@ -72,7 +73,7 @@ def synthesize(log_magnitude: np.ndarray, phase: np.ndarray, audio: AudioConfig,
     """The vocoder graph's outputs (B, n_fft // 2 + 1, T) -> waveform (B, length): the inverse STFT, in torch."""
     spec = torch.polar(torch.exp(torch.from_numpy(log_magnitude)), torch.from_numpy(phase))
     length = length or (spec.shape[-1] - 1) * audio.hop_length
-    return torch.istft(spec, audio.n_fft, audio.hop_length, audio.win_length, torch.hann_window(audio.win_length),
+    return torch.istft(spec, audio.n_fft, audio.hop_length, audio.win_length, hann_window(audio.win_length),
                        center=True, length=length).numpy()
 
 
@@ -123,7 +124,7 @@ def _seconds(repeats: int, fn, *args) -> float:
 
 def _shipped(module: nn.Module, *args: torch.Tensor):
     """As `vc` runs the networks: under bf16 autocast where that is fast."""
-    from .vocoder import fast_bf16
+    from .runtime import fast_bf16
 
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast_bf16()):
         return module(*args)

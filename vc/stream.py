@@ -24,7 +24,7 @@ import torch
 
 from . import pitch
 from .api import MAX_NORMALIZED_MEL, SPEECH_FRAMES_DB
-from .audio import AudioWriter, audio_seconds, log_mel, stream_wav
+from .audio import AudioWriter, audio_seconds, log_mel, read_blocks
 from .errors import VCError
 from .stream_nets import ContentEncoder, Decoder, Vocoder
 
@@ -271,7 +271,7 @@ def stream_file(stream: Stream, source: str | os.PathLike, output: str | os.Path
             left -= len(y)
 
         buf = np.zeros(0, np.float32)
-        for chunk in stream_wav(source, rate):
+        for chunk in read_blocks(source, rate):
             buf = np.concatenate([buf, chunk])
             whole = len(buf) - len(buf) % size
             for i in range(0, whole, size):  # one block at a time, as a sound card delivers them

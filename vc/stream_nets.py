@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import _window
+from .audio import hann_window
 from .model import CausalConv1d, _act, window_norm
 
 EPS = 1e-5  # as in `instance_norm`
@@ -159,7 +159,7 @@ class Vocoder:
         self.head = linear(net.head)
         a = net.audio
         self.hop, self.n_fft = a.hop_length, a.n_fft
-        win = _window(a.win_length)
+        win = hann_window(a.win_length)
         pad = (a.n_fft - a.win_length) // 2
         self.window = F.pad(win, (pad, a.n_fft - a.win_length - pad))
         # A frame t covers samples t * hop - n_fft / 2 .. + n_fft (torch.istft's centred framing), of which the

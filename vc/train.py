@@ -14,7 +14,8 @@ from torch import nn
 from .checkpoint import export_inference, load_checkpoint, save_checkpoint
 from .config import Config
 from .data import SegmentSampler, Utterance, list_utterances, load_features
-from .distributed import Dist, StopRequest, bf16_pays, setup
+from .distributed import Dist, StopRequest, setup
+from .runtime import fast_bf16
 from .errors import VCError
 from .model import SpeakerClassifier, VoiceConverterNet
 from .monitor import Monitor, sample_conversions
@@ -245,7 +246,7 @@ def _train(cfg: Config, data: str | Path, out: Path, dev: str | Path | None, max
     sampler = SegmentSampler(train_mels, [spk_index[u.speaker] for u in train_utts], t.segment_frames, t.seed,
                              train_f0s if cfg.model.pitch else None)
     held = ([spk_index[u.speaker] for u in held_utts], held_mels)
-    bf16 = t.bf16 and bf16_pays(d.device)
+    bf16 = t.bf16 and fast_bf16(d.device)
     monitor = Monitor(out, t.steps, step, enabled=d.main)
 
     def checkpoint() -> None:

@@ -4,16 +4,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 
 import numpy as np
 import torch
 from torch import nn
 
-from .audio import LOG_FLOOR, _window, mel_filterbank, stft
+from .audio import LOG_FLOOR, hann_window, mel_filterbank, stft
 from .config import VOCODERS, AudioConfig, VocoderConfig
 from .errors import VCError
 from .model import CausalConv1d
+from .runtime import fast_bf16
 
 MAX_LOG_MAGNITUDE = math.log(100.0)  # STFT magnitudes above 100 (40 dB over full scale) are clamped, as in Vocos
 
@@ -69,21 +69,12 @@ class Vocos(nn.Module):
         a = self.audio
         spec = torch.polar(torch.exp(log_mag), phase)
         length = length or (spec.shape[-1] - 1) * a.hop_length
-        return torch.istft(spec, a.n_fft, a.hop_length, a.win_length, _window(a.win_length).to(spec.device),
+        return torch.istft(spec, a.n_fft, a.hop_length, a.win_length, hann_window(a.win_length).to(spec.device),
                            center=True, length=length)
 
     def forward(self, mel: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """(B, n_mels, frames) -> (B, length), length defaulting to (frames - 1) * hop."""
         return self.synthesize(*self.spectrum(mel), length)
-
-
-def fast_bf16() -> bool:
-    """Whether bf16 matrix work pays on this machine: CUDA with bf16, or a CPU with AVX-512 (where oneDNN has bf16
-    kernels; about 4x fp32 on the machines this project is measured on). VC_BF16=0 or 1 overrides."""
-    forced = os.environ.get("VC_BF16")
-    if forced in ("0", "1"):
-        return forced == "1"
-    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 class NeuralVocoder:
@@ -148,7 +139,7 @@ class GriffinLim:
         c = self.cfg
         mag = self.magnitude(mel)
         length = length or (mag.shape[-1] - 1) * c.hop_length
-        window = _window(c.win_length).to(mag.device)
+        window = hann_window(c.win_length).to(mag.device)
         gen = torch.Generator().manual_seed(0)  # the same mel always gives the same audio
         angles = torch.exp(2j * torch.pi * torch.rand(mag.shape, generator=gen)).to(mag.device)
         if init is not None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .audio import _window, load_wav, log_mel, stft
+from .audio import hann_window, load_wav, log_mel, stft
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import AudioConfig, VocoderConfig
 from .data import list_utterances
@@ -57,7 +57,7 @@ def anti_wrap(x: torch.Tensor) -> torch.Tensor:
 
 
 def _mag(wav: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
-    return torch.stft(wav, n_fft, hop, n_fft, _window(n_fft).to(wav.device), center=True, pad_mode="constant",
+    return torch.stft(wav, n_fft, hop, n_fft, hann_window(n_fft).to(wav.device), center=True, pad_mode="constant",
                       return_complex=True).abs()
 
 
