@@ -17,7 +17,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import vc  # noqa: E402
-from vc.api import TIMBRE_MATCH  # noqa: E402
 from vc.audio import audio_seconds  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -42,7 +41,7 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
             raise gr.Error(f"The {role} clip is {seconds:.0f} s long; this demo takes up to {max_seconds:.0f} s.")
         return path
 
-    def convert(source, target, target2, mix, pitch_shift=0.0, match_pitch=True, timbre_match=TIMBRE_MATCH):
+    def convert(source, target, target2, mix, pitch_shift=0.0, match_pitch=True, timbre_match=None):
         plots.plt.close("all")
         try:
             check(source, "source")
@@ -87,7 +86,7 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
             match_pitch = gr.Checkbox(value=True, label="Match the target's pitch register",
                                       info="moves the source's melody into the target's range (off: keep the source's)")
             pitch_shift = gr.Slider(-12, 12, value=0, step=1, label="Pitch shift (semitones)")
-            timbre_match = gr.Slider(0.0, 1.0, value=TIMBRE_MATCH, step=0.1, label="Timbre match",
+            timbre_match = gr.Slider(0.0, 1.0, value=model.cfg.convert.timbre_match, step=0.1, label="Timbre match",
                                      info="moves the output's average spectrum toward the target's")
         button = gr.Button("Convert", variant="primary")
         output = gr.Audio(label="Converted", type="numpy", interactive=False, elem_id="output-audio")

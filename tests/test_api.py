@@ -3,25 +3,30 @@ import soundfile as sf
 import torch
 
 import vc
-from vc.api import DEFAULT_CHECKPOINT
-from vc.pitch import LOG_F0_CENTER, LOG_F0_SCALE
+from vc.config import PitchConfig
+from vc.registry import MODELS, shipped_path
 
 from conftest import SHARED, synth_speech
 
 
 def test_stages_chain_into_convert(tiny_checkpoint, clips):
+    # `convert` is its public stages chained: calling them one by one gives the same samples.
     model = vc.load_model(tiny_checkpoint)
     src = model.load(clips["source"], trim=False)
     voice = model.embed(clips["target"])
     content = model.encode(src)
     frames = len(src) // model.cfg.audio.hop_length + 1
-    mel = model.decode(content, voice, frames, model.source_pitch(src, voice))
+    mel = model.decode(content, voice, model.source_pitch(src, voice, pitch_shift=2), timbre_match=0.5)
+    staged = model.finish(model.vocode(mel, len(src)))
     assert voice.embedding.shape == (model.cfg.model.speaker_dim,)
     assert voice.pitch is not None and 180 < voice.pitch.hz < 260  # the synthetic target speaks at 220 Hz
-    assert content.shape == (model.cfg.model.content_dim, (frames + 1) // 2)
+    assert content.frames == frames and content.pad == model.cfg.convert.edge_pad
+    assert content.code.shape == (model.cfg.model.content_dim, (frames + 2 * content.pad + 1) // 2)
     assert mel.shape == (model.cfg.audio.n_mels, frames)
-    out = model.convert(clips["source"], clips["target"])
+    out = model.convert(clips["source"], clips["target"], pitch_shift=2, timbre_match=0.5)
     assert out.dtype == np.float32 and out.shape == src.shape
+    np.testing.assert_array_equal(out, staged)
+    assert not np.array_equal(out, model.convert(clips["source"], clips["target"]))  # the options reach the stages
 
 
 def test_targets_average_and_arrays_work(tiny_checkpoint, clips):
@@ -39,8 +44,8 @@ def test_targets_average_and_arrays_work(tiny_checkpoint, clips):
 
 
 def test_shipped_default_model_converts_speech(tmp_path):
-    assert DEFAULT_CHECKPOINT.is_file(), "the repository ships checkpoints/default.pt"
-    assert DEFAULT_CHECKPOINT.stat().st_size < 50e6
+    assert shipped_path("default").is_file(), "the repository ships checkpoints/default.pt"
+    assert shipped_path("default").stat().st_size < 50e6 and set(MODELS) == {"default", "stream"}
     model = vc.load_model()
     if (SHARED / "tiny").is_dir():
         src, tgt = SHARED / "tiny/vctk/p225/p225_003.flac", SHARED / "tiny/vctk/p226/p226_003.flac"
@@ -61,7 +66,7 @@ def test_pitch_moves_to_the_target_register_and_shifts(tiny_checkpoint, clips):
     voice = model.embed(clips["target"])  # a 220 Hz voice
 
     def mean_hz(p):
-        lf0 = p[0][p[1] > 0] * LOG_F0_SCALE + LOG_F0_CENTER
+        lf0 = p[0][p[1] > 0] * PitchConfig().log_f0_scale + PitchConfig().log_f0_center
         return float(torch.exp(lf0.mean()))
 
     assert abs(mean_hz(model.source_pitch(src, voice)) / 220 - 1) < 0.05
@@ -74,11 +79,12 @@ def test_pitch_moves_to_the_target_register_and_shifts(tiny_checkpoint, clips):
 def test_bundled_vocoder_is_the_default(tiny_checkpoint, clips, tmp_path):
     from vc.checkpoint import build_model, export_inference, load_checkpoint
     from vc.config import VocoderConfig
-    from vc.vocoder import NeuralVocoder, Vocos, vocoder_state
+    from vc.vocoder import NeuralVocoder, Vocos, vocoder_weights
 
     net, cfg = build_model(load_checkpoint(tiny_checkpoint))
-    voc = vocoder_state(Vocos(cfg.audio, VocoderConfig(dim=32, layers=2, intermediate=64)))
-    path = export_inference(tmp_path / "bundled.pt", net, cfg, vocoder=voc)
+    small = VocoderConfig(dim=32, layers=2, intermediate=64)
+    voc = vocoder_weights(Vocos(cfg.audio, small))
+    path = export_inference(tmp_path / "bundled.pt", net, cfg.replace(vocoder=vars(small)), vocoder=voc)
     model = vc.load_model(path)
     assert model.vocoder_name == "vocos" and isinstance(model.vocoder, NeuralVocoder)
     out = model.convert(clips["source"], clips["target"])
@@ -88,18 +94,32 @@ def test_bundled_vocoder_is_the_default(tiny_checkpoint, clips, tmp_path):
 
 
 def test_timbre_match_moves_the_average_spectrum_toward_the_target(tiny_checkpoint, clips):
-    from vc.api import speech_spectrum
+    # Measured on the converted audio itself, as a listener gets it: its speech spectrum (level aside) lies closer
+    # to the target clip's the stronger the match.
+    from vc.audio import log_mel
+    from vc.timbre import speech_spectrum
 
     model = vc.load_model(tiny_checkpoint)
-    src = model.load(clips["source"], trim=False)
     voice = model.embed(clips["target"])
     assert voice.spectrum.shape == (model.cfg.audio.n_mels,)
-    p = model.source_pitch(src, voice)
+    db = model.cfg.convert.speech_frames_db
 
     def distance(strength):
-        out = speech_spectrum(model._convert_mel(src, voice, p, strength))
-        d = out - voice.spectrum
-        return float((d - d.mean()).abs().mean())  # level aside
+        out = model.convert(clips["source"], voice, timbre_match=strength)
+        d = speech_spectrum(log_mel(out, model.cfg.audio), db) - voice.spectrum
+        return float((d - d.mean()).abs().mean())
 
-    assert distance(1.0) < 0.2 * distance(0.0)
     assert distance(0.0) > distance(0.5) > distance(1.0)
+    assert distance(1.0) < 0.6 * distance(0.0)
+
+
+def test_conversion_options_are_checked(tiny_checkpoint, clips):
+    model = vc.load_model(tiny_checkpoint)
+    for options, name in (({"pitch_shift": float("nan")}, "pitch_shift"), ({"pitch_shift": 100}, "pitch_shift"),
+                          ({"timbre_match": 5}, "timbre_match"), ({"timbre_match": -1}, "timbre_match")):
+        try:
+            model.convert(clips["source"], clips["target"], **options)
+        except vc.VCError as e:
+            assert name in str(e) and "\n" not in str(e)
+        else:
+            raise AssertionError(f"{options} was accepted")

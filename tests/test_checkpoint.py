@@ -3,26 +3,30 @@ import pytest
 import torch
 
 import vc
-from vc.checkpoint import VERSION, load_checkpoint, save_checkpoint
+from vc.checkpoint import VERSION, build_model, load_checkpoint, save_checkpoint
 from vc.errors import VCError
 
 
-def test_round_trip_gives_the_same_outputs(tiny_checkpoint, clips, tmp_path):
-    model = vc.load_model(tiny_checkpoint)
-    before = model.convert(clips["source"], clips["target"])
-    ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)  # no code can run on load
+def test_training_checkpoint_exports_to_the_same_converter(tiny_checkpoint, clips, tmp_path):
+    # train -> last.pt (training state) -> `vc export` -> an inference file that converts exactly as the one the
+    # training run exported itself, holds no optimizer state, and loads without running code.
+    from vc.cli import main
+
+    last = tiny_checkpoint.parent / "last.pt"
+    assert load_checkpoint(last)["kind"] == "training"
+    assert main(["export", str(last), str(tmp_path / "exported.pt")]) == 0
+    ckpt = torch.load(tmp_path / "exported.pt", map_location="cpu", weights_only=True)  # no code can run on load
     assert ckpt["version"] == VERSION and ckpt["kind"] == "inference"
-    assert not any("opt" in k for k in ckpt)  # no optimizer state in an inference checkpoint
-    copy = tmp_path / "copy.pt"
-    save_checkpoint(copy, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
-    after = vc.load_model(copy).convert(clips["source"], clips["target"])
-    np.testing.assert_allclose(before, after, atol=1e-6)
+    assert not any("opt" in k or "classifier" in k for k in ckpt)  # no training state in an inference checkpoint
+    before = vc.load_model(tiny_checkpoint).convert(clips["source"], clips["target"])
+    after = vc.load_model(tmp_path / "exported.pt").convert(clips["source"], clips["target"])
+    np.testing.assert_array_equal(before, after)
 
 
 def test_truncated_checkpoint(tiny_checkpoint, tmp_path):
     bad = tmp_path / "truncated.pt"
     bad.write_bytes(tiny_checkpoint.read_bytes()[:5000])
-    with pytest.raises(VCError, match="corrupt or truncated"):
+    with pytest.raises(VCError, match="corrupt, truncated"):
         load_checkpoint(bad)
 
 
@@ -72,3 +76,58 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tmp_path, monkeyp
     monkeypatch.setattr(torch, "save", real_save)
     assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_nan_weights_and_impossible_configs_are_refused_on_load(tiny_checkpoint, tmp_path):
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    broken = {**ckpt, "model": {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                                for k, v in ckpt["model"].items()}}
+    torch.save(broken, tmp_path / "nan.pt")
+    with pytest.raises(VCError, match="nan.pt: weights hold NaN"):
+        vc.load_model(tmp_path / "nan.pt")
+    for section, field, value in (("audio", "hop_length", 0), ("audio", "sample_rate", -8000),
+                                  ("model", "channels", 0), ("convert", "timbre_match", 5.0)):
+        bad = {**ckpt, "config": {**ckpt["config"], section: {**ckpt["config"][section], field: value}}}
+        torch.save(bad, tmp_path / "bad.pt")
+        with pytest.raises(VCError, match=f"bad.pt: bad config .*{field}"):
+            vc.load_model(tmp_path / "bad.pt")
+    del ckpt["config"]["pitch"]
+    torch.save(ckpt, tmp_path / "partial.pt")
+    with pytest.raises(VCError, match="missing: pitch"):  # no silent fall-back to defaults
+        vc.load_model(tmp_path / "partial.pt")
+
+
+def test_a_vocoder_of_other_mels_is_refused_at_export(tiny_checkpoint, tmp_path):
+    from vc.checkpoint import with_vocoder
+    from vc.config import Config, VocoderConfig
+    from vc.vocoder import Vocos, vocoder_weights
+
+    small = VocoderConfig(dim=16, layers=1, intermediate=32)
+    for n_mels, ok in ((80, True), (64, False)):
+        cfg = Config().replace(audio={"n_mels": n_mels}, vocoder=vars(small))
+        save_checkpoint(tmp_path / "vocoder.pt", {"kind": "vocoder", "config": cfg.to_dict(),
+                                                  "vocoder": vocoder_weights(Vocos(cfg.audio, small))})
+        net_cfg = build_model(load_checkpoint(tiny_checkpoint))[1]
+        if ok:
+            assert with_vocoder(net_cfg, tmp_path / "vocoder.pt")[0].vocoder == small
+        else:
+            with pytest.raises(VCError, match="vocoder's audio settings differ .*n_mels 64 vs 80"):
+                with_vocoder(net_cfg, tmp_path / "vocoder.pt")
+
+
+def test_version_1_files_are_read_as_version_2(tmp_path):
+    # The format the shipped models were written in: n_mels in the model section, no pitch/convert/vocoder sections,
+    # the vocoder's config beside its weights.
+    from vc.config import Config
+    from vc.model import VoiceConverterNet
+    from vc.vocoder import Vocos, vocoder_weights
+
+    cfg = Config().replace(model={"channels": 16, "content_dim": 4, "speaker_dim": 8, "classifier_channels": 8},
+                           vocoder={"dim": 16, "layers": 1, "intermediate": 32})
+    old = {"audio": vars(cfg.audio), "model": {**vars(cfg.model), "n_mels": 80}, "train": vars(cfg.train)}
+    torch.save({"format": "vc-checkpoint", "version": 1, "kind": "inference", "config": old, "meta": {},
+                "model": VoiceConverterNet(cfg.model, 80).state_dict(),
+                "vocoder": {"config": vars(cfg.vocoder), "weights": vocoder_weights(Vocos(cfg.audio, cfg.vocoder))}},
+               tmp_path / "v1.pt")
+    model = vc.load_model(tmp_path / "v1.pt")
+    assert model.cfg == cfg and model.vocoder_name == "vocos"

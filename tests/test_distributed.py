@@ -26,8 +26,7 @@ class Spy(T.VoiceConverterNet):
 
 T.VoiceConverterNet = Spy
 recipe, data, dev, out, steps = sys.argv[1:6]
-cfg = load_recipe(recipe)
-cfg.train.steps = int(steps)
+cfg = load_recipe(recipe).replace(train={"steps": int(steps)})
 T.train(cfg, data, out, dev=dev, device="cpu")
 torch.save(nets[-1].state_dict(), os.path.join(out, f"rank{os.environ['RANK']}.pt"))
 """

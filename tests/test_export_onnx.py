@@ -16,10 +16,11 @@ def bundled(tiny_checkpoint, tmp_path_factory):
     """The tiny converter with a small (untrained) neural vocoder inside."""
     from vc.checkpoint import build_model, export_inference, load_checkpoint
     from vc.config import VocoderConfig
-    from vc.vocoder import Vocos, vocoder_state
+    from vc.vocoder import Vocos, vocoder_weights
 
     net, cfg = build_model(load_checkpoint(tiny_checkpoint))
-    voc = vocoder_state(Vocos(cfg.audio, VocoderConfig(dim=32, layers=2, intermediate=64)))
+    cfg = cfg.replace(vocoder=vars(VocoderConfig(dim=32, layers=2, intermediate=64)))
+    voc = vocoder_weights(Vocos(cfg.audio, cfg.vocoder))
     return export_inference(tmp_path_factory.mktemp("onnx") / "bundled.pt", net, cfg, vocoder=voc)
 
 
@@ -69,12 +70,12 @@ def test_export_onnx_of_a_causal_model_keeps_dynamic_lengths(tmp_path):
     from vc.config import Config, ModelConfig, VocoderConfig
     from vc.export_onnx import export_onnx
     from vc.model import VoiceConverterNet
-    from vc.vocoder import Vocos, vocoder_state
+    from vc.vocoder import Vocos, vocoder_weights
 
     torch.manual_seed(0)
-    cfg = Config()
-    cfg.model = ModelConfig(causal=True, channels=32, content_dim=8, speaker_dim=16, classifier_channels=16)
-    voc = vocoder_state(Vocos(cfg.audio, VocoderConfig(causal=True, dim=32, layers=2, intermediate=64)))
-    ckpt = export_inference(tmp_path / "causal.pt", VoiceConverterNet(cfg.model), cfg, vocoder=voc)
+    cfg = Config(model=ModelConfig(causal=True, channels=32, content_dim=8, speaker_dim=16, classifier_channels=16),
+                 vocoder=VocoderConfig(causal=True, dim=32, layers=2, intermediate=64))
+    voc = vocoder_weights(Vocos(cfg.audio, cfg.vocoder))
+    ckpt = export_inference(tmp_path / "causal.pt", VoiceConverterNet(cfg.model, 80), cfg, vocoder=voc)
     report = export_onnx(ckpt, tmp_path / "onnx", check_frames=(37, 150), time_frames=50, repeats=1)
     assert all(g["max_abs_diff"] < 1e-3 for g in report["graphs"].values())

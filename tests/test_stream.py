@@ -15,18 +15,19 @@ from vc.cli import main
 from vc.config import Config, ModelConfig, VocoderConfig
 from vc.errors import VCError
 from vc.model import VoiceConverterNet
-from vc.vocoder import Vocos, vocoder_state
+from vc.vocoder import Vocos, vocoder_weights
 
 from conftest import synth_speech
 
 
 def tiny_causal(seed: int = 0, norm_window: int = 32) -> VoiceConverter:
     torch.manual_seed(seed)
-    cfg = Config()
-    cfg.model = ModelConfig(causal=True, norm_window=norm_window, channels=48, content_dim=8, speaker_dim=32,
-                            classifier_channels=16)
-    vocoder = Vocos(cfg.audio, VocoderConfig(causal=True, dim=48, intermediate=96, layers=2))
-    return VoiceConverter(VoiceConverterNet(cfg.model), cfg, vocoder_state=vocoder_state(vocoder))
+    cfg = Config(model=ModelConfig(causal=True, norm_window=norm_window, channels=48, content_dim=8,
+                                   speaker_dim=32, classifier_channels=16),
+                 vocoder=VocoderConfig(causal=True, dim=48, intermediate=96, layers=2))
+    vocoder = Vocos(cfg.audio, cfg.vocoder)
+    return VoiceConverter(VoiceConverterNet(cfg.model, cfg.audio.n_mels), cfg,
+                          vocoder_weights=vocoder_weights(vocoder))
 
 
 def run(stream, wav: np.ndarray) -> np.ndarray:
@@ -109,7 +110,7 @@ def stream_blocks(printed: str) -> int:
 def test_vc_stream_writes_the_converted_file_lined_up_with_the_input(tmp_path, capsys):
     model = tiny_causal()
     ckpt = export_inference(tmp_path / "stream.pt", model.net, model.cfg, {},
-                            vocoder=vocoder_state(model.vocoder.net))
+                            vocoder=vocoder_weights(model.vocoder.net))
     src, tgt, out = tmp_path / "src.wav", tmp_path / "tgt.wav", tmp_path / "out.flac"
     sf.write(src, synth_speech(130, 1.3, seed=7), 16000)
     sf.write(tgt, synth_speech(210, 1.5, seed=8), 16000)

@@ -51,8 +51,7 @@ def test_resume_is_exact_and_training_is_deterministic(train_dir, dev_dir, tmp_p
 
 
 def test_training_learns(train_dir, dev_dir, tmp_path):
-    cfg = load_recipe(TINY)
-    cfg.train.steps = 60
+    cfg = load_recipe(TINY).replace(train={"steps": 60})
     train(cfg, train_dir, tmp_path, dev=dev_dir)
     rows = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     l1 = [r["recon_l1"] for r in rows if "recon_l1" in r]
@@ -74,8 +73,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(train_dir, dev_dir, tmp_path):
     assert "interrupted at step" in out and "Traceback" not in out
     step = torch.load(tmp_path / "last.pt", weights_only=True)["step"]
     assert step >= 5
-    cfg = load_recipe(TINY)
-    cfg.train.steps = step + 3
+    cfg = load_recipe(TINY).replace(train={"steps": step + 3})
     train(cfg, train_dir, tmp_path, dev=dev_dir)
     assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == step + 3
 
@@ -89,5 +87,5 @@ def test_folder_without_audio_is_a_clear_error(tmp_path):
 
 def test_bad_recipe(tmp_path):
     (tmp_path / "r.yaml").write_text("model:\n  chanels: 3\n")
-    with pytest.raises(VCError, match="unknown model field"):
+    with pytest.raises(VCError, match="model: unknown field.* chanels"):
         load_recipe(tmp_path / "r.yaml")

@@ -4,15 +4,16 @@ import torch
 
 from vc.audio import log_mel
 from vc.checkpoint import load_checkpoint
-from vc.config import AudioConfig, VocoderConfig
+from vc.config import AudioConfig, Config, VocoderConfig
 from vc.errors import VCError
-from vc.vocoder import GriffinLim, NeuralVocoder, Vocos, build_vocoder, load_vocoder, vocoder_state
+from vc.vocoder import GriffinLim, NeuralVocoder, Vocos, build_vocoder, load_vocoder, vocoder_weights
 from vc.vocoder_train import VocoderTrainConfig, anti_wrap, train_vocoder, vocoder_loss
 
 from conftest import synth_speech, write_speakers
 
 AUDIO = AudioConfig()
 SMALL = VocoderConfig(dim=32, layers=2, intermediate=64)
+WITH_SMALL = Config(audio=AUDIO, vocoder=SMALL)
 
 
 def test_vocos_output_lines_up_with_the_mel_frames():
@@ -52,22 +53,22 @@ def test_loss_is_lower_for_the_true_spectrum():
 
 
 def test_load_vocoder():
-    assert isinstance(load_vocoder("griffin-lim", AUDIO), GriffinLim)
+    assert isinstance(load_vocoder("griffin-lim", WITH_SMALL), GriffinLim)
     with pytest.raises(VCError, match="no neural vocoder"):
-        load_vocoder("vocos", AUDIO)
+        load_vocoder("vocos", WITH_SMALL)
     with pytest.raises(VCError, match="unknown vocoder"):
-        load_vocoder("wavenet", AUDIO)
+        load_vocoder("wavenet", WITH_SMALL)
     net = Vocos(AUDIO, SMALL)
-    voc = load_vocoder("vocos", AUDIO, state=vocoder_state(net), bf16=False)
+    voc = load_vocoder("vocos", WITH_SMALL, vocoder_weights(net), bf16=False)
     assert isinstance(voc, NeuralVocoder)
     mel = log_mel(synth_speech(150, 0.5), AUDIO)
     torch.testing.assert_close(voc(mel, 8000), net.eval()(mel[None], 8000)[0])
-    fast = load_vocoder("vocos", AUDIO, state=vocoder_state(net), bf16=True)  # bf16 autocast: close, not equal
+    fast = load_vocoder("vocos", WITH_SMALL, vocoder_weights(net), bf16=True)  # bf16 autocast: close, not equal
     assert (log_mel(fast(mel, 8000), AUDIO) - log_mel(voc(mel, 8000), AUDIO)).abs().mean() < 0.05
-    bad = vocoder_state(net)
-    bad["weights"].pop("head.weight")
+    bad = vocoder_weights(net)
+    bad.pop("head.weight")
     with pytest.raises(VCError, match="does not match"):
-        load_vocoder("vocos", AUDIO, state=bad)
+        load_vocoder("vocos", WITH_SMALL, bad)
 
 
 def test_train_vocoder_exports_and_resumes(tmp_path):
@@ -77,7 +78,7 @@ def test_train_vocoder_exports_and_resumes(tmp_path):
     path = train_vocoder(data, out, model_cfg=SMALL, cfg=cfg)
     ck = load_checkpoint(path)
     assert ck["kind"] == "vocoder" and ck["meta"]["step"] == 4
-    net = build_vocoder(ck["vocoder"], AUDIO)
+    net = build_vocoder(ck["vocoder"], Config.from_dict(ck["config"]))
     assert net.cfg == SMALL
     cfg.steps = 6
     train_vocoder(data, out, model_cfg=SMALL, cfg=cfg)  # resumes from vocoder-last.pt

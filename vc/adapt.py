@@ -91,14 +91,15 @@ def adapt(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: AdaptC
     sampler = SegmentSampler(mels, [spk_index[u.speaker] for u in utts], cfg.segment_frames, cfg.seed,
                              f0s if model_cfg.model.pitch else None)
     bf16 = fast_bf16(dev)
-    vocoder = load_vocoder("vocos", model_cfg.audio, ckpt["vocoder"]) if ckpt.get("vocoder") else None
+    vocoder = load_vocoder("vocos", model_cfg, ckpt["vocoder"]) if ckpt.get("vocoder") is not None else None
     monitor = Monitor(run, cfg.steps, step, desc="adapt")
     started = entered - spent  # the budget counts from the call, features included, and across resumes
     budget = None if cfg.minutes is None else cfg.minutes * 60
 
     def save() -> None:
         save_checkpoint(last, {"kind": "adaptation", "step": step, "seconds": time.time() - started,
-                               "speakers": speakers, "parts": list(cfg.parts), "config": asdict(cfg),
+                               "speakers": speakers, "parts": list(cfg.parts), "config": model_cfg.to_dict(),
+                               "settings": asdict(cfg),
                                "model": net.state_dict(), "opt": opt.state_dict()})
 
     def listen() -> None:

@@ -79,7 +79,7 @@ def make_clips(folder: Path, seconds: float = 30.0, data: Path = DEV) -> tuple[P
 
 
 class StageTimer:
-    """Wall time per named stage; the networks are timed by forward hooks inside the real `_convert_mel`."""
+    """Wall time per named stage; the networks are timed by forward hooks inside the real `encode` and `decode`."""
 
     def __init__(self):
         self.times: dict[str, float] = {}
@@ -102,8 +102,7 @@ class StageTimer:
 
 def staged_convert(model, source: Path, target: Path, output: Path) -> dict[str, float]:
     """`convert_file` of a short file, stage by stage through the public stage methods; seconds per stage."""
-    from .api import TIMBRE_MATCH
-    from .audio import normalize_loudness, save_wav
+    from .audio import save_wav
 
     timer = StageTimer()
     handles = timer.hook(model.net.content_encoder, "content encoder") + timer.hook(model.net.decoder, "decoder")
@@ -115,11 +114,11 @@ def staged_convert(model, source: Path, target: Path, output: Path) -> dict[str,
         with timer("F0"):
             p = model.source_pitch(wav, voice)
         with timer("mel"):  # the nets are inside: subtracted below
-            mel = model._convert_mel(wav, voice, p, TIMBRE_MATCH)
+            mel = model.decode(model.encode(wav), voice, p)
         with timer("vocoder"):
             out = model.vocode(mel, len(wav))
         with timer("write"):
-            save_wav(output, normalize_loudness(out, model.sample_rate, model.cfg.audio.target_db), model.sample_rate)
+            save_wav(output, model.finish(out), model.sample_rate)
     finally:
         for h in handles:
             h.remove()
@@ -131,11 +130,12 @@ def streaming_figures(model, source: Path, target: Path) -> dict | None:
     """Latency and compute per block of `vc.stream` (the causal `checkpoints/stream.pt`) on the same source, with
     25- and 50-ms blocks, in this process's thread count. None for Griffin-Lim (the stream needs the causal neural
     vocoder) or where the streaming checkpoint is missing."""
-    from .api import STREAM_CHECKPOINT, load_model
+    from .api import load_model
+    from .registry import shipped_path
 
-    if model.vocoder_name == "griffin-lim" or not STREAM_CHECKPOINT.is_file():
+    if model.vocoder_name == "griffin-lim" or not shipped_path("stream").is_file():
         return None
-    streamer = load_model(STREAM_CHECKPOINT)
+    streamer = load_model("stream")
     wav = streamer.load(source, trim=False)
     out = {}
     for block_ms in (25, 50):

@@ -17,7 +17,7 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = load_recipe(args.recipe)
     if args.steps is not None:
-        cfg.train.steps = args.steps
+        cfg = cfg.replace(train={"steps": args.steps})
     try:
         train(cfg, args.data, args.out, dev=args.dev, max_minutes=args.max_minutes, device=args.device)
     except KeyboardInterrupt:
@@ -120,7 +120,6 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _train_vocoder(args: argparse.Namespace) -> int:
-    from .config import VocoderConfig
     from .vocoder_train import VocoderTrainConfig, train_vocoder
 
     cfg = VocoderTrainConfig(threads=args.threads)
@@ -128,7 +127,7 @@ def _train_vocoder(args: argparse.Namespace) -> int:
         cfg.steps = args.steps
     if args.lr is not None:
         cfg.lr = args.lr
-    path = train_vocoder(args.data, args.out, cfg=cfg, model_cfg=VocoderConfig(causal=args.causal), init=args.init,
+    path = train_vocoder(args.data, args.out, cfg=cfg, init=args.init, causal=args.causal or None,
                          finetune_on=args.finetune_on, max_minutes=args.max_minutes)
     print(f"exported {path}")
     return 0
@@ -139,7 +138,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
     from .export_onnx import export_onnx, format_report
 
-    report = export_onnx(args.checkpoint, args.output)
+    report = export_onnx(args.checkpoint, args.output, vocoder_ckpt=args.vocoder_ckpt)
     print(format_report(report))
     (Path(args.output) / "vc-onnx-check.json").write_text(json.dumps(report, indent=1))
     print(f"{args.checkpoint} -> {args.output}/ ({', '.join(g['file'] for g in report['graphs'].values())})")
@@ -147,7 +146,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .checkpoint import build_model, export_inference, load_checkpoint
+    from .checkpoint import build_model, export_inference, load_checkpoint, with_vocoder
 
     if args.onnx:
         return _export_onnx(args)
@@ -159,9 +158,7 @@ def _export(args: argparse.Namespace) -> int:
         meta["steps"] = ckpt["step"]
     vocoder = ckpt.get("vocoder")
     if args.vocoder_ckpt:
-        vocoder = load_checkpoint(args.vocoder_ckpt).get("vocoder")
-        if vocoder is None:
-            raise VCError(f"{args.vocoder_ckpt}: not a vocoder file (write one with `vc train-vocoder`)")
+        cfg, vocoder = with_vocoder(cfg, args.vocoder_ckpt)  # refuses a vocoder of other mels
         meta["vocoder"] = str(args.vocoder_ckpt)
     path = export_inference(args.output, net, cfg, meta, vocoder=vocoder)
     print(f"{args.checkpoint} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
@@ -170,10 +167,10 @@ def _export(args: argparse.Namespace) -> int:
 
 def _stream_model(args: argparse.Namespace):
     """The streaming model and the `Stream` of `vc stream` and `vc live`."""
-    from .api import STREAM_CHECKPOINT, load_model
+    from .api import load_model
     from .batch import target_clips
 
-    model = load_model(args.checkpoint or STREAM_CHECKPOINT)
+    model = load_model(args.checkpoint or "stream")
     options = {} if args.timbre_match is None else {"timbre_match": args.timbre_match}
     return model.stream(target_clips(args.target), block_seconds=args.block_ms / 1000,
                         pitch_shift=args.pitch_shift, match_pitch=not args.no_match_pitch, **options)

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .api import MAX_NORMALIZED_MEL
 from .audio import hann_window
-from .checkpoint import build_model, load_checkpoint
+from .checkpoint import build_model, load_checkpoint, with_vocoder
 from .config import AudioConfig
 from .errors import VCError
 from .model import VoiceConverterNet
@@ -52,11 +51,15 @@ class _SpeakerEncoder(_ContentEncoder):
 class _Decoder(_ContentEncoder):
     """Without pitch conditioning the decoder gives 2 * content frames: crop to the source's frames outside."""
 
+    def __init__(self, net: VoiceConverterNet, clamp: float):
+        super().__init__(net)
+        self.clamp = clamp
+
     def forward(self, content: torch.Tensor, embedding: torch.Tensor, pitch: torch.Tensor | None = None
                 ) -> torch.Tensor:
         frames = pitch.shape[2] if pitch is not None else 2 * content.shape[2]
         out = self.net.decoder(content, embedding, frames, pitch)
-        return self.net.denormalize(out.clamp(max=MAX_NORMALIZED_MEL))
+        return self.net.denormalize(out, clamp=self.clamp)
 
 
 class _Vocoder(nn.Module):
@@ -77,11 +80,12 @@ def synthesize(log_magnitude: np.ndarray, phase: np.ndarray, audio: AudioConfig,
                        center=True, length=length).numpy()
 
 
-def _graphs(net: VoiceConverterNet, vocoder: Vocos | None, frames: int) -> dict[str, tuple[nn.Module, dict]]:
+def _graphs(net: VoiceConverterNet, vocoder: Vocos | None, frames: int, clamp: float
+            ) -> dict[str, tuple[nn.Module, dict]]:
     """name -> (module, example inputs by name) for `frames` mel frames of random log-mel."""
     cfg = net.cfg
     gen = torch.Generator().manual_seed(0)
-    log_mel = (net.mel_mean[:, None] + net.mel_std[:, None] * torch.randn(1, cfg.n_mels, frames, generator=gen))
+    log_mel = net.mel_mean[:, None] + net.mel_std[:, None] * torch.randn(1, len(net.mel_mean), frames, generator=gen)
     content = net.content_encoder(net.normalize(log_mel))
     embedding = net.speaker_encoder(net.normalize(log_mel))
     dec_inputs = {"content": content, "embedding": embedding}
@@ -90,7 +94,7 @@ def _graphs(net: VoiceConverterNet, vocoder: Vocos | None, frames: int) -> dict[
         dec_inputs["pitch"] = torch.cat([voiced * torch.randn(1, 1, frames, generator=gen), voiced], dim=1)
     graphs = {"content_encoder": (_ContentEncoder(net), {"log_mel": log_mel}),
               "speaker_encoder": (_SpeakerEncoder(net), {"log_mel": log_mel}),
-              "decoder": (_Decoder(net), dec_inputs)}
+              "decoder": (_Decoder(net, clamp), dec_inputs)}
     if vocoder is not None:
         graphs["vocoder"] = (_Vocoder(vocoder), {"log_mel": log_mel})
     return graphs
@@ -130,10 +134,12 @@ def _shipped(module: nn.Module, *args: torch.Tensor):
         return module(*args)
 
 
-def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, check_frames: tuple[int, ...] = (237, 2401),
-                time_frames: int = 2401, repeats: int = 3, opset: int = 17) -> dict:
+def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, vocoder_ckpt: str | Path | None = None,
+                check_frames: tuple[int, ...] = (237, 2401), time_frames: int = 2401, repeats: int = 3,
+                opset: int = 17) -> dict:
     """Export the graphs of `checkpoint` into `out_dir`, run each under onnxruntime and torch (float32) on random
     log-mel of each of `check_frames` lengths (2401 frames: 30 s) and return, per graph, the largest absolute
+    (`vocoder_ckpt`: a `vc train-vocoder` file whose vocoder replaces the checkpoint's, as with `vc export`)
     difference of its outputs and the best-of-`repeats` seconds of each runtime on `time_frames` frames (torch also
     as `vc` runs it: bf16 autocast where `fast_bf16`)."""
     try:
@@ -143,13 +149,18 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, check_frames: tu
         raise VCError('ONNX export needs onnx and onnxruntime: pip install -e ".[export]"') from None
     ckpt = load_checkpoint(checkpoint)
     net, cfg = build_model(ckpt, checkpoint)
-    vocoder = build_vocoder(ckpt["vocoder"], cfg.audio) if ckpt.get("vocoder") else None
+    if vocoder_ckpt is not None:
+        cfg, weights = with_vocoder(cfg, vocoder_ckpt)
+    else:
+        weights = ckpt.get("vocoder")
+    vocoder = build_vocoder(weights, cfg) if weights is not None else None
+    clamp = cfg.convert.mel_clamp
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     report: dict = {"threads": threads, "check_frames": list(check_frames), "time_frames": time_frames, "graphs": {}}
     with torch.no_grad():
-        for name, (module, inputs) in _graphs(net, vocoder, check_frames[0]).items():
+        for name, (module, inputs) in _graphs(net, vocoder, check_frames[0], clamp).items():
             path = out / f"{name}.onnx"
             with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
                 warnings.simplefilter("ignore")
@@ -160,12 +171,12 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, check_frames: tu
             session = _session(path, threads)
             diff = 0.0
             for frames in check_frames:
-                _, inputs = _graphs(net, vocoder, frames)[name]
+                _, inputs = _graphs(net, vocoder, frames, clamp)[name]
                 ours = module(*inputs.values())
                 ours = ours if isinstance(ours, tuple) else (ours,)
                 theirs = session.run(None, {k: v.numpy() for k, v in inputs.items()})
                 diff = max(diff, *(float(np.abs(a.numpy() - b).max()) for a, b in zip(ours, theirs)))
-            _, inputs = _graphs(net, vocoder, time_frames)[name]
+            _, inputs = _graphs(net, vocoder, time_frames, clamp)[name]
             feed = {k: v.numpy() for k, v in inputs.items()}
             args = tuple(inputs.values())
 
@@ -185,7 +196,7 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, check_frames: tu
             "inverse_stft": "vocoder outputs -> torch.istft(exp(log_magnitude) * exp(i phase), n_fft, hop_length, "
                             "win_length, hann window, center=True): vc.export_onnx.synthesize",
             "graphs": {n: {"inputs": list(g[1]), "outputs": OUTPUTS[n]}
-                       for n, g in _graphs(net, vocoder, 8).items()}}
+                       for n, g in _graphs(net, vocoder, 8, clamp).items()}}
     (out / "vc-onnx.json").write_text(json.dumps(meta, indent=1))
     return report
 

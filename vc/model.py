@@ -73,11 +73,11 @@ class ContentEncoder(nn.Module):
     bottleneck, instance-normalized too, leaves room for little more than what is said.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, n_mels: int):
         super().__init__()
         c, k, causal = cfg.channels, cfg.kernel_size, cfg.causal
         self.causal = causal
-        self.conv_in = _conv(cfg.n_mels, c, k, causal=causal, lookahead=cfg.lookahead)
+        self.conv_in = _conv(n_mels, c, k, causal=causal, lookahead=cfg.lookahead)
         self.blocks = nn.ModuleList(_conv(c, c, k, stride=2 if i == 1 else 1, causal=causal)
                                     for i in range(cfg.content_blocks))
         self.conv_out = _conv(c, cfg.content_dim, 1)
@@ -95,10 +95,10 @@ class ContentEncoder(nn.Module):
 class SpeakerEncoder(nn.Module):
     """(B, n_mels, T) -> speaker embedding (B, speaker_dim), pooled over time (mean and standard deviation)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, n_mels: int):
         super().__init__()
         c, k = cfg.channels, cfg.kernel_size
-        self.conv_in = _conv(cfg.n_mels, c, k)
+        self.conv_in = _conv(n_mels, c, k)
         self.blocks = nn.ModuleList(_conv(c, c, k, stride=2) for _ in range(cfg.speaker_blocks))
         self.proj = nn.Sequential(nn.Linear(2 * c, c), nn.LeakyReLU(0.2), nn.Linear(c, cfg.speaker_dim))
 
@@ -132,7 +132,7 @@ class Decoder(nn.Module):
     The pitch enters every block after its AdaIN, so that instance norm cannot remove the register it sets.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, n_mels: int):
         super().__init__()
         c, k, causal = cfg.channels, cfg.kernel_size, cfg.causal
         self.causal = causal
@@ -144,7 +144,7 @@ class Decoder(nn.Module):
                                    for i in range(cfg.decoder_blocks))
         self.pitch = (nn.ModuleList(_conv(2, c, 3, causal=causal) for _ in range(cfg.decoder_blocks))
                       if cfg.pitch else None)
-        self.conv_out = _conv(c, cfg.n_mels, k, causal=causal)
+        self.conv_out = _conv(c, n_mels, k, causal=causal)
 
     def forward(self, content: torch.Tensor, spk: torch.Tensor, frames: int,
                 pitch: torch.Tensor | None = None) -> torch.Tensor:
@@ -186,20 +186,23 @@ class SpeakerClassifier(nn.Module):
 class VoiceConverterNet(nn.Module):
     """The inference network: the three modules plus the per-bin mel statistics of the training data."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, n_mels: int):
         super().__init__()
         self.cfg = cfg
-        self.content_encoder = ContentEncoder(cfg)
-        self.speaker_encoder = SpeakerEncoder(cfg)
-        self.decoder = Decoder(cfg)
-        self.register_buffer("mel_mean", torch.zeros(cfg.n_mels))
-        self.register_buffer("mel_std", torch.ones(cfg.n_mels))
+        self.content_encoder = ContentEncoder(cfg, n_mels)
+        self.speaker_encoder = SpeakerEncoder(cfg, n_mels)
+        self.decoder = Decoder(cfg, n_mels)
+        self.register_buffer("mel_mean", torch.zeros(n_mels))
+        self.register_buffer("mel_std", torch.ones(n_mels))
 
     def normalize(self, mel: torch.Tensor) -> torch.Tensor:
         """log-mel (B, n_mels, T) -> per-bin standardized mel, the model's input and output space."""
         return (mel - self.mel_mean[:, None]) / self.mel_std[:, None]
 
-    def denormalize(self, mel: torch.Tensor) -> torch.Tensor:
+    def denormalize(self, mel: torch.Tensor, clamp: float | None = None) -> torch.Tensor:
+        """The inverse of `normalize`; with `clamp`, normalized values above it (decoder glitches) are cut first."""
+        if clamp is not None:
+            mel = mel.clamp(max=clamp)
         return mel * self.mel_std[:, None] + self.mel_mean[:, None]
 
     def forward(self, mel: torch.Tensor, ref: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:

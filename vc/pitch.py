@@ -12,36 +12,31 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import AudioConfig
-
-FMIN, FMAX = 50.0, 600.0  # Hz: the range searched (bass voice to child's voice)
-THRESHOLD = 0.15  # YIN's absolute threshold on the cumulative-mean-normalized difference
-VOICED_MAX_CMND = 0.3  # frames whose best dip is shallower than this are unvoiced
-SILENCE_DB = 45.0  # frames this far below the clip's loudest are unvoiced
-LOG_F0_CENTER, LOG_F0_SCALE = math.log(150.0), 0.5  # fixed normalization of log-F0 for the networks
-FRAME_LENGTH = 1024  # samples per analysis frame, centred on the mel frame
+from .config import AudioConfig, PitchConfig
 
 
-def track(wav: torch.Tensor | np.ndarray, cfg: AudioConfig | None = None, frame_length: int = FRAME_LENGTH
+def track(wav: torch.Tensor | np.ndarray, audio: AudioConfig | None = None, cfg: PitchConfig | None = None
           ) -> tuple[torch.Tensor, torch.Tensor]:
     """(T,) waveform -> F0 in Hz (frames,) with 0 where unvoiced, and the voiced mask (frames,), frames = T // hop + 1.
     """
-    cfg = cfg or AudioConfig()
-    hop = cfg.hop_length
+    audio, cfg = audio or AudioConfig(), cfg or PitchConfig()
+    hop, frame_length = audio.hop_length, cfg.frame_length
     x = torch.as_tensor(wav, dtype=torch.float32).flatten()
     frames = x.shape[0] // hop + 1
     x = F.pad(x, (frame_length // 2, frame_length // 2))
     x = F.pad(x, (0, max(0, (frames - 1) * hop + frame_length - x.shape[0])))
-    period, best, level = yin(x.unfold(0, frame_length, hop)[:frames], cfg.sample_rate)
-    return contour(period, best, level, cfg.sample_rate, float(level.max()))
+    period, best, level = yin(x.unfold(0, frame_length, hop)[:frames], audio.sample_rate, cfg)
+    return contour(period, best, level, audio.sample_rate, float(level.max()), cfg)
 
 
-def yin(fr: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def yin(fr: torch.Tensor, sample_rate: int, cfg: PitchConfig | None = None
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Frames (frames, W) -> YIN's period in samples, its dip depth, and the frame's level in dB, each (frames,)."""
+    cfg = cfg or PitchConfig()
     frames, frame_length = fr.shape
     fr = fr - fr.mean(dim=1, keepdim=True)
-    max_lag = min(int(sample_rate / FMIN) + 1, frame_length // 2)
-    min_lag = max(2, int(sample_rate / FMAX))
+    max_lag = min(int(sample_rate / cfg.fmin) + 1, frame_length // 2)
+    min_lag = max(2, int(sample_rate / cfg.fmax))
     n = frame_length - max_lag  # YIN's integration window
     # r(tau) = sum_{j<n} x_j x_{j+tau}, for all tau at once. A circular correlation of frame_length points suffices:
     # j + tau < n + max_lag = frame_length never wraps. (A materialized conjugate: the lazy one is 6x slower.)
@@ -59,7 +54,7 @@ def yin(fr: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor,
     # first dip below the threshold that is a local minimum, else the global minimum
     is_min = torch.zeros_like(search, dtype=torch.bool)
     is_min[:, 1:-1] = (search[:, 1:-1] <= search[:, :-2]) & (search[:, 1:-1] <= search[:, 2:])
-    below = is_min & (search < THRESHOLD)
+    below = is_min & (search < cfg.threshold)
     first = torch.where(below.any(dim=1), below.float().argmax(dim=1), search.argmin(dim=1))
     best = search.gather(1, first[:, None])[:, 0]
     # parabolic interpolation around the dip
@@ -74,11 +69,12 @@ def yin(fr: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor,
 
 
 def contour(period: torch.Tensor, best: torch.Tensor, level: torch.Tensor, sample_rate: int, max_level: float,
-            open_end: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+            cfg: PitchConfig | None = None, open_end: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """`yin`'s output -> F0 (Hz, 0 where unvoiced) and the voiced mask: frames with a deep enough dip, within
-    SILENCE_DB of `max_level`, in voiced runs of 3 frames or more, 3-frame median. With `open_end`, a run that
+    `silence_db` of `max_level`, in voiced runs of 3 frames or more, 3-frame median. With `open_end`, a run that
     reaches the last frame is kept (a stream does not know yet how long it lasts)."""
-    voiced = (best < VOICED_MAX_CMND) & (level > max_level - SILENCE_DB)
+    cfg = cfg or PitchConfig()
+    voiced = (best < cfg.voiced_max_cmnd) & (level > max_level - cfg.silence_db)
     voiced = _drop_short_runs(voiced, 3, open_end)
     f0 = torch.where(voiced, sample_rate / period, torch.zeros_like(period))
     return _median3(f0, voiced), voiced
@@ -119,22 +115,42 @@ class PitchStats:
         return math.exp(self.mean)
 
 
-DEFAULT_STD = 0.15  # log-F0 spread used when a clip has too few voiced frames to measure one
+class Register:
+    """The log-F0 register of a speaker, accumulated over contours as they come (a whole clip, the chunks of a long
+    file, or the blocks of a stream): `add(f0)` then `stats()`."""
+
+    def __init__(self, cfg: PitchConfig | None = None):
+        self.default_std = (cfg or PitchConfig()).default_std
+        self.n, self.sum, self.sq = 0, 0.0, 0.0
+
+    def add(self, f0: torch.Tensor) -> "Register":
+        lf0 = torch.log(f0[f0 > 0].double())
+        self.n, self.sum, self.sq = self.n + lf0.numel(), self.sum + float(lf0.sum()), self.sq + float((lf0 ** 2).sum())
+        return self
+
+    def stats(self) -> PitchStats | None:
+        """Mean and (unbiased) spread of the voiced log-F0 so far; None while fewer than 10 frames are voiced."""
+        if self.n < 10:
+            return None
+        mean = self.sum / self.n
+        std = math.sqrt(max(self.sq - self.n * mean * mean, 0.0) / (self.n - 1)) if self.n > 20 else self.default_std
+        return PitchStats(mean, max(std, 0.03))
 
 
-def stats(f0s: list[torch.Tensor]) -> PitchStats | None:
+def stats(f0s: list[torch.Tensor], cfg: PitchConfig | None = None) -> PitchStats | None:
     """Over the voiced frames of one or several contours; None when fewer than 10 frames are voiced."""
-    lf0 = torch.cat([torch.log(f[f > 0]) for f in f0s]) if f0s else torch.zeros(0)
-    if lf0.numel() < 10:
-        return None
-    std = float(lf0.std()) if lf0.numel() > 20 else DEFAULT_STD
-    return PitchStats(float(lf0.mean()), max(std, 0.03))
+    register = Register(cfg)
+    for f0 in f0s:
+        register.add(f0)
+    return register.stats()
 
 
-def features(f0: torch.Tensor) -> torch.Tensor:
+def features(f0: torch.Tensor, cfg: PitchConfig | None = None) -> torch.Tensor:
     """F0 (frames,) -> the networks' pitch input (2, frames): normalized log-F0 (0 where unvoiced) and voicing."""
+    cfg = cfg or PitchConfig()
     voiced = f0 > 0
-    lf0 = torch.where(voiced, (torch.log(f0.clamp(min=1.0)) - LOG_F0_CENTER) / LOG_F0_SCALE, torch.zeros_like(f0))
+    lf0 = torch.where(voiced, (torch.log(f0.clamp(min=1.0)) - cfg.log_f0_center) / cfg.log_f0_scale,
+                      torch.zeros_like(f0))
     return torch.stack([lf0, voiced.float()])
 
 

@@ -13,7 +13,6 @@ differs from the offline conversion at the start and converges to it as the stat
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import deque
@@ -22,8 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import pitch
-from .api import MAX_NORMALIZED_MEL, SPEECH_FRAMES_DB
+from . import pitch, timbre
 from .audio import AudioWriter, audio_seconds, log_mel, read_blocks
 from .errors import VCError
 from .stream_nets import ContentEncoder, Decoder, Vocoder
@@ -68,8 +66,9 @@ class Stream:
     """
 
     def __init__(self, model, voice, *, block_seconds: float = 0.025, pitch_shift: float = 0.0,
-                 match_pitch: bool = True, timbre_match: float = 1.0, bf16: bool | None = None,
+                 match_pitch: bool = True, timbre_match: float | None = None, bf16: bool | None = None,
                  prime: np.ndarray | None = None, prime_seconds: float = PRIME_SECONDS):
+        """`model`: a causal `VoiceConverter`; `voice`: its `Voice` of the target; the options are `convert`'s."""
         net, cfg, vocoder = model.net, model.cfg.audio, getattr(model.vocoder, "net", None)  # None: Griffin-Lim
         if not net.cfg.causal or vocoder is None or not vocoder.cfg.causal:
             raise VCError("this model cannot stream: it needs a causal converter and vocoder (checkpoints/stream.pt)")
@@ -79,7 +78,10 @@ class Stream:
             raise VCError("streaming needs a window of 4 hops (the default audio config)")
         unit = 2 * self.hop  # one content frame
         self.block_size = max(1, round(block_seconds * cfg.sample_rate / unit)) * unit
-        self.pitch_shift, self.match_pitch, self.timbre_match = pitch_shift, match_pitch, timbre_match
+        self.pitch_cfg, convert = model.cfg.pitch, model.cfg.convert
+        self.pitch_shift, self.match_pitch = pitch_shift, match_pitch
+        self.timbre_match = convert.timbre_match if timbre_match is None else timbre_match
+        self.clamp = convert.mel_clamp
         self.bf16 = model.vocoder.bf16 if bf16 is None else bf16
         dtype = torch.bfloat16 if self.bf16 else torch.float32
         with torch.inference_mode():
@@ -99,8 +101,8 @@ class Stream:
         self.yin_start = 0
         self.max_level = cfg.target_db  # until louder speech comes: frames 45 dB under speech level are silent
         self.pitch_frames = 0  # pitch frames handed to the decoder
-        self.src = [0, 0.0, 0.0]  # voiced frames, sum and sum of squares of the source's log-F0
-        self.spec = [0, None, -math.inf]  # output speech frames, their log-mel sum, the loudest frame's level
+        self.register = pitch.Register(self.pitch_cfg)  # the source's log-F0 register so far
+        self.spectrum = timbre.SpeechSpectrum(convert.speech_frames_db)  # the output's speech spectrum so far
         self.out = np.zeros(self.delay, np.float32)  # converted samples not yet returned (silence first)
         self.stats = StreamStats(self.block_size / cfg.sample_rate)
         log_mel(np.zeros(cfg.win_length, np.float32), cfg)  # the filterbank and FFT plans, before the first block
@@ -169,11 +171,12 @@ class Stream:
         mel = self._mel(new)
         self.mel_frames = last + 1
         # raw F0 of every frame whose whole analysis window has arrived
-        last_yin = (self.n_in - pitch.FRAME_LENGTH // 2) // hop
+        frame_length = self.pitch_cfg.frame_length
+        last_yin = (self.n_in - frame_length // 2) // hop
         ynew = np.arange(self.yin_start + len(self.yin[0]), last_yin + 1)
         if len(ynew):
-            fr = self._windows(ynew, pitch.FRAME_LENGTH)
-            for acc, v in zip(self.yin, pitch.yin(fr, self.cfg.sample_rate)):
+            fr = self._windows(ynew, frame_length)
+            for acc, v in zip(self.yin, pitch.yin(fr, self.cfg.sample_rate, self.pitch_cfg)):
                 acc.extend(v.tolist())
         content = self.content(self.model.net.normalize(mel[None]))
         m = content.shape[2]
@@ -183,10 +186,11 @@ class Stream:
         self.pitch_frames += 2 * m
         p = self._pitch_features(f0)
         out = self.decoder(content, p[None] if self.decoder.pitch is not None else None)
-        mel_out = self._timbre(self.model.net.denormalize(out.clamp(max=MAX_NORMALIZED_MEL))[0])
+        mel_out = self.model.net.denormalize(out, clamp=self.clamp)[0]
+        mel_out = timbre.match(mel_out, self.voice.spectrum, self.spectrum.add(mel_out).mean(), self.timbre_match)
         self.out = np.concatenate([self.out, self.vocoder(mel_out[None])])
         next_yin = self.yin_start + len(self.yin[0])
-        keep = min(self.mel_frames * hop - win // 2, next_yin * hop - pitch.FRAME_LENGTH // 2)  # oldest still needed
+        keep = min(self.mel_frames * hop - win // 2, next_yin * hop - frame_length // 2)  # oldest still needed
         drop = max(0, keep - self.audio_start)
         self.audio, self.audio_start = self.audio[drop:], self.audio_start + drop
 
@@ -213,7 +217,8 @@ class Stream:
         """F0 (Hz) of frames first .. first + n - 1, from the raw YIN frames known now."""
         period, depth, level = (torch.tensor(v) for v in self.yin)
         self.max_level = max(self.max_level, float(level.max()))
-        f0, _ = pitch.contour(period, depth, level, self.cfg.sample_rate, self.max_level, open_end=True)
+        f0, _ = pitch.contour(period, depth, level, self.cfg.sample_rate, self.max_level, self.pitch_cfg,
+                              open_end=True)
         f0 = f0[first - self.yin_start:first - self.yin_start + n]
         if len(f0) < n:  # the newest frame's analysis window has not all arrived: repeat the last known one
             f0 = torch.cat([f0, f0[-1:].expand(n - len(f0))]) if len(f0) else torch.zeros(n)
@@ -223,34 +228,11 @@ class Stream:
         return f0
 
     def _pitch_features(self, f0: torch.Tensor) -> torch.Tensor:
-        voiced = f0[f0 > 0]
-        if len(voiced):
-            lf = torch.log(voiced.double())
-            self.src = [self.src[0] + len(lf), self.src[1] + float(lf.sum()), self.src[2] + float((lf * lf).sum())]
-        source = None
-        n, s, q = self.src
-        if n >= 10:
-            mean = s / n
-            std = math.sqrt(max(q / n - mean * mean, 0.0)) if n > 20 else pitch.DEFAULT_STD
-            source = pitch.PitchStats(mean, max(std, 0.03))
+        """F0 of new frames -> the decoder's pitch input: moved from the source's register so far to the target's."""
+        source = self.register.add(f0).stats()
         target = self.voice.pitch if self.match_pitch else None
-        return pitch.features(pitch.transpose(f0, source if target is not None else None, target, self.pitch_shift))
-
-    def _timbre(self, mel: torch.Tensor) -> torch.Tensor:
-        """The timbre match of `VoiceConverter._convert_mel` with the output's mean spectrum so far."""
-        if self.timbre_match <= 0 or self.voice.spectrum is None:
-            return mel
-        level = torch.logsumexp(mel, dim=0)
-        self.spec[2] = max(self.spec[2], float(level.max()))
-        keep = level > self.spec[2] - SPEECH_FRAMES_DB / 20 * math.log(10)
-        if keep.any():
-            s = mel[:, keep].sum(dim=1)
-            self.spec[0] += int(keep.sum())
-            self.spec[1] = s if self.spec[1] is None else self.spec[1] + s
-        if self.spec[0] == 0:
-            return mel
-        delta = self.voice.spectrum - self.spec[1] / self.spec[0]
-        return mel + self.timbre_match * (delta - delta.mean())[:, None]
+        return pitch.features(pitch.transpose(f0, source if target is not None else None, target, self.pitch_shift),
+                              self.pitch_cfg)
 
 
 def stream_file(stream: Stream, source: str | os.PathLike, output: str | os.PathLike) -> dict:

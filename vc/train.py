@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import export_inference, load_checkpoint, save_checkpoint
+from .checkpoint import export_inference, load_checkpoint, read_config, save_checkpoint
 from .config import Config
 from .data import SegmentSampler, Utterance, list_utterances, load_features
 from .distributed import Dist, StopRequest, setup
@@ -189,9 +189,8 @@ def _train(cfg: Config, data: str | Path, out: Path, dev: str | Path | None, max
     state = None
     if last.is_file():
         state = load_checkpoint(last)
-        steps = cfg.train.steps
-        cfg = Config.from_dict(state["config"])
-        cfg.train.steps = steps  # a resumed run may be extended; everything else is the run's own
+        # a resumed run may be extended; everything else is the run's own
+        cfg = read_config(state, last).replace(train={"steps": cfg.train.steps})
         if d.main:
             print(f"resuming {last} at step {state['step']}")
     t = cfg.train
@@ -204,7 +203,7 @@ def _train(cfg: Config, data: str | Path, out: Path, dev: str | Path | None, max
     speakers = sorted({u.speaker for u in utts})
     if state is not None and state["speakers"] != speakers:
         raise VCError(f"{data}: not the speakers that {last} was trained on")
-    cfg.model.n_speakers = len(speakers)
+    cfg = cfg.replace(model={"n_speakers": len(speakers)})
     spk_index = {s: i for i, s in enumerate(speakers)}
     train_utts, train_mels, train_f0s = shard_features(train_utts, cfg.audio, out / "features-train.pt", d)
     held_mels, dev_set = [], ([], [], [])
@@ -220,7 +219,7 @@ def _train(cfg: Config, data: str | Path, out: Path, dev: str | Path | None, max
         print(f"{len(train_utts)} training utterances of {len(speakers)} speakers, {len(held_utts)} held out, "
               f"{len(dev_set[0])} dev utterances" + (f"; {d.world} processes" if d.world > 1 else ""))
 
-    net = VoiceConverterNet(cfg.model)
+    net = VoiceConverterNet(cfg.model, cfg.audio.n_mels)
     clf = SpeakerClassifier(cfg.model)
     spk_head = nn.Linear(cfg.model.speaker_dim, cfg.model.n_speakers)
     all_frames = torch.cat([m.float() for m in train_mels], dim=1)

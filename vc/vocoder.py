@@ -1,7 +1,6 @@
 """Mel to waveform: a Vocos-style neural vocoder trained in this project, and Griffin-Lim (no training) as fallback."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
@@ -10,7 +9,7 @@ import torch
 from torch import nn
 
 from .audio import LOG_FLOOR, hann_window, mel_filterbank, stft
-from .config import VOCODERS, AudioConfig, VocoderConfig
+from .config import VOCODERS, AudioConfig, Config, VocoderConfig
 from .errors import VCError
 from .model import CausalConv1d
 from .runtime import fast_bf16
@@ -94,19 +93,18 @@ class NeuralVocoder:
         return self.net.synthesize(log_mag, phase, length)[0].cpu()
 
 
-def vocoder_state(net: Vocos) -> dict:
-    """The vocoder entry of a file: its config and weights."""
-    return {"config": dataclasses.asdict(net.cfg),
-            "weights": {k: v.detach().float().clone() for k, v in net.state_dict().items()}}
+def vocoder_weights(net: Vocos) -> dict[str, torch.Tensor]:
+    """The vocoder entry of a file: its weights (its architecture is the file's `Config.vocoder`)."""
+    return {k: v.detach().float().clone() for k, v in net.state_dict().items()}
 
 
-def build_vocoder(state: dict, audio: AudioConfig) -> Vocos:
+def build_vocoder(weights: dict[str, torch.Tensor], cfg: Config) -> Vocos:
     with torch.device("meta"):  # no random initialization of weights that the file replaces
-        net = Vocos(audio, VocoderConfig(**state["config"]))
+        net = Vocos(cfg.audio, cfg.vocoder)
     # stored in fp16; numpy converts on one thread, where torch's parallel copy waits for a second core that a busy
     # machine rarely gives it (0.9 s against 0.2 s under load, the same numbers)
     weights = {k: v if not v.is_floating_point() else v.float() if v.dtype == torch.bfloat16
-               else torch.from_numpy(v.numpy().astype(np.float32)) for k, v in state["weights"].items()}
+               else torch.from_numpy(v.numpy().astype(np.float32)) for k, v in weights.items()}
     net.load_state_dict(weights, assign=True)
     return net.eval()
 
@@ -159,15 +157,16 @@ class GriffinLim:
         return (wav, angles) if return_phase else wav
 
 
-def load_vocoder(name: str, cfg: AudioConfig, state: dict | None = None, **kwargs) -> GriffinLim | NeuralVocoder:
-    """`name` from VOCODERS; "vocos" needs `state`, the vocoder entry of a checkpoint."""
+def load_vocoder(name: str, cfg: Config, weights: dict | None = None, **kwargs) -> GriffinLim | NeuralVocoder:
+    """`name` from VOCODERS; "vocos" needs `weights`, the vocoder entry of a checkpoint (architecture: `cfg.vocoder`).
+    """
     if name == "griffin-lim":
-        return GriffinLim(cfg, **kwargs)
+        return GriffinLim(cfg.audio, **kwargs)
     if name == "vocos":
-        if state is None:
+        if weights is None:
             raise VCError("this checkpoint has no neural vocoder; use --vocoder griffin-lim")
         try:
-            return NeuralVocoder(build_vocoder(state, cfg), **kwargs)
-        except (KeyError, TypeError, RuntimeError) as e:
+            return NeuralVocoder(build_vocoder(weights, cfg), **kwargs)
+        except (KeyError, TypeError, RuntimeError, AttributeError) as e:
             raise VCError(f"the checkpoint's vocoder does not match this vc ({str(e).splitlines()[0][:200]})") from None
     raise VCError(f"unknown vocoder '{name}' (choose from: {', '.join(VOCODERS)})")

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .audio import hann_window, load_wav, log_mel, stft
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import AudioConfig, VocoderConfig
+from .checkpoint import load_checkpoint, read_config, save_checkpoint
+from .config import AudioConfig, Config, VocoderConfig
 from .data import list_utterances
 from .errors import VCError
 from .train import warmup_cosine
-from .vocoder import Vocos, vocoder_state
+from .vocoder import Vocos, vocoder_weights
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +162,11 @@ class Segments:
 def train_vocoder(data: str | Path, out: str | Path, *, audio: AudioConfig | None = None,
                   model_cfg: VocoderConfig | None = None, cfg: VocoderTrainConfig | None = None,
                   init: str | Path | None = None, finetune_on: str | Path | None = None,
-                  max_minutes: float | None = None) -> Path:
+                  max_minutes: float | None = None, causal: bool | None = None) -> Path:
     """Train (or, with `init`, continue from an exported vocoder) and export `out/vocoder.pt`.
 
     `finetune_on`: a converter checkpoint whose teacher-forced reconstructions replace `recon_share` of the mels.
+    `causal`: a streamable vocoder (None: as `model_cfg`, or as the `init` vocoder, which it must agree with).
     Resumes from `out/vocoder-last.pt` when it exists.
     """
     out = Path(out)
@@ -174,12 +175,21 @@ def train_vocoder(data: str | Path, out: str | Path, *, audio: AudioConfig | Non
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    state = load_checkpoint(init)["vocoder"] if init is not None else None
-    if state is not None:
-        model_cfg = VocoderConfig(**state["config"])  # an initial vocoder brings its own architecture
+    weights = None
+    if init is not None:  # an initial vocoder brings its own architecture
+        start = load_checkpoint(init)
+        if start.get("vocoder") is None:
+            raise VCError(f"{init}: not a vocoder file (write one with `vc train-vocoder`)")
+        init_cfg = read_config(start, init)
+        if causal is not None and causal != init_cfg.vocoder.causal:
+            raise VCError(f"{init}: its vocoder is {'' if init_cfg.vocoder.causal else 'not '}causal; "
+                          "--causal cannot change that (train from scratch instead)")
+        model_cfg, weights = init_cfg.vocoder, start["vocoder"]
+    elif causal is not None:
+        model_cfg = dataclasses.replace(model_cfg, causal=causal)
     net = Vocos(audio, model_cfg)
-    if state is not None:
-        net.load_state_dict(state["weights"])
+    if weights is not None:
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
     last, step = out / "vocoder-last.pt", 0
     if last.is_file():
@@ -201,10 +211,10 @@ def train_vocoder(data: str | Path, out: str | Path, *, audio: AudioConfig | Non
     sampler = Segments(wavs, mels, recon, audio, cfg)
 
     def save() -> None:
+        config = Config(audio=audio, vocoder=model_cfg).to_dict()
         save_checkpoint(last, {"kind": "vocoder-train", "weights": net.state_dict(), "optimizer": opt.state_dict(),
-                               "step": step, "config": dataclasses.asdict(model_cfg)})
-        save_checkpoint(out / "vocoder.pt", {"kind": "vocoder", "audio": dataclasses.asdict(audio),
-                                             "vocoder": vocoder_state(net),
+                               "step": step, "config": config, "settings": dataclasses.asdict(cfg)})
+        save_checkpoint(out / "vocoder.pt", {"kind": "vocoder", "config": config, "vocoder": vocoder_weights(net),
                                              "meta": {"step": step, "data": str(data),
                                                       "finetune_on": str(finetune_on or "")}})
 
