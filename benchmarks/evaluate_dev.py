@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from world_vc import world_convert
 
 import vc
-from vc.api import STREAM_CHECKPOINT
+from vc.registry import shipped_path
 from vc.audio import load_wav, normalize_loudness, save_wav
 from vc.config import VOCODERS, AudioConfig
 from vc.evaluate import COLUMNS, JUDGES, Row, Scorer, evaluate, format_table, summarize
@@ -183,7 +183,7 @@ def main() -> None:
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
     p.add_argument("--vocoder", default=None, choices=VOCODERS,
                    help="the model's mel-to-waveform stage (default: the checkpoint's own, else griffin-lim)")
-    p.add_argument("--stream-checkpoint", default=str(STREAM_CHECKPOINT),
+    p.add_argument("--stream-checkpoint", default=str(shipped_path("stream")),
                    help="the causal model of the `stream` system (the streaming engine of `vc live`)")
     p.add_argument("--block-ms", type=float, default=25.0, help="block length of the `stream` system")
     p.add_argument("--timbre-match", type=float, default=None, help="the model's timbre match (default: its own)")

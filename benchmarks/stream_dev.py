@@ -20,7 +20,7 @@ import torch
 from evaluate_dev import make_pairs, read_split
 
 import vc
-from vc.api import STREAM_CHECKPOINT
+from vc.registry import shipped_path
 from vc.audio import log_mel, normalize_loudness
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def speed(model, clips: list[dict], seconds: float = 30.0) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default=str(STREAM_CHECKPOINT))
+    p.add_argument("--checkpoint", default=str(shipped_path("stream")))
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dev"))
     p.add_argument("--pairs", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)

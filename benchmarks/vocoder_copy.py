@@ -18,22 +18,20 @@ import numpy as np
 import torch
 
 from vc.audio import load_wav, log_mel, save_wav
-from vc.checkpoint import load_checkpoint
+from vc.checkpoint import MEL_FIELDS, load_checkpoint, read_config
 from vc.config import AudioConfig
 from vc.evaluate import format_table
 from vc.judges import DnsmosJudge, mcd, mel_cepstrum, require, world_f0
 from vc.vocoder import GriffinLim, load_vocoder
 
 ROOT = Path(__file__).resolve().parents[1]
-MEL_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmin", "fmax")
 
 
 def load_neural(path: str) -> tuple[object, AudioConfig]:
     """The neural vocoder of a checkpoint, and the audio config it was trained with."""
-    ckpt = load_checkpoint(path)
-    audio = ckpt.get("audio") or ckpt.get("config", {}).get("audio")
-    cfg = AudioConfig(**audio) if audio else AudioConfig()
-    return load_vocoder("vocos", cfg, state=ckpt.get("vocoder")), cfg
+    ckpt = load_checkpoint(path)  # any version: read as the current layout
+    cfg = read_config(ckpt, path)
+    return load_vocoder("vocos", cfg, ckpt.get("vocoder")), cfg.audio
 
 
 def main() -> None:

@@ -18,7 +18,22 @@ def test_bench_measures_and_prints(tiny_checkpoint, tmp_path):
     assert set(row["stages_s"]) == set(STAGES) and all(v >= 0 for v in row["stages_s"].values())
     assert len(result["cold_start_s"]) == 1 and result["machine"]["cores"] >= 1
     table = format_table(result)
-    assert "| griffin-lim | 1 |" in table and "cold start" in table and "streaming" in table
+    assert "| griffin-lim | 1 |" in table and "cold start" in table
+    assert "streaming" not in row and "not measured (only Griffin-Lim rows" in table  # Griffin-Lim cannot stream
+    assert "| 25 ms |" not in table
+
+
+def test_table_shows_the_streaming_figures_it_is_given():
+    figures = {"latency_ms": 75.0, "mean_ms": 6.21, "p95_ms": 7.17, "max_ms": 100.7, "real_time_share": 0.248,
+               "rtf": 0.25}
+    row = {"vocoder": "vocos", "threads": 1, "rtf": 0.0118, "wall_s": [0.354], "audio_s": 30.0,
+           "first_conversion_s": 0.45, "peak_rss_mb": 414.0, "stages_s": {s: 0.1 for s in STAGES},
+           "streaming": {"25": figures}}
+    result = {"machine": {"cpu": "test", "cores": 2, "isa": "AVX512", "torch": "2", "bf16": True,
+                          "load_average": 1.3}, "clip": "a clip", "cold_start_s": [1.7], "rows": [row]}
+    table = format_table(result)
+    assert "| 1 | 25 ms | 75.0 ms | 6.21 ms | 7.17 ms | 100.70 ms | 25 % | 0.250 |" in table
+    assert "not measured" not in table
 
 
 def test_default_clips_without_shared_data_are_synthetic(tmp_path):

@@ -245,7 +245,7 @@ def format_table(result: dict) -> str:
                      f"{r['first_conversion_s']:.2f} | {r['peak_rss_mb']:.0f} | {shares} |")
     streaming = [r for r in result["rows"] if "streaming" in r]
     lines += ["", "streaming (`vc stream`, checkpoints/stream.pt; Griffin-Lim cannot stream): "
-              + ("" if streaming else "not measured (no checkpoints/stream.pt)")]
+              + ("" if streaming else "not measured (only Griffin-Lim rows, or no checkpoints/stream.pt)")]
     if streaming:
         lines += ["", "| threads | block | latency | compute per block: mean | p95 | max | share of the block | RTF |",
                   "|---|---|---|---|---|---|---|---|"]

@@ -1,0 +1,139 @@
+"""One file holds the config and the weights. Every checkpoint loads with `torch.load(weights_only=True)` and carries
+the whole `Config` under "config"; inference checkpoints add the converter's weights ("model"), the vocoder's
+("vocoder", float16) and "meta"."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import SECTIONS, Config
+from .errors import VCError, reason
+from .files import atomic_path
+from .model import VoiceConverterNet
+
+FORMAT = "vc-checkpoint"
+MEL_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmin", "fmax")  # what a mel depends on
+VERSION = 2  # bump when the layout of the file changes; loading refuses versions it does not know
+# Version 1 kept the vocoder's config beside its weights, n_mels in the model section, and the pitch and conversion
+# settings as module constants (their defaults): `_upgrade` reads such files as version 2.
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write atomically: a crash or a full disk mid-write leaves the previous file intact."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
+    except (OSError, RuntimeError) as e:  # disk full, quota, read-only: torch.save may wrap the OSError
+        kept = "; the previous file is intact" if path.is_file() else ""
+        raise VCError(f"{path}: could not write the checkpoint ({reason(e)[:160]}){kept}") from None
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a checkpoint; raise VCError naming the file for missing, corrupt or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise VCError(f"{path}: checkpoint not found" if not path.is_dir() else f"{path}: is a folder, not a checkpoint")
+    if path.stat().st_size == 0:
+        raise VCError(f"{path}: checkpoint is empty")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError, KeyError,
+            UnicodeDecodeError) as e:
+        raise VCError(f"{path}: corrupt, truncated or not a checkpoint ({reason(e)[:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise VCError(f"{path}: not a vc checkpoint")
+    if ckpt.get("version") == 1:
+        ckpt = _upgrade(ckpt)
+    if ckpt.get("version") != VERSION:
+        raise VCError(f"{path}: checkpoint format version {ckpt.get('version')} is not supported "
+                      f"(this vc reads versions 1 and {VERSION})")
+    return ckpt
+
+
+def _upgrade(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 file as version 2 (see VERSION). Only inference, training and vocoder files held configs."""
+    ckpt = {**ckpt, "version": VERSION}
+    vocoder = ckpt.get("vocoder")
+    if ckpt.get("kind") in ("inference", "training"):
+        d = {name: dict(ckpt["config"].get(name, {})) for name in SECTIONS}
+        n_mels = d["model"].pop("n_mels", d["audio"].get("n_mels", 80))
+        if n_mels != d["audio"].get("n_mels", 80):
+            raise VCError(f"the model's n_mels ({n_mels}) differs from the audio's")
+        d["model"].setdefault("pitch", False)  # written before the decoder took pitch
+        if isinstance(vocoder, dict) and "config" in vocoder:
+            d["vocoder"], ckpt["vocoder"] = vocoder["config"], vocoder["weights"]
+        ckpt["config"] = Config().replace(**d).to_dict()
+    elif ckpt.get("kind") == "vocoder":
+        ckpt["config"] = Config().replace(audio=ckpt.pop("audio", {}), vocoder=vocoder["config"]).to_dict()
+        ckpt["vocoder"] = vocoder["weights"]
+    return ckpt
+
+
+def read_config(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> Config:
+    """The checkpoint's own config, checked: a missing section or an impossible value names the file."""
+    try:
+        return Config.from_dict(ckpt["config"])
+    except KeyError:
+        raise VCError(f"{path}: checkpoint has no config") from None
+    except (VCError, TypeError) as e:
+        raise VCError(f"{path}: bad config ({reason(e)[:200]})") from None
+
+
+def check_weights(weights: dict[str, torch.Tensor], path: str | os.PathLike, what: str = "weights") -> None:
+    """Refuse weights that are not all finite: such a model converts to noise."""
+    for name, w in weights.items():
+        if not isinstance(w, torch.Tensor):
+            raise VCError(f"{path}: {what} entry {name} is not a tensor")
+        if w.is_floating_point() and not bool(torch.isfinite(w).all()):
+            raise VCError(f"{path}: {what} hold NaN or infinite values ({name}); the file is damaged")
+
+
+def build_model(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> tuple[VoiceConverterNet, Config]:
+    """Rebuild the inference network from a checkpoint's own config and load its weights."""
+    cfg = read_config(ckpt, path)
+    try:
+        check_weights(ckpt["model"], path)
+        with torch.device("meta"):  # no random initialization of weights that the checkpoint replaces
+            net = VoiceConverterNet(cfg.model, cfg.audio.n_mels)
+        net.load_state_dict(ckpt["model"], assign=True)
+    except (KeyError, TypeError, RuntimeError, AttributeError) as e:
+        raise VCError(f"{path}: checkpoint does not match this model ({reason(e)[:200]})") from None
+    return net.eval(), cfg
+
+
+def export_inference(path: str | os.PathLike, net: VoiceConverterNet, cfg: Config,
+                     meta: dict[str, Any] | None = None, vocoder: dict[str, torch.Tensor] | None = None) -> Path:
+    """Weights and config only (no optimizer state): small, and safe to load with weights_only=True.
+
+    `vocoder`: the vocoder's weights (its architecture is `cfg.vocoder`), bundled so that one file holds the whole
+    converter; stored in float16 (half the size; it computes in float32 after loading)."""
+    state = {k: v.detach().to(torch.float32).clone() for k, v in net.state_dict().items()}
+    payload = {"kind": "inference", "config": cfg.to_dict(), "model": state, "meta": dict(meta or {})}
+    if vocoder is not None:
+        payload["vocoder"] = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in vocoder.items()}
+    return save_checkpoint(path, payload)
+
+
+def with_vocoder(cfg: Config, vocoder_ckpt: str | os.PathLike) -> tuple[Config, dict[str, torch.Tensor]]:
+    """A converter's config with the vocoder of a `vc train-vocoder` file, and that vocoder's weights. The two must
+    share every audio setting (sample rate, STFT, mel bands): a vocoder fed other mels than it learned from
+    garbles everything, silently."""
+    ckpt = load_checkpoint(vocoder_ckpt)
+    if ckpt.get("vocoder") is None:
+        raise VCError(f"{vocoder_ckpt}: not a vocoder file (write one with `vc train-vocoder`)")
+    theirs = read_config(ckpt, vocoder_ckpt)
+    if theirs.audio != cfg.audio:
+        diff = ", ".join(f"{k} {getattr(theirs.audio, k)} vs {getattr(cfg.audio, k)}" for k in MEL_FIELDS
+                         if getattr(theirs.audio, k) != getattr(cfg.audio, k))
+        if diff:
+            raise VCError(f"{vocoder_ckpt}: the vocoder's audio settings differ from the converter's ({diff})")
+    check_weights(ckpt["vocoder"], vocoder_ckpt, "vocoder weights")
+    return dataclasses.replace(cfg, vocoder=theirs.vocoder), ckpt["vocoder"]

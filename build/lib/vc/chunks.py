@@ -1,0 +1,90 @@
+"""Long audio: a file of any length converted chunk by chunk through the converter's own stages, with bounded memory.
+
+Chunks of `chunk_seconds` overlap by `overlap_seconds` and the overlap is cross-faded (with Griffin-Lim, each chunk
+also starts from the phases the previous one ended with), so that joins are inaudible. The source's pitch register
+accumulates over the chunks seen so far.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from . import pitch
+from .audio import SILENCE_DBFS, normalize_loudness
+from .errors import VCError
+from .vocoder import GriffinLim
+
+if TYPE_CHECKING:
+    from .api import Voice, VoiceConverter
+
+
+def _chunks(blocks: Iterable[np.ndarray], size: int, step: int, overlap: int) -> Iterator[np.ndarray]:
+    """Blocks of any length -> chunks of `size` samples every `step`, then what is left (if more than the overlap)."""
+    buf, emitted = np.zeros(0, np.float32), False
+    for block in blocks:
+        buf = np.concatenate([buf, np.asarray(block, np.float32)])
+        while len(buf) >= size:
+            yield buf[:size]
+            buf, emitted = buf[step:], True
+    if len(buf) > (overlap if emitted else 0):
+        yield buf
+
+
+def _gain(y: np.ndarray, previous: np.ndarray | None, overlap: int, sample_rate: int, target_db: float) -> float:
+    """The decoder's output level follows its context. Each chunk's gain lies halfway (in dB) between the one that
+    brings its own speech to the target level and the one that matches the previous chunk where they overlap: steps
+    at the joins halve, and the level cannot drift away from the target."""
+    target = normalize_loudness(y, sample_rate, target_db)
+    gain = float(np.dot(target, y) / max(np.dot(y, y), 1e-12))
+    head = y[:overlap]
+    if previous is not None and np.dot(head, head) > 0:
+        gain = float(np.sqrt(gain * np.sqrt(np.dot(previous, previous) / np.dot(head, head))))
+    return gain
+
+
+def convert_chunks(model: "VoiceConverter", blocks: Iterable[np.ndarray], voice: "Voice", *,
+                   chunk_seconds: float = 30.0, overlap_seconds: float = 1.0, pitch_shift: float = 0.0,
+                   match_pitch: bool = True, timbre_match: float | None = None, name: str = "<audio>"
+                   ) -> Iterator[np.ndarray]:
+    """Blocks of float32 at the model's rate (any lengths) -> the converted audio, block by block, as long in all."""
+    c = model.cfg.audio
+    hop = c.hop_length
+    size = max(2, round(chunk_seconds * c.sample_rate / hop)) * hop
+    overlap = min(size // 2, max(1, round(overlap_seconds * c.sample_rate / hop)) * hop)
+    step = size - overlap
+    fade = (0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)).astype(np.float32)
+    register = pitch.Register(model.cfg.pitch)
+    pending: np.ndarray | None = None  # the previous chunk's last `overlap` output samples
+    phase: torch.Tensor | None = None
+    speech = False
+    for x in _chunks(blocks, size, step, overlap):
+        if 10 * np.log10(np.max(x ** 2) + 1e-20) < SILENCE_DBFS:
+            y, phase = np.zeros_like(x), None
+        else:
+            x = normalize_loudness(x, c.sample_rate, c.target_db)
+            f0 = pitch.track(x, c, model.cfg.pitch)[0]
+            p = model.source_pitch(x, voice, pitch_shift=pitch_shift, match_pitch=match_pitch,
+                                   source_stats=register.add(f0).stats(), f0=f0)
+            mel = model.decode(model.encode(x), voice, p, timbre_match=timbre_match)
+            if isinstance(model.vocoder, GriffinLim):
+                with torch.inference_mode():
+                    y, angles = model.vocoder(mel.float().cpu(), len(x), init=phase, return_phase=True)
+                y, phase = y.numpy().astype(np.float32), angles[:, step // hop:] if len(x) == size else None
+            else:
+                y = model.vocode(mel, len(x))
+            y = y * _gain(y, pending, overlap, c.sample_rate, c.target_db)
+            speech = True
+        if pending is not None:
+            y[:overlap] = pending * (1 - fade) + y[:overlap] * fade
+        if len(x) == size:
+            yield y[:-overlap]
+            pending = y[-overlap:]
+        else:
+            pending = None
+            yield y
+    if not speech:
+        raise VCError(f"{name}: clip is silent")
+    if pending is not None:
+        yield pending

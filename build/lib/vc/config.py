@@ -1,0 +1,242 @@
+"""The one configuration: every setting that changes what a model computes, in frozen dataclasses that travel whole
+inside every checkpoint. Recipes (YAML) override fields of the defaults; a checkpoint's config is read as written,
+with every section present, and checked for impossible values."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import VCError
+
+PARTS = ("speaker", "adain", "pitch", "decoder", "content")  # what `AdaptConfig.parts` may name
+VOCODERS = ("vocos", "griffin-lim")  # mel-to-waveform stages `load_vocoder` knows
+LAYOUTS = ("folder", "vctk", "libritts", "librispeech")  # corpus layouts `vc prepare` reads
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au"}  # read by soundfile
+
+
+class _Checked:
+    """Frozen dataclasses whose fields are checked on creation: `_rules` maps a field to (test, what it must be)."""
+    _rules: dict = {}
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise VCError(f"{type(self).__name__}.{f.name} must be a number, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise VCError(f"{type(self).__name__}.{f.name} must be finite, got {value!r}")
+        for name, (test, what) in self._rules.items():
+            if not test(self):
+                raise VCError(f"{type(self).__name__}.{name} must be {what}, got {getattr(self, name)!r}")
+
+
+def _positive(*names: str) -> dict:
+    return {n: ((lambda c, n=n: getattr(c, n) > 0), "positive") for n in names}
+
+
+@dataclass(frozen=True)
+class AudioConfig(_Checked):
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    win_length: int = 800  # 50 ms window
+    hop_length: int = 200  # 12.5 ms hop: 80 frames per second
+    n_mels: int = 80
+    fmin: float = 0.0
+    fmax: float = 8000.0
+    trim_db: float = 30.0  # leading/trailing silence below peak - trim_db is cut from references
+    target_db: float = -20.0  # loudness of active speech after normalization (dBFS, RMS)
+    min_seconds: float = 0.5  # shorter clips are rejected
+
+    _rules = {**_positive("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "trim_db", "min_seconds"),
+              "win_length": (lambda c: 0 < c.win_length <= c.n_fft, "between 1 and n_fft"),
+              "hop_length": (lambda c: 0 < c.hop_length <= c.win_length, "between 1 and win_length"),
+              "fmax": (lambda c: 0 <= c.fmin < c.fmax <= c.sample_rate / 2, "above fmin and at most sample_rate / 2"),
+              "target_db": (lambda c: c.target_db < 0, "negative (dBFS)")}
+
+
+@dataclass(frozen=True)
+class PitchConfig(_Checked):
+    """The YIN tracker of `vc.pitch` and the normalization of the log-F0 the networks see."""
+    fmin: float = 50.0  # Hz: the range searched (bass voice to child's voice)
+    fmax: float = 600.0
+    threshold: float = 0.15  # YIN's absolute threshold on the cumulative-mean-normalized difference
+    voiced_max_cmnd: float = 0.3  # frames whose best dip is shallower than this are unvoiced
+    silence_db: float = 45.0  # frames this far below the clip's loudest are unvoiced
+    frame_length: int = 1024  # samples per analysis frame, centred on the mel frame
+    log_f0_center: float = math.log(150.0)  # fixed normalization of log-F0 for the networks
+    log_f0_scale: float = 0.5
+    default_std: float = 0.15  # log-F0 spread used when a clip has too few voiced frames to measure one
+
+    _rules = {**_positive("fmin", "threshold", "voiced_max_cmnd", "silence_db", "frame_length", "log_f0_scale",
+                          "default_std"),
+              "fmax": (lambda c: c.fmin < c.fmax, "above fmin")}
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Checked):
+    channels: int = 256
+    kernel_size: int = 5
+    content_blocks: int = 4  # the second block halves the time rate
+    content_dim: int = 16  # narrow bottleneck: room for phonetic content, not for timbre
+    speaker_blocks: int = 4  # each halves the time rate before pooling
+    speaker_dim: int = 128
+    decoder_blocks: int = 6  # half at the content rate, half at the mel rate, each with AdaIN
+    pitch: bool = True  # the decoder is conditioned on log-F0 moved to the target's register
+    causal: bool = False  # streamable: content encoder and decoder see past frames only, but for `lookahead`
+    lookahead: int = 2  # with `causal`: future mel frames the content encoder's first layer sees (12.5 ms each)
+    norm_window: int = 0  # with `causal`: instance norm over the last this many mel frames (0: the whole clip)
+    classifier_channels: int = 256
+    classifier_dropout: float = 0.3
+    n_speakers: int = 1  # training speakers; sized from the data by `vc train`
+
+    _rules = {**_positive("channels", "kernel_size", "content_dim", "speaker_blocks", "speaker_dim",
+                          "decoder_blocks", "classifier_channels", "n_speakers"),
+              "content_blocks": (lambda c: c.content_blocks >= 2, "at least 2 (the second halves the rate)"),
+              "lookahead": (lambda c: 0 <= c.lookahead < c.kernel_size, "between 0 and kernel_size - 1"),
+              "norm_window": (lambda c: c.norm_window >= 0, "0 or positive"),
+              "classifier_dropout": (lambda c: 0 <= c.classifier_dropout < 1, "in [0, 1)")}
+
+
+@dataclass(frozen=True)
+class VocoderConfig(_Checked):
+    """Vocos-style vocoder: ConvNeXt blocks at the mel frame rate predict STFT magnitude and phase; an inverse STFT
+    (the project's n_fft, window and hop) makes the waveform."""
+    dim: int = 384
+    layers: int = 8
+    intermediate: int = 1152
+    kernel_size: int = 7
+    causal: bool = False  # streamable: every layer sees past mel frames only
+
+    _rules = _positive("dim", "layers", "intermediate", "kernel_size")
+
+
+@dataclass(frozen=True)
+class ConvertConfig(_Checked):
+    """What the converter does around the networks (`VoiceConverter.decode`, the stream, the ONNX decoder)."""
+    edge_pad: int = 32  # mel frames mirrored at both ends of a clip: zero-padded edges otherwise give a burst
+    mel_clamp: float = 4.0  # decoder output above this many standard deviations over a band's mean is a glitch
+    timbre_match: float = 1.0  # default share of the mean-spectrum match after the decoder
+    speech_frames_db: float = 30.0  # frames within this many dB of the loudest count as speech for a mean spectrum
+
+    _rules = {**_positive("mel_clamp", "speech_frames_db"),
+              "edge_pad": (lambda c: c.edge_pad >= 0, "0 or positive"),
+              "timbre_match": (lambda c: 0 <= c.timbre_match <= 1, "between 0 and 1")}
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Checked):
+    seed: int = 1234
+    steps: int = 20000
+    batch_size: int = 32
+    segment_frames: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    grad_clip: float = 5.0
+    adv_weight: float = 0.05  # final weight of the adversarial (anti-speaker) term on the content code
+    adv_start: int = 1000  # the classifier learns alone before the encoder is pushed against it
+    adv_ramp: int = 5000  # steps over which the adversarial weight ramps from 0 to adv_weight
+    speaker_ce_weight: float = 0.1  # auxiliary speaker classification on the speaker embedding
+    freq_warp: float = 0.12  # content input is stretched along frequency by up to +-12% (timbre scrambling)
+    bf16: bool = True  # bf16 autocast where it pays (`vc.runtime.fast_bf16`)
+    threads: int = 0  # torch threads; 0 keeps torch's default
+    num_val_utterances: int = 40
+    val_every: int = 1000
+    log_every: int = 50
+    checkpoint_minutes: float = 5.0
+    export_every: int = 0  # also export an inference snapshot at validations every this many steps (0: never)
+    dev_data: str = ""  # validation split; empty: a `dev` folder beside the training data, if any
+
+    _rules = {**_positive("steps", "batch_size", "segment_frames", "lr", "grad_clip", "val_every", "log_every",
+                          "checkpoint_minutes"),
+              "freq_warp": (lambda c: 0 <= c.freq_warp < 1, "in [0, 1)"),
+              "threads": (lambda c: c.threads >= 0, "0 or positive")}
+
+
+@dataclass
+class AdaptConfig:
+    """`vc adapt`: fine-tuning a trained converter on new speakers (see `vc.adapt`)."""
+    parts: tuple[str, ...] = ("speaker", "adain")  # the speaker encoder and the decoder's AdaIN affine layers
+    steps: int = 1500
+    minutes: float | None = 10.0  # budget for the whole run, feature extraction included; the learning rate anneals
+    lr: float = 5e-4  # to its floor by then or by `steps`, whichever comes first
+    warmup_steps: int = 50
+    batch_size: int = 16
+    segment_frames: int = 128
+    seed: int = 1234
+    threads: int = 0  # torch threads; 0 keeps torch's default
+    log_every: int = 25
+    sample_every: int = 500  # TensorBoard audio of conversions between the new speakers
+    checkpoint_minutes: float = 2.0
+
+
+SECTIONS = {"audio": AudioConfig, "pitch": PitchConfig, "model": ModelConfig, "vocoder": VocoderConfig,
+            "convert": ConvertConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a model is: its audio features, pitch features, networks, vocoder, conversion and training."""
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    pitch: PitchConfig = field(default_factory=PitchConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    convert: ConvertConfig = field(default_factory=ConvertConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        """Exactly the sections and fields of `to_dict`: a missing or unknown section or field is an error."""
+        if not isinstance(d, dict):
+            raise VCError(f"a config must be a mapping of sections, got {type(d).__name__}")
+        missing, unknown = sorted(set(SECTIONS) - set(d)), sorted(set(d) - set(SECTIONS))
+        if missing or unknown:
+            raise VCError("config sections " + "; ".join(
+                f"{what}: {', '.join(names)}" for what, names in (("missing", missing), ("unknown", unknown)) if names))
+        return cls(**{name: _build(kind, d[name], name, complete=True) for name, kind in SECTIONS.items()})
+
+    def replace(self, **sections: dict[str, Any]) -> "Config":
+        """A copy with some fields changed: `cfg.replace(train={"steps": 10})`."""
+        unknown = sorted(set(sections) - set(SECTIONS))
+        if unknown:
+            raise VCError(f"unknown config section(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **{name: _build(SECTIONS[name], {**dataclasses.asdict(getattr(self, name)),
+                                                                          **values}, name)
+                                            for name, values in sections.items()})
+
+
+def _build(kind: type, values: dict[str, Any], section: str, complete: bool = False):
+    if not isinstance(values, dict):
+        raise VCError(f"config section '{section}' must be a mapping, got {type(values).__name__}")
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown, missing = sorted(set(values) - names), sorted(names - set(values)) if complete else []
+    if unknown or missing:
+        raise VCError(f"{section}: " + "; ".join(f"{what} field(s) {', '.join(n)}" for what, n in
+                                                 (("unknown", unknown), ("missing", missing)) if n))
+    return kind(**values)
+
+
+def load_recipe(path: str | Path) -> Config:
+    """A recipe is YAML whose sections (audio, pitch, model, vocoder, convert, train) override fields of the
+    defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise VCError(f"{path}: recipe not found")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise VCError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(d, dict):
+        raise VCError(f"{path}: a recipe must be a mapping of sections")
+    try:
+        return Config().replace(**d)
+    except (VCError, TypeError) as e:
+        raise VCError(f"{path}: {e}") from None

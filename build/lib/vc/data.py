@@ -1,0 +1,127 @@
+"""Training data: utterance lists, cached log-mel features, and random segment batches."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import load_wav, log_mel
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import AUDIO_EXTENSIONS, AudioConfig
+from .errors import VCError
+from .pitch import features, track
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class Utterance:
+    path: str
+    speaker: str
+
+
+def list_utterances(root: str | Path) -> list[Utterance]:
+    """A split folder with `utterances.tsv` (columns path, speaker, ...), or one sub-folder of audio per speaker."""
+    root = Path(root)
+    if not root.is_dir():
+        raise VCError(f"{root}: data folder not found")
+    table = root / "utterances.tsv"
+    if table.is_file():
+        with table.open(newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        if rows and not {"path", "speaker"} <= set(rows[0]):
+            raise VCError(f"{table}: needs the columns 'path' and 'speaker'")
+        utts = [Utterance(str(root / r["path"]), r["speaker"]) for r in rows]
+    else:
+        utts = [Utterance(str(p), d.name) for d in sorted(root.iterdir()) if d.is_dir()
+                for p in sorted(d.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS]
+    if not utts:
+        raise VCError(f"{root}: no audio found (expected utterances.tsv or one folder of audio per speaker)")
+    return utts
+
+
+FEATURES_VERSION = 2  # bump when what `load_features` computes changes, so that old caches are rebuilt
+
+
+def load_features(utts: list[Utterance], cfg: AudioConfig, cache: str | Path | None = None
+                  ) -> tuple[list[Utterance], list[torch.Tensor], list[torch.Tensor]]:
+    """Log-mels (n_mels, T) in float16 and F0 contours (T,) in Hz for every readable utterance; unreadable ones are
+    skipped with a warning.
+
+    With `cache`, features are saved there once and reused while the file list and audio config are unchanged.
+    """
+    key = hashlib.sha1(json.dumps([FEATURES_VERSION, asdict(cfg), [asdict(u) for u in utts]]).encode()).hexdigest()
+    if cache is not None and Path(cache).is_file():
+        try:
+            c = load_checkpoint(cache)
+            if c.get("key") == key:
+                return [Utterance(p, s) for p, s in c["utts"]], c["mels"], c["f0s"]
+        except VCError:
+            pass
+    kept, mels, f0s = [], [], []
+    for u in utts:
+        try:
+            wav = load_wav(u.path, cfg)
+        except VCError as e:
+            log.warning("skipped: %s", e)
+            continue
+        kept.append(u)
+        mels.append(log_mel(wav, cfg).to(torch.float16))
+        f0s.append(track(wav, cfg)[0])
+    if not kept:
+        raise VCError("no usable audio in the data folder")
+    if cache is not None:
+        save_checkpoint(cache, {"key": key, "utts": [[u.path, u.speaker] for u in kept], "mels": mels, "f0s": f0s})
+    return kept, mels, f0s
+
+
+class SegmentSampler:
+    """Random (segment, reference, speaker) batches; batch `step` is the same for a given seed, whatever came before.
+
+    Utterances are drawn in proportion to their length. The reference is a crop of another utterance of the same
+    speaker where there is one, so that the speaker path cannot copy the content.
+    """
+
+    def __init__(self, mels: list[torch.Tensor], speaker_ids: list[int], segment: int, seed: int,
+                 f0s: list[torch.Tensor] | None = None):
+        keep = [i for i, m in enumerate(mels) if m.shape[1] >= segment]
+        if not keep:
+            raise VCError(f"no utterance is at least {segment} frames long")
+        self.mels, self.speaker_ids, self.segment, self.seed, self.f0s = mels, speaker_ids, segment, seed, f0s
+        self.index = np.array(keep)
+        lengths = np.array([mels[i].shape[1] for i in keep], dtype=np.float64)
+        self.p = lengths / lengths.sum()
+        self.by_speaker: dict[int, list[int]] = {}
+        for i in keep:
+            self.by_speaker.setdefault(speaker_ids[i], []).append(i)
+
+    def _start(self, i: int, rng: np.random.Generator) -> int:
+        return int(rng.integers(0, self.mels[i].shape[1] - self.segment + 1))
+
+    def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """-> mel (B, n_mels, segment), reference (B, n_mels, segment), speaker ids (B,), float32 log-mels, and the
+        segments' pitch features (B, 2, segment) when the sampler has F0 contours."""
+        rng = np.random.default_rng([self.seed, step])
+        picks = rng.choice(self.index, size=size, p=self.p)
+        segs, refs, ids, pitch = [], [], [], []
+        for i in picks:
+            i = int(i)
+            spk = self.speaker_ids[i]
+            same = [j for j in self.by_speaker[spk] if j != i]
+            j = int(rng.choice(same)) if same else i
+            s = self._start(i, rng)
+            segs.append(self.mels[i][:, s:s + self.segment])
+            if self.f0s is not None:
+                pitch.append(features(self.f0s[i][s:s + self.segment].float()))
+            r = self._start(j, rng)
+            refs.append(self.mels[j][:, r:r + self.segment])
+            ids.append(spk)
+        return (torch.stack(segs).float(), torch.stack(refs).float(), torch.tensor(ids, dtype=torch.long),
+                torch.stack(pitch) if pitch else None)

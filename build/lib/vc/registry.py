@@ -1,0 +1,51 @@
+"""The shipped models, by name: `vc.load_model("default")`, `vc convert --checkpoint stream`.
+
+The files are package data (`vc/checkpoints/` once installed, `checkpoints/` in a source tree), so that a regular
+`pip install .` converts out of the box, and each is checked against its SHA-256 before it is read: a damaged or
+replaced file is refused with one line rather than converting to noise.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .errors import VCError
+
+# name -> (file, SHA-256). Re-shipping a model replaces its file and its checksum here, in the same commit.
+MODELS = {
+    "default": ("default.pt", "7203ad339aa2cd3f09f0a5d07825dbebfae6f2bbcd7ad7080f0ab761bf02342d"),
+    "stream": ("stream.pt", "fc5eec72b184dffd2d05737f85becf3c6e30a151951b21949b387679d6bcb0c9"),  # causal: vc live
+}
+_PACKAGE = Path(__file__).resolve().parent
+FOLDERS = (_PACKAGE / "checkpoints", _PACKAGE.parent / "checkpoints")  # installed; source tree
+
+
+def shipped_path(name: str) -> Path:
+    """Where the shipped model `name` is (not checked)."""
+    file = MODELS[name][0]
+    for folder in FOLDERS:
+        if (folder / file).is_file():
+            return folder / file
+    return FOLDERS[-1] / file
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_checkpoint(spec: str | os.PathLike) -> Path:
+    """A shipped model's name -> its verified file; anything else is a path, returned as it is."""
+    if not isinstance(spec, str) or spec not in MODELS:
+        return Path(spec)
+    path = shipped_path(spec)
+    if not path.is_file():
+        raise VCError(f"{path}: the shipped model '{spec}' is not installed (reinstall vc, or pass a checkpoint path)")
+    if _sha256(path) != MODELS[spec][1]:
+        raise VCError(f"{path}: the shipped model '{spec}' is damaged or was replaced (its SHA-256 differs from "
+                      "vc.registry's); reinstall vc or check out the file again")
+    return path

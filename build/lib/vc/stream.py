@@ -1,0 +1,267 @@
+"""Streaming conversion: audio in blocks of a few tens of milliseconds, converted audio out with a fixed latency.
+
+    stream = vc.load_model("checkpoints/stream.pt").stream("target.wav")
+    for block in blocks:                      # float32 at 16 kHz, a multiple of `stream.block_size` long
+        out = stream.process(block)           # as long as `block`, `stream.latency` seconds behind it
+    tail = stream.flush()
+
+Only a causal model streams (`ModelConfig.causal`, `VocoderConfig.causal`): each layer's output depends on past
+frames and on a bounded look-ahead, so every layer keeps the last few frames of its input and computes only the new
+ones. Instance norm's statistics, which offline come from the whole utterance, come from all frames so far; so do
+the source's pitch register and the output's mean spectrum for the timbre match. The streamed output therefore
+differs from the offline conversion at the start and converges to it as the statistics settle.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import pitch, timbre
+from .audio import AudioWriter, audio_seconds, log_mel, read_blocks
+from .errors import VCError
+from .stream_nets import ContentEncoder, Decoder, Vocoder
+
+PRIME_SECONDS = 3.0  # how much the target clips' statistics count for at the start of a stream
+
+
+@dataclass
+class StreamStats:
+    """Compute time (seconds) of each call of `Stream.process`: the first, and the last `keep`."""
+    block_seconds: float
+    keep: int = 20000
+    first: float | None = None
+    compute: deque = field(default_factory=deque)
+
+    def add(self, seconds: float) -> None:
+        if self.first is None:
+            self.first = seconds
+        else:
+            self.compute.append(seconds)
+            if len(self.compute) > self.keep:
+                self.compute.popleft()
+
+    @property
+    def last(self) -> float:
+        return self.compute[-1] if self.compute else (self.first or 0.0)
+
+    def summary(self) -> dict:
+        """Mean, 95th percentile and maximum in ms over the blocks after the first (which pays for warm-up), and
+        the mean as a share of the block's duration."""
+        c = np.asarray(self.compute or [self.first or 0.0])
+        return {"blocks": len(self.compute) + (self.first is not None), "first_ms": 1e3 * (self.first or 0.0),
+                "mean_ms": 1e3 * float(c.mean()), "p95_ms": 1e3 * float(np.percentile(c, 95)),
+                "max_ms": 1e3 * float(c.max()), "real_time_share": float(c.mean()) / self.block_seconds}
+
+
+class Stream:
+    """Converts a live signal block by block; made by `VoiceConverter.stream`.
+
+    `process(block)` takes float32 samples at the model's rate (any multiple of `block_size` in length) and returns as
+    many converted samples, `latency` seconds behind the input; `flush()` returns the last `latency` seconds.
+    """
+
+    def __init__(self, model, voice, *, block_seconds: float = 0.025, pitch_shift: float = 0.0,
+                 match_pitch: bool = True, timbre_match: float | None = None, bf16: bool | None = None,
+                 prime: np.ndarray | None = None, prime_seconds: float = PRIME_SECONDS):
+        """`model`: a causal `VoiceConverter`; `voice`: its `Voice` of the target; the options are `convert`'s."""
+        net, cfg, vocoder = model.net, model.cfg.audio, getattr(model.vocoder, "net", None)  # None: Griffin-Lim
+        if not net.cfg.causal or vocoder is None or not vocoder.cfg.causal:
+            raise VCError("this model cannot stream: it needs a causal converter and vocoder (checkpoints/stream.pt)")
+        self.model, self.voice, self.cfg = model, voice, cfg
+        self.hop = cfg.hop_length
+        if cfg.win_length != 4 * self.hop or cfg.n_fft < cfg.win_length:
+            raise VCError("streaming needs a window of 4 hops (the default audio config)")
+        unit = 2 * self.hop  # one content frame
+        self.block_size = max(1, round(block_seconds * cfg.sample_rate / unit)) * unit
+        self.pitch_cfg, convert = model.cfg.pitch, model.cfg.convert
+        self.pitch_shift, self.match_pitch = pitch_shift, match_pitch
+        self.timbre_match = convert.timbre_match if timbre_match is None else timbre_match
+        self.clamp = convert.mel_clamp
+        self.bf16 = model.vocoder.bf16 if bf16 is None else bf16
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
+        with torch.inference_mode():
+            self.content = ContentEncoder(net.content_encoder, dtype, net.cfg.norm_window)
+            self.decoder = Decoder(net.decoder, voice.embedding.to(torch.float32), dtype)
+            self.vocoder = Vocoder(model.vocoder.net, dtype)
+            if prime is not None and net.cfg.norm_window <= 0:
+                self._prime(prime, voice, dtype, prime_seconds)
+        self.lookahead = net.cfg.lookahead
+        self.delay = 100 * self.block_size - self._ready(100 * self.block_size)
+        self.latency = (self.block_size + self.delay) / cfg.sample_rate
+        self.audio = np.zeros(0, np.float32)  # input samples from `self.audio_start` on
+        self.audio_start = 0
+        self.n_in = 0
+        self.mel_frames = 0  # mel frames computed
+        self.yin = ([], [], [])  # raw YIN (period, depth, level) of frames from `self.yin_start` on
+        self.yin_start = 0
+        self.max_level = cfg.target_db  # until louder speech comes: frames 45 dB under speech level are silent
+        self.pitch_frames = 0  # pitch frames handed to the decoder
+        self.register = pitch.Register(self.pitch_cfg)  # the source's log-F0 register so far
+        self.spectrum = timbre.SpeechSpectrum(convert.speech_frames_db)  # the output's speech spectrum so far
+        self.out = np.zeros(self.delay, np.float32)  # converted samples not yet returned (silence first)
+        self.stats = StreamStats(self.block_size / cfg.sample_rate)
+        log_mel(np.zeros(cfg.win_length, np.float32), cfg)  # the filterbank and FFT plans, before the first block
+
+    def _prime(self, wav: np.ndarray, voice, dtype: torch.dtype, seconds: float) -> None:
+        """Start instance norm's running statistics from those of `wav` (speech: the target's clips), weighted as
+        `seconds` of frames, instead of from nothing: a model trained with whole-clip statistics otherwise garbles
+        the first seconds, while the statistics of a few frames are far from the clip's."""
+        net, frames = self.model.net, seconds * self.cfg.sample_rate / self.hop
+        mel = net.normalize(log_mel(wav, self.cfg)[None])
+        content = ContentEncoder(net.content_encoder, dtype, 0)
+        decoder = Decoder(net.decoder, voice.embedding.to(torch.float32), dtype)
+        code = content(mel)
+        p = self.model.source_pitch(wav, match_pitch=False)[None, :, :2 * code.shape[2]]
+        decoder(code, p if decoder.pitch is not None else None)
+        for fresh, primed in zip(self.content.norms() + self.decoder.norms, content.norms() + decoder.norms):
+            if primed.n:
+                weight = min(1.0, frames / primed.n)  # the prime counts as `frames` frames (at the layer's rate)
+                fresh.n, fresh.sum, fresh.sq = primed.n * weight, primed.sum * weight, primed.sq * weight
+
+    def run(self, wav: np.ndarray) -> np.ndarray:
+        """Stream a whole signal through, block by block; the output is lined up with it (the delay cut) and as
+        long. For files, tests and benchmarks: live use calls `process`."""
+        n = len(wav)
+        wav = np.pad(np.asarray(wav, np.float32), (0, -n % self.block_size))
+        out = [self.process(wav[i:i + self.block_size]) for i in range(0, len(wav), self.block_size)]
+        return np.concatenate(out + [self.flush()])[self.delay:self.delay + n]
+
+    def _ready(self, n_in: int) -> int:
+        """How many converted samples are final once `n_in` samples have come in: mel frames need half a window
+        after their centre, the content encoder's first layer `lookahead` frames more, content frame j gives mel
+        frames 2j and 2j + 1, and a sample is final when no later frame's window reaches it."""
+        hop, half = self.hop, self.cfg.win_length // 2
+        mel = (n_in - half) // hop  # the last mel frame
+        content = (mel - self.lookahead) // 2  # the last content frame
+        return (2 * content + 2) * hop - half
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block, np.float32).reshape(-1)
+        if len(block) % self.block_size:
+            raise VCError(f"a block must be a multiple of {self.block_size} samples, got {len(block)}")
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            self._push(block)
+        self.stats.add(time.perf_counter() - t0)
+        out, self.out = self.out[:len(block)], self.out[len(block):]
+        return out
+
+    def flush(self) -> np.ndarray:
+        """The converted samples still held back: feeds `latency` seconds of silence."""
+        pad = -(-self.delay // self.block_size) * self.block_size
+        with torch.inference_mode():
+            self._push(np.zeros(pad, np.float32))
+        out, self.out = self.out[:self.delay], np.zeros(0, np.float32)
+        return out
+
+    def _push(self, block: np.ndarray) -> None:
+        hop, win = self.hop, self.cfg.win_length
+        self.audio = np.concatenate([self.audio, block])
+        self.n_in += len(block)
+        # new mel frames: frame t needs samples up to t * hop + win / 2
+        last = (self.n_in - win // 2) // hop
+        new = np.arange(self.mel_frames, last + 1)
+        if len(new) == 0:
+            return
+        mel = self._mel(new)
+        self.mel_frames = last + 1
+        # raw F0 of every frame whose whole analysis window has arrived
+        frame_length = self.pitch_cfg.frame_length
+        last_yin = (self.n_in - frame_length // 2) // hop
+        ynew = np.arange(self.yin_start + len(self.yin[0]), last_yin + 1)
+        if len(ynew):
+            fr = self._windows(ynew, frame_length)
+            for acc, v in zip(self.yin, pitch.yin(fr, self.cfg.sample_rate, self.pitch_cfg)):
+                acc.extend(v.tolist())
+        content = self.content(self.model.net.normalize(mel[None]))
+        m = content.shape[2]
+        if m == 0:
+            return
+        f0 = self._pitch(self.pitch_frames, 2 * m)
+        self.pitch_frames += 2 * m
+        p = self._pitch_features(f0)
+        out = self.decoder(content, p[None] if self.decoder.pitch is not None else None)
+        mel_out = self.model.net.denormalize(out, clamp=self.clamp)[0]
+        mel_out = timbre.match(mel_out, self.voice.spectrum, self.spectrum.add(mel_out).mean(), self.timbre_match)
+        self.out = np.concatenate([self.out, self.vocoder(mel_out[None])])
+        next_yin = self.yin_start + len(self.yin[0])
+        keep = min(self.mel_frames * hop - win // 2, next_yin * hop - frame_length // 2)  # oldest still needed
+        drop = max(0, keep - self.audio_start)
+        self.audio, self.audio_start = self.audio[drop:], self.audio_start + drop
+
+    def _segment(self, frames: np.ndarray, half: int) -> np.ndarray:
+        """The input from `half` samples before the first frame's centre to `half` after the last's (zeros before
+        the start of the signal)."""
+        start, end = frames[0] * self.hop - half, frames[-1] * self.hop + half
+        seg = np.zeros(end - start, np.float32)
+        lo, hi = max(start, self.audio_start), min(end, self.audio_start + len(self.audio))
+        seg[lo - start:hi - start] = self.audio[lo - self.audio_start:hi - self.audio_start]
+        return seg
+
+    def _windows(self, frames: np.ndarray, length: int) -> torch.Tensor:
+        """(n, length) analysis windows centred on the given frames."""
+        return torch.from_numpy(self._segment(frames, length // 2)).unfold(0, length, self.hop)[:len(frames)]
+
+    def _mel(self, frames: np.ndarray) -> torch.Tensor:
+        """`log_mel` frames (n_mels, n): of a segment starting 2 hops before the first frame's centre, frames 2..
+        (whose windows lie inside it) are the wanted ones."""
+        seg = self._segment(frames, 2 * self.hop)
+        return log_mel(seg, self.cfg)[:, 2:2 + len(frames)]
+
+    def _pitch(self, first: int, n: int) -> torch.Tensor:
+        """F0 (Hz) of frames first .. first + n - 1, from the raw YIN frames known now."""
+        period, depth, level = (torch.tensor(v) for v in self.yin)
+        self.max_level = max(self.max_level, float(level.max()))
+        f0, _ = pitch.contour(period, depth, level, self.cfg.sample_rate, self.max_level, self.pitch_cfg,
+                              open_end=True)
+        f0 = f0[first - self.yin_start:first - self.yin_start + n]
+        if len(f0) < n:  # the newest frame's analysis window has not all arrived: repeat the last known one
+            f0 = torch.cat([f0, f0[-1:].expand(n - len(f0))]) if len(f0) else torch.zeros(n)
+        cut = max(0, first + n - 8 - self.yin_start)  # keep a few frames of context for the next call
+        self.yin = tuple(v[cut:] for v in self.yin)
+        self.yin_start += cut
+        return f0
+
+    def _pitch_features(self, f0: torch.Tensor) -> torch.Tensor:
+        """F0 of new frames -> the decoder's pitch input: moved from the source's register so far to the target's."""
+        source = self.register.add(f0).stats()
+        target = self.voice.pitch if self.match_pitch else None
+        return pitch.features(pitch.transpose(f0, source if target is not None else None, target, self.pitch_shift),
+                              self.pitch_cfg)
+
+
+def stream_file(stream: Stream, source: str | os.PathLike, output: str | os.PathLike) -> dict:
+    """Feed an audio file through `stream` block by block, as `vc live` feeds a microphone, and write the output
+    (lined up with the input: the stream's delay is cut) atomically. Returns the latency, the per-block compute
+    statistics and the real-time factor."""
+    seconds = audio_seconds(source)
+    rate, size = stream.cfg.sample_rate, stream.block_size
+    skip, left = stream.delay, round(seconds * rate)
+    start = time.perf_counter()
+    with AudioWriter(output, rate) as writer:
+        def write(y: np.ndarray) -> None:
+            nonlocal skip, left
+            cut = min(skip, len(y))
+            skip -= cut
+            y = y[cut:left + cut]
+            writer.write(y)
+            left -= len(y)
+
+        buf = np.zeros(0, np.float32)
+        for chunk in read_blocks(source, rate):
+            buf = np.concatenate([buf, chunk])
+            whole = len(buf) - len(buf) % size
+            for i in range(0, whole, size):  # one block at a time, as a sound card delivers them
+                write(stream.process(buf[i:i + size]))
+            buf = buf[whole:]
+        if len(buf):
+            write(stream.process(np.pad(buf, (0, size - len(buf)))))
+        write(stream.flush())
+    elapsed = time.perf_counter() - start
+    return {"seconds": seconds, "latency_ms": 1e3 * stream.latency, "block_ms": 1e3 * size / rate,
+            "rtf": elapsed / max(seconds, 1e-9), **stream.stats.summary()}

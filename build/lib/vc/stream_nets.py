@@ -1,0 +1,198 @@
+"""The networks of a causal model run on a stream, block by block (`vc.stream`).
+
+Each layer keeps the frames of its input that its next outputs need (zeros before the start) and computes only the new
+outputs, so a block costs the same however long the stream has run. Instance norm runs on statistics so far.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .audio import hann_window
+from .model import CausalConv1d, _act, window_norm
+
+EPS = 1e-5  # as in `instance_norm`
+
+
+class Conv:
+    """A `CausalConv1d` (or a pointwise conv) on a stream: keeps the input frames its next outputs need (zeros before
+    the start), and computes the new outputs as one matrix product (on a few frames, much faster than conv1d)."""
+
+    def __init__(self, conv: torch.nn.Conv1d, dtype: torch.dtype = torch.float32):
+        self.k, self.s, self.groups = conv.kernel_size[0], conv.stride[0], conv.groups
+        self.cout = conv.out_channels
+        self.left = conv.left if isinstance(conv, CausalConv1d) else 0
+        w = conv.weight.detach().float()
+        # (k * cin, cout), rows ordered frame by frame; depthwise: (k, C)
+        w = w[:, 0].T if self.groups > 1 else w.permute(2, 1, 0).reshape(-1, self.cout)
+        self.w = w.to(dtype).contiguous()
+        self.b = (conv.bias.detach() if conv.bias is not None else torch.zeros(self.cout)).to(dtype)
+        self.buf: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, C, n) -> (1, cout, outputs now complete)."""
+        x = x[0].T.to(self.w.dtype)  # (n, C)
+        if self.buf is None:
+            self.buf = x.new_zeros(self.left, x.shape[1])
+        x = torch.cat([self.buf, x]) if self.left else x
+        n = (x.shape[0] - self.k) // self.s + 1 if x.shape[0] >= self.k else 0
+        self.buf = x[n * self.s:]
+        if n == 0:
+            return x.new_zeros(1, self.cout, 0)
+        u = x.unfold(0, self.k, self.s)[:n]  # (n, C, k)
+        if self.groups > 1:
+            y = torch.einsum("nck,kc->nc", u, self.w) + self.b
+        else:
+            y = torch.addmm(self.b, u.transpose(1, 2).reshape(n, -1), self.w)
+        return y.T[None].float()
+
+
+class Halve:
+    """The causal `_halve` on a stream: frame j is the mean of input frames 2j - 1 and 2j."""
+
+    def __init__(self):
+        self.buf: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.buf is None:
+            self.buf = x.new_zeros(1, x.shape[1], 1)
+        x = torch.cat([self.buf, x], dim=2)
+        n = (x.shape[2] - 2) // 2 + 1 if x.shape[2] >= 2 else 0
+        self.buf = x[:, :, 2 * n:]
+        return 0.5 * (x[:, :, 0:2 * n:2] + x[:, :, 1:2 * n:2])
+
+
+class Norm:
+    """Instance norm on a stream: each frame normalized with the statistics of the frames up to and including it,
+    the last `window` of them (`vc.model.window_norm`), or all of them where the model was trained with whole-clip
+    statistics (window 0: the stream's estimate of them)."""
+
+    def __init__(self, window: int = 0):
+        self.window = window
+        self.n, self.sum, self.sq = 0, 0.0, 0.0
+        self.buf: torch.Tensor | None = None  # the last window - 1 frames (float64)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[2] == 0:
+            return x.float()
+        d = x.double()
+        if self.window > 0:
+            if self.buf is None:
+                self.buf = d[:, :, :0]
+            k, d = self.buf.shape[2], torch.cat([self.buf, d], dim=2)  # the buffer holds every frame a window needs
+            self.buf = d[:, :, max(0, d.shape[2] - (self.window - 1)):]
+            return window_norm(d, self.window)[:, :, k:]
+        s = self.sum + torch.cumsum(d, dim=2)
+        q = self.sq + torch.cumsum(d * d, dim=2)
+        n = self.n + torch.arange(1, x.shape[2] + 1, dtype=torch.float64)
+        mean = s / n
+        var = (q / n - mean * mean).clamp(min=0)
+        self.n, self.sum, self.sq = float(n[-1]), s[:, :, -1:], q[:, :, -1:]
+        return ((d - mean) / (var + EPS).sqrt()).float()
+
+
+class ContentEncoder:
+    def __init__(self, enc, dtype: torch.dtype, window: int):
+        w = window
+        self.conv_in, self.norm_in = Conv(enc.conv_in, dtype), Norm(w)
+        self.blocks = [(Conv(b, dtype), Norm(w if i == 0 else w // 2), Halve() if b.stride[0] == 2 else None)
+                       for i, b in enumerate(enc.blocks)]
+        self.conv_out, self.norm_out = Conv(enc.conv_out, dtype), Norm(w // 2)
+
+    def __call__(self, mel: torch.Tensor) -> torch.Tensor:
+        x = _act(self.norm_in(self.conv_in(mel)))
+        for conv, norm, halve in self.blocks:
+            h = _act(norm(conv(x)))
+            x = (halve(x) if halve is not None else x) + h
+        return self.norm_out(self.conv_out(x))
+
+    def norms(self) -> list:
+        return [self.norm_in] + [norm for _, norm, _ in self.blocks] + [self.norm_out]
+
+
+class Decoder:
+    def __init__(self, dec, spk: torch.Tensor, dtype: torch.dtype):
+        self.dec = dec
+        self.conv_in = Conv(dec.conv_in, dtype)
+        self.convs = [Conv(c, dtype) for c in dec.convs]
+        self.norms = [Norm(n.window) for n in dec.norms]
+        self.affine = [n.affine(spk[None]).unsqueeze(2).chunk(2, dim=1) for n in dec.norms]
+        self.pitch = [Conv(p, dtype) for p in dec.pitch] if dec.pitch is not None else None
+        self.halve = Halve()
+        self.conv_out = Conv(dec.conv_out, dtype)
+
+    def __call__(self, content: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """Content frames (1, C, m) and the pitch of the 2m mel frames they cover (1, 2, 2m) -> (1, n_mels, 2m)."""
+        p_low = self.halve(p) if self.pitch is not None else None
+        x = self.conv_in(content)
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            if i == self.dec.low:
+                x = x.repeat_interleave(2, dim=2)
+            gamma, beta = self.affine[i]
+            h = norm(conv(x)) * (1 + gamma) + beta
+            if self.pitch is not None:
+                h = h + self.pitch[i](p if i >= self.dec.low else p_low)
+            x = x + _act(h)
+        return self.conv_out(x)
+
+
+class Vocoder:
+    """The causal Vocos on a stream, with an overlap-add inverse STFT that releases each sample once no later frame
+    can touch it."""
+
+    def __init__(self, net, dtype: torch.dtype):
+        self.dtype = dtype
+        self.embed = Conv(net.embed, dtype)
+        self.dw = [Conv(b.dwconv, dtype) for b in net.blocks]
+        self.mel_mean, self.mel_std = float(net.mel_mean), float(net.mel_std)
+        self.net = net
+        # the matrix products in the stream's precision, as under autocast: bf16 weights halve the weight traffic,
+        # which is what a block of a few frames is bound by; norms and sums stay in float32
+
+        def linear(layer: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+            return layer.weight.detach().to(dtype), layer.bias.detach().to(dtype)
+
+        self.pw = [(linear(b.pwconv1), linear(b.pwconv2)) for b in net.blocks]
+        self.head = linear(net.head)
+        a = net.audio
+        self.hop, self.n_fft = a.hop_length, a.n_fft
+        win = hann_window(a.win_length)
+        pad = (a.n_fft - a.win_length) // 2
+        self.window = F.pad(win, (pad, a.n_fft - a.win_length - pad))
+        # A frame t covers samples t * hop - n_fft / 2 .. + n_fft (torch.istft's centred framing), of which the
+        # first `edge` are zero by the window. acc[0] is the first sample the next frame's window reaches.
+        self.edge = pad
+        self.window = self.window[pad:]
+        self.acc = torch.zeros(a.n_fft)
+        self.env = torch.zeros(a.n_fft)
+        self.skip = a.n_fft // 2 - pad  # samples before time 0
+
+    def __call__(self, mel: torch.Tensor) -> np.ndarray:
+        """Log-mel frames (1, n_mels, n) -> the waveform samples that no later frame changes."""
+        net, dt = self.net, self.dtype
+        x = self.embed((mel - self.mel_mean) / self.mel_std)
+        x = net.norm(x.transpose(1, 2)).transpose(1, 2)
+        for block, dw, (one, two) in zip(net.blocks, self.dw, self.pw):
+            y = block.norm(dw(x).transpose(1, 2)).to(dt)
+            y = F.linear(F.gelu(F.linear(y, *one)), *two).float()
+            x = x + (block.gamma * y).transpose(1, 2)
+        x = F.linear(net.final_norm(x.transpose(1, 2)).to(dt), *self.head).transpose(1, 2).float()
+        log_mag, phase = x.chunk(2, dim=1)
+        spec = torch.polar(torch.exp(log_mag.clamp(max=math.log(100.0))), phase)[0]
+        frames = torch.fft.irfft(spec.T, self.n_fft)[:, self.edge:] * self.window  # (n, n_fft - edge)
+        n, hop, width = frames.shape[0], self.hop, frames.shape[1]
+        size = (n - 1) * hop + width
+        acc = F.pad(self.acc, (0, max(0, size - self.acc.shape[0])))
+        env = F.pad(self.env, (0, acc.shape[0] - self.env.shape[0]))
+        idx = (torch.arange(n)[:, None] * hop + torch.arange(width)[None]).flatten()
+        acc.index_add_(0, idx, frames.flatten())
+        env.index_add_(0, idx, (self.window ** 2).repeat(n))
+        done = n * hop  # no later frame reaches these
+        out = acc[:done] / env[:done].clamp(min=1e-11)
+        self.acc, self.env = acc[done:], env[done:]
+        skip = min(self.skip, done)
+        self.skip -= skip
+        return out[skip:].numpy()

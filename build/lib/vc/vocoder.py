@@ -1,0 +1,172 @@
+"""Mel to waveform: a Vocos-style neural vocoder trained in this project, and Griffin-Lim (no training) as fallback."""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .audio import LOG_FLOOR, hann_window, mel_filterbank, stft
+from .config import VOCODERS, AudioConfig, Config, VocoderConfig
+from .errors import VCError
+from .model import CausalConv1d
+from .runtime import fast_bf16
+
+MAX_LOG_MAGNITUDE = math.log(100.0)  # STFT magnitudes above 100 (40 dB over full scale) are clamped, as in Vocos
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int, intermediate: int, kernel_size: int, layer_scale: float, causal: bool = False):
+        super().__init__()
+        self.dwconv = (CausalConv1d(dim, dim, kernel_size, groups=dim) if causal else
+                       nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, intermediate)
+        self.pwconv2 = nn.Linear(intermediate, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, dim, T)
+        y = self.dwconv(x).transpose(1, 2)
+        y = self.pwconv2(nn.functional.gelu(self.pwconv1(self.norm(y))))
+        return x + (self.gamma * y).transpose(1, 2)
+
+
+class Vocos(nn.Module):
+    """Log-mel (B, n_mels, frames) -> STFT (B, n_fft // 2 + 1, frames) -> waveform, after Siuzdak (2023).
+
+    Every network layer runs at the mel frame rate (80 per second), which is what makes it fast on a CPU; the inverse
+    STFT uses the same framing as `log_mel`, so frame k of the input is frame k of the output.
+    """
+
+    def __init__(self, audio: AudioConfig, cfg: VocoderConfig):
+        super().__init__()
+        self.audio, self.cfg = audio, cfg
+        self.embed = (CausalConv1d(audio.n_mels, cfg.dim, cfg.kernel_size) if cfg.causal else
+                      nn.Conv1d(audio.n_mels, cfg.dim, cfg.kernel_size, padding=cfg.kernel_size // 2))
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.blocks = nn.ModuleList(ConvNeXtBlock(cfg.dim, cfg.intermediate, cfg.kernel_size, 1 / cfg.layers,
+                                                  cfg.causal) for _ in range(cfg.layers))
+        self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.head = nn.Linear(cfg.dim, 2 * (audio.n_fft // 2 + 1))
+        # log-mel statistics of the training audio (set by training) so that the input is roughly zero-mean, unit-var
+        self.register_buffer("mel_mean", torch.tensor(-5.0))
+        self.register_buffer("mel_std", torch.tensor(2.5))
+
+    def spectrum(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> log magnitude and phase, each (B, n_fft // 2 + 1, frames), in float32."""
+        x = self.embed((mel - self.mel_mean) / self.mel_std)
+        x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        x = self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2).float()
+        log_mag, phase = x.chunk(2, dim=1)
+        return log_mag.clamp(max=MAX_LOG_MAGNITUDE), phase
+
+    def synthesize(self, log_mag: torch.Tensor, phase: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        a = self.audio
+        spec = torch.polar(torch.exp(log_mag), phase)
+        length = length or (spec.shape[-1] - 1) * a.hop_length
+        return torch.istft(spec, a.n_fft, a.hop_length, a.win_length, hann_window(a.win_length).to(spec.device),
+                           center=True, length=length)
+
+    def forward(self, mel: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """(B, n_mels, frames) -> (B, length), length defaulting to (frames - 1) * hop."""
+        return self.synthesize(*self.spectrum(mel), length)
+
+
+class NeuralVocoder:
+    """`Vocos` behind the same call as `GriffinLim`: log-mel (n_mels, frames) -> waveform (length,).
+
+    The network runs under bf16 autocast where that is fast (`fast_bf16`); the inverse STFT stays in float32."""
+
+    def __init__(self, net: Vocos, bf16: bool | None = None):
+        self.net = net.eval()
+        self.bf16 = fast_bf16() if bf16 is None else bf16
+
+    @torch.inference_mode()
+    def __call__(self, mel: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        device = next(self.net.parameters()).device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            log_mag, phase = self.net.spectrum(mel.float().to(device)[None])
+        return self.net.synthesize(log_mag, phase, length)[0].cpu()
+
+
+def vocoder_weights(net: Vocos) -> dict[str, torch.Tensor]:
+    """The vocoder entry of a file: its weights (its architecture is the file's `Config.vocoder`)."""
+    return {k: v.detach().float().clone() for k, v in net.state_dict().items()}
+
+
+def build_vocoder(weights: dict[str, torch.Tensor], cfg: Config) -> Vocos:
+    with torch.device("meta"):  # no random initialization of weights that the file replaces
+        net = Vocos(cfg.audio, cfg.vocoder)
+    # stored in fp16; numpy converts on one thread, where torch's parallel copy waits for a second core that a busy
+    # machine rarely gives it (0.9 s against 0.2 s under load, the same numbers)
+    weights = {k: v if not v.is_floating_point() else v.float() if v.dtype == torch.bfloat16
+               else torch.from_numpy(v.numpy().astype(np.float32)) for k, v in weights.items()}
+    net.load_state_dict(weights, assign=True)
+    return net.eval()
+
+
+@functools.lru_cache(maxsize=8)
+def _inverse_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
+    return torch.linalg.pinv(mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax))
+
+
+class GriffinLim:
+    """Log-mel (n_mels, frames) -> waveform (samples,), by the fast Griffin-Lim algorithm (Perraudin et al. 2013).
+
+    The linear magnitude is the filterbank's pseudo-inverse applied to the mel magnitude, floored at zero.
+    """
+
+    def __init__(self, cfg: AudioConfig, n_iter: int = 64, momentum: float = 0.99, power: float = 1.0):
+        self.cfg, self.n_iter, self.momentum, self.power = cfg, n_iter, momentum, power
+
+    def magnitude(self, mel: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        inv = _inverse_filterbank(c.sample_rate, c.n_fft, c.n_mels, c.fmin, c.fmax).to(mel.device)
+        # power > 1 sharpens formants at the cost of level accuracy; 1.0 keeps log_mel(output) close to the input
+        return (inv @ torch.exp(mel.float())).clamp(min=LOG_FLOOR) ** self.power
+
+    def __call__(self, mel: torch.Tensor, length: int | None = None, init: torch.Tensor | None = None,
+                 return_phase: bool = False):
+        """mel (n_mels, frames) -> waveform (length,). `init`: unit phases (F, n) for the first n frames, e.g. the
+        end of the previous chunk, so that consecutive chunks join in phase. With `return_phase`, also the final
+        unit phases (F, frames)."""
+        c = self.cfg
+        mag = self.magnitude(mel)
+        length = length or (mag.shape[-1] - 1) * c.hop_length
+        window = hann_window(c.win_length).to(mag.device)
+        gen = torch.Generator().manual_seed(0)  # the same mel always gives the same audio
+        angles = torch.exp(2j * torch.pi * torch.rand(mag.shape, generator=gen)).to(mag.device)
+        if init is not None:
+            n = min(init.shape[-1], angles.shape[-1])
+            angles[:, :n] = init[:, :n]
+        previous = torch.zeros_like(angles)
+
+        def istft(spec: torch.Tensor) -> torch.Tensor:
+            return torch.istft(spec, c.n_fft, c.hop_length, c.win_length, window, center=True, length=length)
+
+        for _ in range(self.n_iter):
+            rebuilt = stft(istft(mag * angles), c)
+            angles = rebuilt - (self.momentum / (1 + self.momentum)) * previous
+            angles = angles / angles.abs().clamp(min=1e-8)
+            previous = rebuilt
+        wav = istft(mag * angles)
+        return (wav, angles) if return_phase else wav
+
+
+def load_vocoder(name: str, cfg: Config, weights: dict | None = None, **kwargs) -> GriffinLim | NeuralVocoder:
+    """`name` from VOCODERS; "vocos" needs `weights`, the vocoder entry of a checkpoint (architecture: `cfg.vocoder`).
+    """
+    if name == "griffin-lim":
+        return GriffinLim(cfg.audio, **kwargs)
+    if name == "vocos":
+        if weights is None:
+            raise VCError("this checkpoint has no neural vocoder; use --vocoder griffin-lim")
+        try:
+            return NeuralVocoder(build_vocoder(weights, cfg), **kwargs)
+        except (KeyError, TypeError, RuntimeError, AttributeError) as e:
+            raise VCError(f"the checkpoint's vocoder does not match this vc ({str(e).splitlines()[0][:200]})") from None
+    raise VCError(f"unknown vocoder '{name}' (choose from: {', '.join(VOCODERS)})")

@@ -1,0 +1,273 @@
+"""`vc train-vocoder`: train the Vocos-style vocoder on real speech, then fine-tune it on a model's own decoder output.
+
+Losses (no discriminator, so that it trains on a CPU in an hour): L1 on log-mel and on multi-resolution STFT log
+magnitudes of the waveform, spectral convergence, L1 on the predicted log magnitude, and the anti-wrapping phase losses
+of APNet (Ai & Ling 2023: group delay and instantaneous angular frequency) against the true STFT.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .audio import hann_window, load_wav, log_mel, stft
+from .checkpoint import load_checkpoint, read_config, save_checkpoint
+from .config import AudioConfig, Config, VocoderConfig
+from .data import list_utterances
+from .errors import VCError
+from .train import warmup_cosine
+from .vocoder import Vocos, vocoder_weights
+
+log = logging.getLogger(__name__)
+
+RESOLUTIONS = ((256, 64), (512, 128), (1024, 256), (2048, 512))  # (n_fft, hop) of the multi-resolution STFT loss
+EDGE = 3  # frames at each end of a segment left out of the direct spectrum losses (their analysis saw padding)
+
+
+@dataclasses.dataclass
+class VocoderTrainConfig:
+    steps: int = 12000
+    batch_size: int = 16
+    segment_frames: int = 64
+    lr: float = 5e-4
+    warmup_steps: int = 200
+    phase_weight: float = 0.5
+    gain_db: float = 6.0  # random gain of each segment in +-gain_db, so that level does not matter
+    recon_share: float = 0.7  # fine-tuning: share of segments whose mel is the model's reconstruction
+    threads: int = 0
+    bf16: bool = True
+    seed: int = 0
+    checkpoint_minutes: float = 5.0
+    val_every: int = 500
+    log_every: int = 50
+
+
+def anti_wrap(x: torch.Tensor) -> torch.Tensor:
+    return (x - 2 * math.pi * torch.round(x / (2 * math.pi))).abs()
+
+
+def _mag(wav: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    return torch.stft(wav, n_fft, hop, n_fft, hann_window(n_fft).to(wav.device), center=True, pad_mode="constant",
+                      return_complex=True).abs()
+
+
+def vocoder_loss(net: Vocos, mel: torch.Tensor, wav: torch.Tensor, phase_weight: float, bf16: bool = False
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """mel (B, n_mels, frames) and the waveform it belongs to (B, (frames - 1) * hop) -> loss, parts."""
+    a = net.audio
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        log_mag, phase = net.spectrum(mel)
+    out = net.synthesize(log_mag, phase, wav.shape[-1])
+    true = stft(wav, a)[:, :, EDGE:-EDGE]
+    true_phase = true.angle()
+    log_mag, phase = log_mag[:, :, EDGE:-EDGE], phase[:, :, EDGE:-EDGE]
+    parts = {
+        "mel": F.l1_loss(log_mel(out, a), log_mel(wav, a)),
+        "mag": F.l1_loss(log_mag, torch.log(true.abs().clamp(min=1e-5))),
+        "ip": anti_wrap(phase - true_phase).mean(),
+        "gd": anti_wrap(torch.diff(phase, dim=1) - torch.diff(true_phase, dim=1)).mean(),
+        "iaf": anti_wrap(torch.diff(phase, dim=2) - torch.diff(true_phase, dim=2)).mean(),
+    }
+    mr, sc = 0.0, 0.0
+    for n_fft, hop in RESOLUTIONS:
+        m, t = _mag(out, n_fft, hop), _mag(wav, n_fft, hop)
+        mr = mr + F.l1_loss(torch.log(m.clamp(min=1e-5)), torch.log(t.clamp(min=1e-5)))
+        sc = sc + torch.linalg.norm(t - m) / torch.linalg.norm(t).clamp(min=1e-5)
+    parts["stft"], parts["sc"] = mr / len(RESOLUTIONS), sc / len(RESOLUTIONS)
+    # The instantaneous phase itself is logged but not trained: the absolute phase of a frame depends on where the
+    # pitch pulses fall in it, which a mel does not say; as a loss it only added noise (it stayed at pi / 2).
+    loss = (2 * parts["mel"] + parts["mag"] + parts["stft"] + parts["sc"]
+            + phase_weight * (parts["gd"] + parts["iaf"]))
+    return loss, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def load_corpus(data: str | Path, audio: AudioConfig, cache: Path | None = None) -> list[torch.Tensor]:
+    """Every readable utterance of a data folder as prepared audio (int16 tensors, to halve the memory).
+
+    With `cache`, the audio is saved there once and reused while the file list and audio config are unchanged."""
+    utts = list_utterances(data)
+    key = hashlib.sha1(json.dumps([dataclasses.asdict(audio), [u.path for u in utts]]).encode()).hexdigest()
+    if cache is not None and cache.is_file():
+        c = load_checkpoint(cache)
+        if c.get("key") == key:
+            return c["wavs"]
+    wavs = []
+    for u in tqdm(utts, desc="reading audio", unit="file", leave=False):
+        try:
+            wav = load_wav(u.path, audio)
+        except VCError as e:
+            log.warning("skipped: %s", e)
+            continue
+        wavs.append(torch.from_numpy(np.clip(wav * 32767, -32768, 32767).astype(np.int16)))
+    if not wavs:
+        raise VCError(f"{data}: no usable audio")
+    if cache is not None:
+        save_checkpoint(cache, {"key": key, "wavs": wavs})
+    return wavs
+
+
+@torch.inference_mode()
+def reconstructions(model_path: str | Path, wavs: list[torch.Tensor], audio: AudioConfig) -> list[torch.Tensor]:
+    """Teacher-forced reconstructions by a trained converter: each utterance's content in its own voice, as log-mels
+    aligned frame for frame with the audio. This is what the vocoder will be fed at inference."""
+    from .api import load_model
+    vc = load_model(model_path, vocoder="griffin-lim")
+    if dataclasses.asdict(vc.cfg.audio) != dataclasses.asdict(audio):
+        raise VCError(f"{model_path}: its audio settings differ from the vocoder's")
+    mels = []
+    for w in tqdm(wavs, desc="reconstructing", unit="utt", leave=False):
+        wav = w.float().numpy() / 32767
+        mels.append(vc.reconstruct_mel(wav).to(torch.float16))
+    return mels
+
+
+class Segments:
+    """Random (mel, waveform) segment batches, the same for a given seed and step."""
+
+    def __init__(self, wavs: list[torch.Tensor], mels: list[torch.Tensor], recon: list[torch.Tensor] | None,
+                 audio: AudioConfig, cfg: VocoderTrainConfig):
+        self.audio, self.cfg = audio, cfg
+        keep = [i for i, m in enumerate(mels) if m.shape[1] > cfg.segment_frames]
+        if not keep:
+            raise VCError(f"no utterance is longer than {cfg.segment_frames} frames")
+        self.wavs, self.mels, self.recon, self.index = wavs, mels, recon, np.array(keep)
+        lengths = np.array([mels[i].shape[1] for i in keep], dtype=np.float64)
+        self.p = lengths / lengths.sum()
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c, hop = self.cfg, self.audio.hop_length
+        rng = np.random.default_rng([c.seed, step])
+        mels, wavs = [], []
+        for i in rng.choice(self.index, size=c.batch_size, p=self.p):
+            source = self.recon if self.recon is not None and rng.random() < c.recon_share else self.mels
+            m = source[i]
+            start = int(rng.integers(0, m.shape[1] - c.segment_frames))
+            gain = 10 ** (rng.uniform(-c.gain_db, c.gain_db) / 20)
+            mels.append(m[:, start:start + c.segment_frames + 1].float() + math.log(gain))
+            w = self.wavs[i][start * hop:(start + c.segment_frames) * hop].float() / 32767 * gain
+            wavs.append(F.pad(w, (0, c.segment_frames * hop - len(w))))
+        return torch.stack(mels), torch.stack(wavs)
+
+
+def train_vocoder(data: str | Path, out: str | Path, *, audio: AudioConfig | None = None,
+                  model_cfg: VocoderConfig | None = None, cfg: VocoderTrainConfig | None = None,
+                  init: str | Path | None = None, finetune_on: str | Path | None = None,
+                  max_minutes: float | None = None, causal: bool | None = None) -> Path:
+    """Train (or, with `init`, continue from an exported vocoder) and export `out/vocoder.pt`.
+
+    `finetune_on`: a converter checkpoint whose teacher-forced reconstructions replace `recon_share` of the mels.
+    `causal`: a streamable vocoder (None: as `model_cfg`, or as the `init` vocoder, which it must agree with).
+    Resumes from `out/vocoder-last.pt` when it exists.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    audio, model_cfg, cfg = audio or AudioConfig(), model_cfg or VocoderConfig(), cfg or VocoderTrainConfig()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    weights = None
+    if init is not None:  # an initial vocoder brings its own architecture
+        start = load_checkpoint(init)
+        if start.get("vocoder") is None:
+            raise VCError(f"{init}: not a vocoder file (write one with `vc train-vocoder`)")
+        init_cfg = read_config(start, init)
+        if causal is not None and causal != init_cfg.vocoder.causal:
+            raise VCError(f"{init}: its vocoder is {'' if init_cfg.vocoder.causal else 'not '}causal; "
+                          "--causal cannot change that (train from scratch instead)")
+        model_cfg, weights = init_cfg.vocoder, start["vocoder"]
+    elif causal is not None:
+        model_cfg = dataclasses.replace(model_cfg, causal=causal)
+    net = Vocos(audio, model_cfg)
+    if weights is not None:
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
+    last, step = out / "vocoder-last.pt", 0
+    if last.is_file():
+        ck = load_checkpoint(last)
+        net.load_state_dict(ck["weights"])
+        opt.load_state_dict(ck["optimizer"])
+        step = ck["step"]
+        log.info("resumed from %s at step %d", last, step)
+
+    wavs = load_corpus(data, audio, out / "audio-cache.pt")
+    mels = [log_mel(w.float() / 32767, audio).to(torch.float16) for w in wavs]
+    if init is None and step == 0:
+        allm = torch.cat([m.float().flatten() for m in mels])
+        net.mel_mean.fill_(float(allm.mean()))
+        net.mel_std.fill_(float(allm.std()))
+    recon = reconstructions(finetune_on, wavs, audio) if finetune_on else None
+    rng = np.random.default_rng(12345)
+    val_idx = rng.choice(len(wavs), size=min(8, len(wavs)), replace=False)
+    sampler = Segments(wavs, mels, recon, audio, cfg)
+
+    def save() -> None:
+        config = Config(audio=audio, vocoder=model_cfg).to_dict()
+        save_checkpoint(last, {"kind": "vocoder-train", "weights": net.state_dict(), "optimizer": opt.state_dict(),
+                               "step": step, "config": config, "settings": dataclasses.asdict(cfg)})
+        save_checkpoint(out / "vocoder.pt", {"kind": "vocoder", "config": config, "vocoder": vocoder_weights(net),
+                                             "meta": {"step": step, "data": str(data),
+                                                      "finetune_on": str(finetune_on or "")}})
+
+    interrupted = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: interrupted.append(1))
+    logf = (out / "vocoder-log.jsonl").open("a")
+    start_time, saved = time.time(), time.time()
+    bar = tqdm(total=cfg.steps, initial=step, desc="vocoder", unit="step")
+    try:
+        while step < cfg.steps and not interrupted:
+            if max_minutes is not None and time.time() - start_time > max_minutes * 60:
+                break
+            for g in opt.param_groups:
+                g["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps, floor=0.05)
+            mel, wav = sampler.batch(step)
+            net.train()
+            loss, parts = vocoder_loss(net, mel, wav, cfg.phase_weight, cfg.bf16)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                logf.write(json.dumps({"step": step, "loss": loss.item(), **parts}) + "\n")
+                logf.flush()
+                bar.set_postfix(mel=f"{parts['mel']:.3f}", ip=f"{parts['ip']:.2f}")
+            if step % cfg.val_every == 0:
+                val = validate(net, [wavs[i] for i in val_idx],
+                               [(recon or mels)[i] for i in val_idx], audio)
+                logf.write(json.dumps({"step": step, **val}) + "\n")
+                log.info("step %d: %s", step, val)
+            if time.time() - saved > cfg.checkpoint_minutes * 60:
+                save()
+                saved = time.time()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bar.close()
+        save()
+        logf.close()
+        signal.signal(signal.SIGTERM, previous)
+    return out / "vocoder.pt"
+
+
+@torch.inference_mode()
+def validate(net: Vocos, wavs: list[torch.Tensor], mels: list[torch.Tensor], audio: AudioConfig) -> dict[str, float]:
+    """Whole-utterance copy synthesis: log-mel L1 between the vocoded audio and the original."""
+    net.eval()
+    errs = []
+    for w, m in zip(wavs, mels):
+        wav = w.float() / 32767
+        out = net(m.float()[None], len(wav))[0]
+        errs.append(float((log_mel(out, audio) - log_mel(wav, audio)).abs().mean()))
+    net.train()
+    return {"val_mel_l1": float(np.mean(errs))}
