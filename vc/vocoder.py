@@ -4,13 +4,13 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
 from .audio import LOG_FLOOR, hann_window, mel_filterbank, stft
 from .config import VOCODERS, AudioConfig, Config, VocoderConfig
 from .errors import VCError
+from .checkpoint import float32
 from .model import CausalConv1d
 from .runtime import fast_bf16
 
@@ -101,11 +101,7 @@ def vocoder_weights(net: Vocos) -> dict[str, torch.Tensor]:
 def build_vocoder(weights: dict[str, torch.Tensor], cfg: Config) -> Vocos:
     with torch.device("meta"):  # no random initialization of weights that the file replaces
         net = Vocos(cfg.audio, cfg.vocoder)
-    # stored in fp16; numpy converts on one thread, where torch's parallel copy waits for a second core that a busy
-    # machine rarely gives it (0.9 s against 0.2 s under load, the same numbers)
-    weights = {k: v if not v.is_floating_point() else v.float() if v.dtype == torch.bfloat16
-               else torch.from_numpy(v.numpy().astype(np.float32)) for k, v in weights.items()}
-    net.load_state_dict(weights, assign=True)
+    net.load_state_dict(float32(weights), assign=True)
     return net.eval()
 
 
