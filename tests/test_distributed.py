@@ -51,7 +51,8 @@ def test_two_process_ddp_ranks_agree_and_resume(train_dir, dev_dir, tmp_path):
     run = tmp_path / "run"
     assert torch.load(run / "last.pt", weights_only=True)["step"] == 3
     exported = torch.load(run / "model.pt", weights_only=True)["model"]
-    torch.testing.assert_close(exported["decoder.conv_out.weight"], a["decoder.conv_out.weight"])
+    torch.testing.assert_close(exported["decoder.conv_out.weight"],  # stored in float16
+                               a["decoder.conv_out.weight"].half())
     rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert sum(1 for r in rows if r["step"] == 3 and "recon_l1" in r) == 1  # one writer
     assert "2 processes" in proc.stdout and proc.stdout.count("training utterances") == 1
