@@ -10,7 +10,7 @@ import torch
 
 from vc.config import load_recipe
 from vc.errors import VCError
-from vc.train import train
+from vc.training.converter import train
 
 from conftest import ROOT
 

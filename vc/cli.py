@@ -13,7 +13,7 @@ from .errors import VCError
 
 def _train(args: argparse.Namespace) -> int:
     from .config import load_recipe
-    from .train import train
+    from .training.converter import train
 
     cfg = load_recipe(args.recipe)
     if args.steps is not None:
@@ -34,7 +34,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _adapt(args: argparse.Namespace) -> int:
-    from .adapt import adapt
+    from .training.adapt import adapt
 
     cfg = AdaptConfig(parts=tuple(args.parts.split(",")), minutes=args.minutes or None, threads=args.threads)
     for name in ("steps", "lr", "batch_size"):
@@ -120,7 +120,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _train_vocoder(args: argparse.Namespace) -> int:
-    from .vocoder_train import VocoderTrainConfig, train_vocoder
+    from .training.vocoder import VocoderTrainConfig, train_vocoder
 
     cfg = VocoderTrainConfig(threads=args.threads)
     if args.steps is not None:

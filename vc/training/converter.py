@@ -1,5 +1,5 @@
 """`vc train`: adversarial training of the disentangling auto-encoder, with validation, checkpoints and resume; on one
-process, or on several under torchrun (DistributedDataParallel, see `vc.distributed`)."""
+process, or on several under torchrun (DistributedDataParallel, see `vc.training.distributed`)."""
 from __future__ import annotations
 
 import math
@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import export_inference, load_checkpoint, read_config, save_checkpoint
-from .config import Config
+from ..checkpoint import export_inference, load_checkpoint, read_config, save_checkpoint
+from ..config import Config
 from .data import SegmentSampler, Utterance, list_utterances, load_features
 from .distributed import Dist, StopRequest, setup
-from .runtime import fast_bf16
-from .errors import VCError
-from .model import SpeakerClassifier, VoiceConverterNet
+from ..runtime import fast_bf16
+from ..errors import VCError
+from ..model import SpeakerClassifier, VoiceConverterNet
 from .monitor import Monitor, sample_conversions
-from .pitch import features
+from ..pitch import features
 
 
 def freq_warp(mel: torch.Tensor, max_warp: float, rng: np.random.Generator) -> torch.Tensor:

@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .audio import hann_window, load_wav, log_mel, stft
-from .checkpoint import load_checkpoint, read_config, save_checkpoint
-from .config import AudioConfig, Config, VocoderConfig
+from ..audio import hann_window, load_wav, log_mel, stft
+from ..checkpoint import load_checkpoint, read_config, save_checkpoint
+from ..config import AudioConfig, Config, VocoderConfig
 from .data import list_utterances
-from .errors import VCError
-from .train import warmup_cosine
-from .vocoder import Vocos, vocoder_weights
+from ..errors import VCError
+from .converter import warmup_cosine
+from ..vocoder import Vocos, vocoder_weights
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def load_corpus(data: str | Path, audio: AudioConfig, cache: Path | None = None)
 def reconstructions(model_path: str | Path, wavs: list[torch.Tensor], audio: AudioConfig) -> list[torch.Tensor]:
     """Teacher-forced reconstructions by a trained converter: each utterance's content in its own voice, as log-mels
     aligned frame for frame with the audio. This is what the vocoder will be fed at inference."""
-    from .api import load_model
+    from ..api import load_model
     vc = load_model(model_path, vocoder="griffin-lim")
     if dataclasses.asdict(vc.cfg.audio) != dataclasses.asdict(audio):
         raise VCError(f"{model_path}: its audio settings differ from the vocoder's")

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import load_wav, log_mel
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import AUDIO_EXTENSIONS, AudioConfig
-from .errors import VCError
-from .pitch import features, track
+from ..audio import load_wav, log_mel
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import AUDIO_EXTENSIONS, AudioConfig
+from ..errors import VCError
+from ..pitch import features, track
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import pitch
-from .config import Config
-from .model import VoiceConverterNet
-from .vocoder import GriffinLim
+from .. import pitch
+from ..config import Config
+from ..model import VoiceConverterNet
+from ..vocoder import GriffinLim
 
 log = logging.getLogger(__name__)
 

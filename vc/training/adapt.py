@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import build_model, export_inference, load_checkpoint, save_checkpoint
-from .config import PARTS, AdaptConfig
+from ..checkpoint import build_model, export_inference, load_checkpoint, save_checkpoint
+from ..config import PARTS, AdaptConfig
 from .data import SegmentSampler, list_utterances, load_features
 from .distributed import StopRequest
-from .runtime import fast_bf16, resolve_device
-from .errors import VCError
-from .model import VoiceConverterNet
+from ..runtime import fast_bf16, resolve_device
+from ..errors import VCError
+from ..model import VoiceConverterNet
 from .monitor import Monitor, sample_conversions
-from .train import freq_warp, warmup_cosine
-from .vocoder import load_vocoder
+from .converter import freq_warp, warmup_cosine
+from ..vocoder import load_vocoder
 
 
 def learning_rate(cfg: AdaptConfig, step: int, time_used: float = 0.0, floor: float = 0.05) -> float:
