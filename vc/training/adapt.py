@@ -10,20 +10,22 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..checkpoint import build_model, export_inference, load_checkpoint, save_checkpoint
-from ..config import PARTS, AdaptConfig
-from .data import SegmentSampler, list_utterances, load_features
-from .distributed import StopRequest
-from ..runtime import fast_bf16, resolve_device
+from ..checkpoint import build_model, export_inference, load_checkpoint
+from ..config import PARTS, AdaptConfig, Config
 from ..errors import VCError
 from ..model import VoiceConverterNet
-from .monitor import Monitor, sample_conversions
-from .converter import freq_warp, warmup_cosine
+from ..runtime import fast_bf16, resolve_device
 from ..vocoder import load_vocoder
+from .converter import freq_warp
+from .data import SegmentSampler, list_utterances, load_features
+from .distributed import Dist
+from .loop import Run, Schedule, seed, warmup_cosine
+from .monitor import Monitor, sample_conversions
 
 
 def learning_rate(cfg: AdaptConfig, step: int, time_used: float = 0.0, floor: float = 0.05) -> float:
@@ -50,6 +52,60 @@ def trainable(net: VoiceConverterNet, parts: tuple[str, ...] | list[str]) -> lis
     return [p for p in net.parameters() if p.requires_grad]
 
 
+class AdaptTrainer:
+    """`vc adapt`'s part of the loop: the trainable parts of a converter, their optimizer, one reconstruction step,
+    and audio of conversions between the new speakers as validation."""
+    progress = ("recon_l1",)
+
+    def __init__(self, net: VoiceConverterNet, model_cfg: Config, cfg: AdaptConfig, features: tuple[list, list, list],
+                 started: float, vocoder=None, state: dict[str, Any] | None = None):
+        self.net, self.model_cfg, self.cfg, self.started, self.vocoder = net, model_cfg, cfg, started, vocoder
+        self.utts, self.mels, self.f0s = features
+        self.speakers = sorted({u.speaker for u in self.utts})
+        self.params = trainable(net, cfg.parts)
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        if state is not None:
+            net.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["opt"])
+        spk_index = {s: i for i, s in enumerate(self.speakers)}
+        self.sampler = SegmentSampler(self.mels, [spk_index[u.speaker] for u in self.utts], cfg.segment_frames,
+                                      cfg.seed, self.f0s if model_cfg.model.pitch else None, model_cfg.pitch)
+        self.device = net.mel_mean.device
+        self.bf16 = model_cfg.train.bf16 and fast_bf16(self.device)
+        self.budget = None if cfg.minutes is None else cfg.minutes * 60
+        net.train()
+
+    def step(self, step: int) -> dict[str, float]:
+        cfg, net, dev = self.cfg, self.net, self.device
+        rng = np.random.default_rng([cfg.seed, step, 1])
+        mel, ref, _, pitch = self.sampler.batch(step, cfg.batch_size)
+        mel, ref = net.normalize(mel.to(dev)), net.normalize(ref.to(dev))
+        pitch = pitch.to(dev) if pitch is not None else None
+        lr = learning_rate(cfg, step, (time.time() - self.started) / self.budget if self.budget else 0.0)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
+            with torch.set_grad_enabled("content" in cfg.parts):
+                content = net.content_encoder(freq_warp(mel, self.model_cfg.train.freq_warp, rng))
+            rec = net.decoder(content, net.speaker_encoder(ref), mel.shape[2], pitch)
+            loss = (rec.float() - mel).abs().mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.model_cfg.train.grad_clip)
+        self.opt.step()
+        return {"recon_l1": loss.item(), "lr": lr}
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": "adaptation", "seconds": time.time() - self.started, "speakers": self.speakers,
+                "parts": list(self.cfg.parts), "config": self.model_cfg.to_dict(), "settings": asdict(self.cfg),
+                "model": self.net.state_dict(), "opt": self.opt.state_dict()}
+
+    def validate(self, step: int, monitor: Monitor) -> dict[str, float]:
+        monitor.audio(step, sample_conversions(self.net, self.model_cfg, self.utts, self.mels, self.f0s,
+                                               vocoder=self.vocoder), self.model_cfg.audio.sample_rate)
+        return {}
+
+
 def adapt(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: AdaptConfig | None = None,
           run: str | Path | None = None, device: str = "cpu") -> Path:
     """Fine-tune `checkpoint` (an inference checkpoint, e.g. the shipped one) on the speakers of `data` and export
@@ -58,98 +114,32 @@ def adapt(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: AdaptC
     entered = time.time()
     cfg = cfg or AdaptConfig()
     out = Path(out)
-    run = Path(run) if run else out.with_suffix(".adapt")
-    run.mkdir(parents=True, exist_ok=True)
-    last = run / "last.pt"
     dev = resolve_device(device)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    r = Run(run or out.with_suffix(".adapt"), Dist(device=dev))
     ckpt = load_checkpoint(checkpoint)
     if ckpt.get("kind") == "training":
         raise VCError(f"{checkpoint}: a training checkpoint; adapt an exported one (vc export, or checkpoints/*.pt)")
+    state = r.resume()
+    seed(cfg.seed, cfg.threads)
     net, model_cfg = build_model(ckpt, checkpoint)
     net.to(dev)
-
-    utts, mels, f0s = load_features(list_utterances(data), model_cfg.audio, run / "features.pt")
-    speakers = sorted({u.speaker for u in utts})
-    seconds = {s: sum(m.shape[1] for u, m in zip(utts, mels) if u.speaker == s) / 80 for s in speakers}
+    features = load_features(list_utterances(data), model_cfg.audio, r.folder / "features.pt", model_cfg.pitch)
+    speakers = sorted({u.speaker for u in features[0]})
+    seconds = {s: sum(m.shape[1] for u, m in zip(features[0], features[1]) if u.speaker == s) / 80 for s in speakers}
     print(f"adapting to {len(speakers)} speaker(s): " + ", ".join(f"{s} {v / 60:.1f} min" for s, v in seconds.items()))
-    params = trainable(net, cfg.parts)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    step, spent = 0, 0.0
-    if last.is_file():
-        state = load_checkpoint(last)
-        if state.get("speakers") != speakers or state.get("parts") != list(cfg.parts):
-            raise VCError(f"{last}: an adaptation to other speakers or parts; remove {run} to start afresh")
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, spent = state["step"], state["seconds"]
-        print(f"resuming {last} at step {step}")
-
-    spk_index = {s: i for i, s in enumerate(speakers)}
-    sampler = SegmentSampler(mels, [spk_index[u.speaker] for u in utts], cfg.segment_frames, cfg.seed,
-                             f0s if model_cfg.model.pitch else None)
-    bf16 = fast_bf16(dev)
-    vocoder = load_vocoder("vocos", model_cfg, ckpt["vocoder"]) if ckpt.get("vocoder") is not None else None
-    monitor = Monitor(run, cfg.steps, step, desc="adapt")
+    if state is not None and (state.get("speakers") != speakers or state.get("parts") != list(cfg.parts)):
+        raise VCError(f"{r.last}: an adaptation to other speakers or parts; remove {r.folder} to start afresh")
+    step, spent = (state["step"], state["seconds"]) if state is not None else (0, 0.0)
     started = entered - spent  # the budget counts from the call, features included, and across resumes
-    budget = None if cfg.minutes is None else cfg.minutes * 60
-
-    def save() -> None:
-        save_checkpoint(last, {"kind": "adaptation", "step": step, "seconds": time.time() - started,
-                               "speakers": speakers, "parts": list(cfg.parts), "config": model_cfg.to_dict(),
-                               "settings": asdict(cfg),
-                               "model": net.state_dict(), "opt": opt.state_dict()})
-
-    def listen() -> None:
-        monitor.audio(step, sample_conversions(net, model_cfg, utts, mels, f0s, vocoder=vocoder),
-                      model_cfg.audio.sample_rate)
-
+    vocoder = load_vocoder("vocos", model_cfg, ckpt["vocoder"]) if ckpt.get("vocoder") is not None else None
+    trainer = AdaptTrainer(net, model_cfg, cfg, features, started, vocoder, state)
+    monitor = r.monitor(cfg.steps, step, desc="adapt")
     if step == 0:
-        listen()  # the unadapted model, to compare with
-    last_save = time.time()
-    net.train()
-    try:
-        with StopRequest(cfg.minutes, started) as stop:
-            while step < cfg.steps and not stop.signalled:
-                rng = np.random.default_rng([cfg.seed, step, 1])
-                mel, ref, _, pitch = sampler.batch(step, cfg.batch_size)
-                mel, ref = net.normalize(mel.to(dev)), net.normalize(ref.to(dev))
-                pitch = pitch.to(dev) if pitch is not None else None
-                lr = learning_rate(cfg, step, (time.time() - started) / budget if budget else 0.0)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                    with torch.set_grad_enabled("content" in cfg.parts):
-                        content = net.content_encoder(freq_warp(mel, model_cfg.train.freq_warp, rng))
-                    rec = net.decoder(content, net.speaker_encoder(ref), mel.shape[2], pitch)
-                    loss = (rec.float() - mel).abs().mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, model_cfg.train.grad_clip)
-                opt.step()
-                step += 1
-                monitor.update(recon_l1=loss.item())
-                if step % cfg.log_every == 0:
-                    monitor.scalars(step, {"recon_l1": loss.item(), "lr": lr})
-                if cfg.sample_every and step % cfg.sample_every == 0:
-                    listen()
-                if time.time() - last_save > cfg.checkpoint_minutes * 60:
-                    save()
-                    last_save = time.time()
-                if stop.out_of_time():
-                    monitor.write(f"time budget of {cfg.minutes} min reached at step {step}")
-                    break
-        save()
-        if stop.signalled:
-            print(f"interrupted at step {step}; saved {last}; run the same command again to resume")
-            raise KeyboardInterrupt
-        listen()
-    finally:
-        monitor.close()
-    meta = {**ckpt.get("meta", {}), "adapted_from": str(checkpoint), "adapt_steps": step,
-            "adapt_speakers": speakers, "adapt_parts": list(cfg.parts)}
+        trainer.validate(0, monitor)  # the unadapted model, to compare with
+    schedule = Schedule(cfg.steps, cfg.log_every, cfg.sample_every, cfg.checkpoint_minutes, cfg.minutes, started)
+    outcome = r.loop(trainer, schedule, step, monitor)
+    meta = {**ckpt.get("meta", {}), "adapted_from": str(checkpoint), "adapt_steps": outcome.step,
+            "adapt_speakers": speakers, "adapt_parts": list(cfg.parts), "complete": outcome.complete}
     path = export_inference(out, net, model_cfg, meta, vocoder=ckpt.get("vocoder"))
-    print(f"step {step} ({(time.time() - started) / 60:.1f} min): exported {path}")
+    r.finish(outcome, path, elapsed=time.time() - started)
     return path

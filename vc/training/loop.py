@@ -160,22 +160,29 @@ class Run:
                 values = trainer.step(step)
                 step += 1
                 monitor.update(**{k: values[k] for k in trainer.progress if k in values})
+                stopping = stop.due(d) or step == s.until  # a collective: every rank asks at every step
                 if step % s.log_every == 0 or step == s.steps:
                     monitor.scalars(step, values)
-                if d.main and s.val_every and (step % s.val_every == 0 or step == s.steps):
-                    measured = trainer.validate(step, monitor)
-                    monitor.scalars(step, measured)
-                    if measured:
-                        monitor.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in measured.items()))
+                # validated at the end of a run, also one cut short by its budget (not by a signal: that is urgent)
+                if d.main and s.val_every and (step % s.val_every == 0 or step == s.steps
+                                               or (stopping and not stop.signalled)):
+                    self._validate(trainer, step, monitor)
                 if d.main and time.time() - last_save > s.checkpoint_minutes * 60:
                     self.save(trainer, step)
                     last_save = time.time()
-                if stop.due(d) or step == s.until:
+                if stopping:
                     break
             interrupted = d.any(stop.signalled)
             reason = "" if step >= s.steps or interrupted else (
                 f"until step {s.until}" if step == s.until else "time budget")
         return step, reason, interrupted
+
+    @staticmethod
+    def _validate(trainer: Trainer, step: int, monitor: Monitor) -> None:
+        measured = trainer.validate(step, monitor)
+        monitor.scalars(step, measured)
+        if measured:
+            monitor.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in measured.items()))
 
     def finish(self, outcome: Outcome, exported: Path, elapsed: float | None = None) -> None:
         """One line: what was exported, and whether the run stopped short of its steps."""
