@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import vc
-from vc.adapt import AdaptConfig, adapt
+from vc.training.adapt import AdaptConfig, adapt
 from vc.audio import load_wav, save_wav
 from vc.judges import SpeakerJudge
 

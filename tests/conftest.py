@@ -51,7 +51,7 @@ def dev_dir(tmp_path_factory) -> Path:
 def tiny_checkpoint(tmp_path_factory, train_dir, dev_dir) -> Path:
     """A model trained with recipes/tiny.yaml: the real training loop with a baby config."""
     from vc.config import load_recipe
-    from vc.train import train
+    from vc.training.converter import train
 
     out = tmp_path_factory.mktemp("tiny-run")
     return train(load_recipe(ROOT / "recipes" / "tiny.yaml"), train_dir, out, dev=dev_dir)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import vc
-from vc.adapt import AdaptConfig, adapt, learning_rate
+from vc.training.adapt import AdaptConfig, adapt, learning_rate
 from vc.cli import main
 from vc.errors import VCError
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from vc.data import SegmentSampler, list_utterances
+from vc.training.data import SegmentSampler, list_utterances
 from vc.errors import VCError
 from vc.pitch import features
 

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from vc.distributed import Dist, StopRequest
+from vc.training.distributed import Dist, StopRequest
 
 from conftest import ROOT
 
@@ -14,7 +14,7 @@ from conftest import ROOT
 DRIVER = """
 import os, sys
 import torch
-import vc.train as T
+import vc.training.converter as T
 from vc.config import load_recipe
 
 nets = []

@@ -10,9 +10,9 @@ import torch
 
 from vc.config import load_recipe
 from vc.errors import VCError
-from vc.train import train
+from vc.training.converter import train
 
-from conftest import ROOT
+from conftest import ROOT, write_speakers
 
 TINY = ROOT / "recipes" / "tiny.yaml"
 
@@ -21,12 +21,15 @@ def _weights(path):
     return torch.load(path, weights_only=True)["model"]
 
 
-def test_tiny_recipe_trains_and_logs(tiny_checkpoint):
-    run = tiny_checkpoint.parent
-    assert (run / "last.pt").is_file()
-    lines = (run / "log.jsonl").read_text().splitlines()
-    assert any("recon_l1" in line for line in lines)
-    assert any("leak_probe_acc" in line or "dev_recon_l1" in line for line in lines)
+def test_tiny_recipe_trains_and_logs(dev_dir, tmp_path):
+    data = write_speakers(tmp_path / "data", n_speakers=3, n_clips=4)  # split_holdout holds out one of 4 per speaker
+    train(load_recipe(TINY), data, tmp_path / "run", dev=dev_dir)
+    assert (tmp_path / "run" / "last.pt").is_file()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any("recon_l1" in r for r in rows) and any("dev_recon_l1" in r for r in rows)
+    probe = [r["leak_probe_acc"] for r in rows if "leak_probe_acc" in r]  # the leakage probe ran, at each validation
+    assert len(probe) == 2 and all(isinstance(p, float) and 0 <= p <= 1 for p in probe)
+    assert rows[-1]["leak_probe_chance"] == pytest.approx(1 / 3, abs=1e-4)
 
 
 def test_tensorboard_has_scalars_and_audio_of_dev_conversions(tiny_checkpoint):
@@ -89,3 +92,55 @@ def test_bad_recipe(tmp_path):
     (tmp_path / "r.yaml").write_text("model:\n  chanels: 3\n")
     with pytest.raises(VCError, match="model: unknown field.* chanels"):
         load_recipe(tmp_path / "r.yaml")
+
+
+def test_several_data_folders_pool_their_speakers(dev_dir, tmp_path, capsys):
+    a = write_speakers(tmp_path / "a", n_speakers=2, n_clips=2)
+    b = write_speakers(tmp_path / "b", n_speakers=3, n_clips=1)  # spk0 and spk1 again, and a new spk2
+    cfg = load_recipe(TINY).replace(train={"steps": 2})
+    train(cfg, [a, b], tmp_path / "run", dev=dev_dir)
+    assert "7 training utterances of 3 speakers" in capsys.readouterr().out
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["speakers"] == ["spk0", "spk1", "spk2"]
+
+
+def test_restart_before_the_first_checkpoint_says_so_and_keeps_one_log_row_per_step(train_dir, dev_dir, tmp_path,
+                                                                                   capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"step": 5, "recon_l1": 9.0}\n{"step": 10, "recon_l1": 9.0}\n{"ste')
+    (run / ".last.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # what kill -9 mid-save leaves
+    train(load_recipe(TINY), train_dir, run, dev=dev_dir, until=10)
+    out = capsys.readouterr().out
+    assert f"no checkpoint yet in {run}: starting at step 0" in out
+    assert "stopped at step 10 of 20 (until step 10); exported" in out and "from this step" in out
+    assert not list(run.glob(".*.tmp"))
+    assert torch.load(run / "model.pt", weights_only=True)["meta"]["complete"] is False
+    train(load_recipe(TINY), train_dir, run, dev=dev_dir)
+    assert f"resuming {run / 'last.pt'} at step 10" in capsys.readouterr().out
+    rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if "recon_l1" in r]
+    assert steps == [5, 10, 15, 20] and 9.0 not in [r["recon_l1"] for r in rows if "recon_l1" in r]
+    assert torch.load(run / "model.pt", weights_only=True)["meta"]["complete"] is True
+
+
+def test_time_budget_stops_short_and_says_so(train_dir, dev_dir, tmp_path, capsys):
+    train(load_recipe(TINY), train_dir, tmp_path, dev=dev_dir, max_minutes=0)
+    assert "stopped at step 1 of 20 (time budget); exported" in capsys.readouterr().out
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["meta"]["complete"] is False
+
+
+def test_kill_9_leaves_no_temporary_file_and_the_next_run_resumes(train_dir, dev_dir, tmp_path):
+    cmd = [sys.executable, "-m", "vc", "train", str(TINY), "--data", str(train_dir), "--dev", str(dev_dir),
+           "--out", str(tmp_path), "--steps", "100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "log.jsonl").is_file() or "recon_l1" not in (tmp_path / "log.jsonl").read_text():
+        assert time.time() < deadline and proc.poll() is None, "training did not start"
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait(timeout=30)
+    (tmp_path / ".last.pt.x9x9x9.tmp").write_bytes(b"cut short")  # as if the kill had come mid-save
+    cfg = load_recipe(TINY).replace(train={"steps": 3})
+    train(cfg, train_dir, tmp_path, dev=dev_dir)
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 3

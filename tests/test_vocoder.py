@@ -7,7 +7,7 @@ from vc.checkpoint import load_checkpoint
 from vc.config import AudioConfig, Config, VocoderConfig
 from vc.errors import VCError
 from vc.vocoder import GriffinLim, NeuralVocoder, Vocos, build_vocoder, load_vocoder, vocoder_weights
-from vc.vocoder_train import VocoderTrainConfig, anti_wrap, train_vocoder, vocoder_loss
+from vc.training.vocoder import VocoderTrainConfig, anti_wrap, train_vocoder, vocoder_loss
 
 from conftest import synth_speech, write_speakers
 

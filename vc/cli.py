@@ -13,7 +13,7 @@ from .errors import VCError
 
 def _train(args: argparse.Namespace) -> int:
     from .config import load_recipe
-    from .train import train
+    from .training.converter import train
 
     cfg = load_recipe(args.recipe)
     if args.steps is not None:
@@ -34,7 +34,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _adapt(args: argparse.Namespace) -> int:
-    from .adapt import adapt
+    from .training.adapt import adapt
 
     cfg = AdaptConfig(parts=tuple(args.parts.split(",")), minutes=args.minutes or None, threads=args.threads)
     for name in ("steps", "lr", "batch_size"):
@@ -120,16 +120,18 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _train_vocoder(args: argparse.Namespace) -> int:
-    from .vocoder_train import VocoderTrainConfig, train_vocoder
+    from .training.vocoder import VocoderTrainConfig, train_vocoder
 
     cfg = VocoderTrainConfig(threads=args.threads)
     if args.steps is not None:
         cfg.steps = args.steps
     if args.lr is not None:
         cfg.lr = args.lr
-    path = train_vocoder(args.data, args.out, cfg=cfg, init=args.init, causal=args.causal or None,
-                         finetune_on=args.finetune_on, max_minutes=args.max_minutes)
-    print(f"exported {path}")
+    try:
+        train_vocoder(args.data, args.out, cfg=cfg, init=args.init, causal=args.causal or None,
+                      finetune_on=args.finetune_on, max_minutes=args.max_minutes)
+    except KeyboardInterrupt:  # saved; the loop said how to resume
+        return 130
     return 0
 
 
@@ -272,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (resumes from OUT/last.pt when present)")
     t.add_argument("recipe", help="recipe YAML overriding the config defaults (e.g. recipes/default.yaml)")
-    t.add_argument("--data", required=True,
-                   help="training split: a folder with utterances.tsv, or one folder per speaker")
+    t.add_argument("--data", required=True, nargs="+",
+                   help="training split: a folder with utterances.tsv, or one folder per speaker; several folders "
+                   "are pooled (the same speaker id in two folders is one speaker)")
     t.add_argument("--out", required=True, help="run folder: checkpoints, TensorBoard logs, exported model.pt")
     t.add_argument("--dev", default=None, help="validation split (default: a 'dev' folder beside --data, if any)")
     t.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")

@@ -160,7 +160,7 @@ class TrainConfig(_Checked):
 
 @dataclass
 class AdaptConfig:
-    """`vc adapt`: fine-tuning a trained converter on new speakers (see `vc.adapt`)."""
+    """`vc adapt`: fine-tuning a trained converter on new speakers (see `vc.training.adapt`)."""
     parts: tuple[str, ...] = ("speaker", "adain")  # the speaker encoder and the decoder's AdaIN affine layers
     steps: int = 1500
     minutes: float | None = 10.0  # budget for the whole run, feature extraction included; the learning rate anneals

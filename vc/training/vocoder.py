@@ -11,22 +11,23 @@ import hashlib
 import json
 import logging
 import math
-import signal
-import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .audio import hann_window, load_wav, log_mel, stft
-from .checkpoint import load_checkpoint, read_config, save_checkpoint
-from .config import AudioConfig, Config, VocoderConfig
+from ..audio import hann_window, load_wav, log_mel, stft
+from ..checkpoint import load_checkpoint, read_config, save_checkpoint
+from ..config import AudioConfig, Config, VocoderConfig
+from ..errors import VCError
+from ..runtime import fast_bf16
+from ..vocoder import Vocos, vocoder_weights
 from .data import list_utterances
-from .errors import VCError
-from .train import warmup_cosine
-from .vocoder import Vocos, vocoder_weights
+from .loop import Run, Schedule, seed, warmup_cosine
+from .monitor import Monitor
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def load_corpus(data: str | Path, audio: AudioConfig, cache: Path | None = None)
 def reconstructions(model_path: str | Path, wavs: list[torch.Tensor], audio: AudioConfig) -> list[torch.Tensor]:
     """Teacher-forced reconstructions by a trained converter: each utterance's content in its own voice, as log-mels
     aligned frame for frame with the audio. This is what the vocoder will be fed at inference."""
-    from .api import load_model
+    from ..api import load_model
     vc = load_model(model_path, vocoder="griffin-lim")
     if dataclasses.asdict(vc.cfg.audio) != dataclasses.asdict(audio):
         raise VCError(f"{model_path}: its audio settings differ from the vocoder's")
@@ -159,105 +160,102 @@ class Segments:
         return torch.stack(mels), torch.stack(wavs)
 
 
+class VocoderTrainer:
+    """`vc train-vocoder`'s part of the loop: the vocoder and its optimizer, one step on random segments, and
+    copy-synthesis validation."""
+    progress = ("mel", "ip")
+
+    def __init__(self, net: Vocos, cfg: VocoderTrainConfig, config: Config, sampler: "Segments",
+                 val: tuple[list[torch.Tensor], list[torch.Tensor]], state: dict[str, Any] | None = None):
+        self.net, self.cfg, self.config, self.sampler, self.val = net, cfg, config, sampler, val
+        self.opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
+        if state is not None:
+            net.load_state_dict(state["weights"])
+            self.opt.load_state_dict(state["optimizer"])
+        self.bf16 = cfg.bf16 and fast_bf16("cpu")  # the vocoder trains on the CPU
+
+    def step(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        for g in self.opt.param_groups:
+            g["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps, floor=0.05)
+        mel, wav = self.sampler.batch(step)
+        self.net.train()
+        loss, parts = vocoder_loss(self.net, mel, wav, cfg.phase_weight, self.bf16)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
+        self.opt.step()
+        return {"loss": loss.item(), **parts}
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": "vocoder-train", "weights": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                "config": self.config.to_dict(), "settings": dataclasses.asdict(self.cfg)}
+
+    def validate(self, step: int, monitor: Monitor) -> dict[str, float]:
+        return validate(self.net, *self.val, self.config.audio)
+
+
 def train_vocoder(data: str | Path, out: str | Path, *, audio: AudioConfig | None = None,
                   model_cfg: VocoderConfig | None = None, cfg: VocoderTrainConfig | None = None,
                   init: str | Path | None = None, finetune_on: str | Path | None = None,
-                  max_minutes: float | None = None, causal: bool | None = None) -> Path:
+                  max_minutes: float | None = None, causal: bool | None = None, until: int | None = None) -> Path:
     """Train (or, with `init`, continue from an exported vocoder) and export `out/vocoder.pt`.
 
     `finetune_on`: a converter checkpoint whose teacher-forced reconstructions replace `recon_share` of the mels.
     `causal`: a streamable vocoder (None: as `model_cfg`, or as the `init` vocoder, which it must agree with).
-    Resumes from `out/vocoder-last.pt` when it exists.
+    Resumes from `out/vocoder-last.pt` when it exists, with that run's audio and vocoder settings.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    audio, model_cfg, cfg = audio or AudioConfig(), model_cfg or VocoderConfig(), cfg or VocoderTrainConfig()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    weights = None
-    if init is not None:  # an initial vocoder brings its own architecture
-        start = load_checkpoint(init)
-        if start.get("vocoder") is None:
-            raise VCError(f"{init}: not a vocoder file (write one with `vc train-vocoder`)")
-        init_cfg = read_config(start, init)
-        if causal is not None and causal != init_cfg.vocoder.causal:
-            raise VCError(f"{init}: its vocoder is {'' if init_cfg.vocoder.causal else 'not '}causal; "
-                          "--causal cannot change that (train from scratch instead)")
-        model_cfg, weights = init_cfg.vocoder, start["vocoder"]
-    elif causal is not None:
-        model_cfg = dataclasses.replace(model_cfg, causal=causal)
-    net = Vocos(audio, model_cfg)
-    if weights is not None:
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
-    last, step = out / "vocoder-last.pt", 0
-    if last.is_file():
-        ck = load_checkpoint(last)
-        net.load_state_dict(ck["weights"])
-        opt.load_state_dict(ck["optimizer"])
-        step = ck["step"]
-        log.info("resumed from %s at step %d", last, step)
-
+    cfg = cfg or VocoderTrainConfig()
+    run = Run(out, checkpoint="vocoder-last.pt", log="vocoder-log.jsonl", tb="vocoder-tb")
+    state = run.resume()
+    seed(cfg.seed, cfg.threads)
+    if state is not None:
+        config = read_config(state, run.last)
+        net = Vocos(config.audio, config.vocoder)
+    else:
+        config, net = _initial(audio or AudioConfig(), model_cfg or VocoderConfig(), init, causal)
+    audio = config.audio
     wavs = load_corpus(data, audio, out / "audio-cache.pt")
     mels = [log_mel(w.float() / 32767, audio).to(torch.float16) for w in wavs]
-    if init is None and step == 0:
+    if init is None and state is None:
         allm = torch.cat([m.float().flatten() for m in mels])
         net.mel_mean.fill_(float(allm.mean()))
         net.mel_std.fill_(float(allm.std()))
     recon = reconstructions(finetune_on, wavs, audio) if finetune_on else None
-    rng = np.random.default_rng(12345)
-    val_idx = rng.choice(len(wavs), size=min(8, len(wavs)), replace=False)
-    sampler = Segments(wavs, mels, recon, audio, cfg)
+    val_idx = np.random.default_rng(12345).choice(len(wavs), size=min(8, len(wavs)), replace=False)
+    val = ([wavs[i] for i in val_idx], [(recon or mels)[i] for i in val_idx])
+    trainer = VocoderTrainer(net, cfg, config, Segments(wavs, mels, recon, audio, cfg), val, state)
+    start = state["step"] if state is not None else 0
+    schedule = Schedule(cfg.steps, cfg.log_every, cfg.val_every, cfg.checkpoint_minutes, max_minutes, until=until)
+    outcome = run.loop(trainer, schedule, start, run.monitor(cfg.steps, start, desc="vocoder"))
+    path = save_checkpoint(out / "vocoder.pt", {
+        "kind": "vocoder", "config": config.to_dict(), "vocoder": vocoder_weights(net),
+        "meta": {"step": outcome.step, "data": str(data), "finetune_on": str(finetune_on or ""),
+                 "complete": outcome.complete}})
+    run.finish(outcome, path)
+    return path
 
-    def save() -> None:
-        config = Config(audio=audio, vocoder=model_cfg).to_dict()
-        save_checkpoint(last, {"kind": "vocoder-train", "weights": net.state_dict(), "optimizer": opt.state_dict(),
-                               "step": step, "config": config, "settings": dataclasses.asdict(cfg)})
-        save_checkpoint(out / "vocoder.pt", {"kind": "vocoder", "config": config, "vocoder": vocoder_weights(net),
-                                             "meta": {"step": step, "data": str(data),
-                                                      "finetune_on": str(finetune_on or "")}})
 
-    interrupted = []
-    previous = signal.signal(signal.SIGTERM, lambda *_: interrupted.append(1))
-    logf = (out / "vocoder-log.jsonl").open("a")
-    start_time, saved = time.time(), time.time()
-    bar = tqdm(total=cfg.steps, initial=step, desc="vocoder", unit="step")
-    try:
-        while step < cfg.steps and not interrupted:
-            if max_minutes is not None and time.time() - start_time > max_minutes * 60:
-                break
-            for g in opt.param_groups:
-                g["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps, floor=0.05)
-            mel, wav = sampler.batch(step)
-            net.train()
-            loss, parts = vocoder_loss(net, mel, wav, cfg.phase_weight, cfg.bf16)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            opt.step()
-            step += 1
-            bar.update(1)
-            if step % cfg.log_every == 0:
-                logf.write(json.dumps({"step": step, "loss": loss.item(), **parts}) + "\n")
-                logf.flush()
-                bar.set_postfix(mel=f"{parts['mel']:.3f}", ip=f"{parts['ip']:.2f}")
-            if step % cfg.val_every == 0:
-                val = validate(net, [wavs[i] for i in val_idx],
-                               [(recon or mels)[i] for i in val_idx], audio)
-                logf.write(json.dumps({"step": step, **val}) + "\n")
-                log.info("step %d: %s", step, val)
-            if time.time() - saved > cfg.checkpoint_minutes * 60:
-                save()
-                saved = time.time()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        bar.close()
-        save()
-        logf.close()
-        signal.signal(signal.SIGTERM, previous)
-    return out / "vocoder.pt"
+def _initial(audio: AudioConfig, model_cfg: VocoderConfig, init: str | Path | None, causal: bool | None
+             ) -> tuple[Config, Vocos]:
+    """The config and network a new run starts from: `model_cfg` (made causal or not by `causal`), or the exported
+    vocoder `init`, which brings its own architecture."""
+    if init is None:
+        if causal is not None:
+            model_cfg = dataclasses.replace(model_cfg, causal=causal)
+        return Config(audio=audio, vocoder=model_cfg), Vocos(audio, model_cfg)
+    start = load_checkpoint(init)
+    if start.get("vocoder") is None:
+        raise VCError(f"{init}: not a vocoder file (write one with `vc train-vocoder`)")
+    init_cfg = read_config(start, init)
+    if causal is not None and causal != init_cfg.vocoder.causal:
+        raise VCError(f"{init}: its vocoder is {'' if init_cfg.vocoder.causal else 'not '}causal; "
+                      "--causal cannot change that (train from scratch instead)")
+    config = Config(audio=audio, vocoder=init_cfg.vocoder)
+    net = Vocos(audio, init_cfg.vocoder)
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in start["vocoder"].items()})
+    return config, net
 
 
 @torch.inference_mode()

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import pitch
-from .config import Config
-from .model import VoiceConverterNet
-from .vocoder import GriffinLim
+from .. import pitch
+from ..config import Config
+from ..model import VoiceConverterNet
+from ..vocoder import GriffinLim
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +23,16 @@ SAMPLE_FRAMES = 400  # 5 s of each clip is enough to hear the voice
 
 
 class Monitor:
-    """Progress bar (`total` steps, starting at `initial`), `out/log.jsonl`, and TensorBoard under `out/tb`."""
+    """Progress bar (`total` steps, starting at `initial`), `out/log.jsonl`, and TensorBoard under `out/tb` (other
+    names with `log` and `tb`, for runs that share a folder)."""
 
-    def __init__(self, out: Path, total: int, initial: int = 0, desc: str = "train", enabled: bool = True):
+    def __init__(self, out: Path, total: int, initial: int = 0, desc: str = "train", enabled: bool = True,
+                 log: str = "log.jsonl", tb: str = "tb"):
         self.enabled = enabled
         self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, mininterval=2.0,
                         disable=not enabled)
-        self.writer = _tensorboard(out) if enabled else None
-        self.log_file = (out / "log.jsonl").open("a") if enabled else None
+        self.writer = _tensorboard(out / tb) if enabled else None
+        self.log_file = (out / log).open("a") if enabled else None
 
     def update(self, n: int = 1, **postfix: float) -> None:
         self.bar.update(n)
@@ -90,8 +92,8 @@ def sample_conversions(net: VoiceConverterNet, cfg: Config, utts: list, mels: li
         f0 = f0s[i][:SAMPLE_FRAMES].float()
         p = None
         if cfg.model.pitch:
-            f0 = pitch.transpose(f0, pitch.stats([f0s[i].float()]), pitch.stats([f0s[j].float()]))
-            p = pitch.features(f0)[None].to(device)
+            f0 = pitch.transpose(f0, pitch.stats([f0s[i].float()], cfg.pitch), pitch.stats([f0s[j].float()], cfg.pitch))
+            p = pitch.features(f0, cfg.pitch)[None].to(device)
         mel = net.denormalize(net.decoder(net.content_encoder(src), net.speaker_encoder(ref), src.shape[2], p))
         name = f"convert/{k}_{speakers[k]}_to_{speakers[(k + 1) % len(speakers)]}"
         out[name] = vocoder(mel[0].float().cpu()).cpu().numpy()
@@ -99,10 +101,10 @@ def sample_conversions(net: VoiceConverterNet, cfg: Config, utts: list, mels: li
     return out
 
 
-def _tensorboard(out: Path):
+def _tensorboard(folder: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is in the `train` extra
         log.warning("tensorboard is not installed: no TensorBoard scalars (pip install 'vc[train]')")
         return None
-    return SummaryWriter(str(out / "tb"))
+    return SummaryWriter(str(folder))

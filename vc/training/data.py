@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import load_wav, log_mel
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import AUDIO_EXTENSIONS, AudioConfig
-from .errors import VCError
-from .pitch import features, track
+from ..audio import load_wav, log_mel
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import AUDIO_EXTENSIONS, AudioConfig, PitchConfig
+from ..errors import VCError
+from ..pitch import features, track
+from .distributed import Dist
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -47,17 +47,27 @@ def list_utterances(root: str | Path) -> list[Utterance]:
     return utts
 
 
+def gather_utterances(roots: str | Path | list[str | Path]) -> list[Utterance]:
+    """The union of the utterances of one or several data folders. A speaker is its id: the same id in two folders
+    (train/ and train_more/) is the same speaker."""
+    roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    found = {u.path: u for root in roots for u in list_utterances(root)}
+    return list(found.values())
+
+
 FEATURES_VERSION = 2  # bump when what `load_features` computes changes, so that old caches are rebuilt
 
 
-def load_features(utts: list[Utterance], cfg: AudioConfig, cache: str | Path | None = None
-                  ) -> tuple[list[Utterance], list[torch.Tensor], list[torch.Tensor]]:
+def load_features(utts: list[Utterance], cfg: AudioConfig, cache: str | Path | None = None,
+                  pitch: PitchConfig | None = None) -> tuple[list[Utterance], list[torch.Tensor], list[torch.Tensor]]:
     """Log-mels (n_mels, T) in float16 and F0 contours (T,) in Hz for every readable utterance; unreadable ones are
     skipped with a warning.
 
     With `cache`, features are saved there once and reused while the file list and audio config are unchanged.
     """
-    key = hashlib.sha1(json.dumps([FEATURES_VERSION, asdict(cfg), [asdict(u) for u in utts]]).encode()).hexdigest()
+    pitch = pitch or PitchConfig()
+    key = hashlib.sha1(json.dumps([FEATURES_VERSION, asdict(cfg), asdict(pitch), [asdict(u) for u in utts]]
+                                  ).encode()).hexdigest()
     if cache is not None and Path(cache).is_file():
         try:
             c = load_checkpoint(cache)
@@ -74,12 +84,36 @@ def load_features(utts: list[Utterance], cfg: AudioConfig, cache: str | Path | N
             continue
         kept.append(u)
         mels.append(log_mel(wav, cfg).to(torch.float16))
-        f0s.append(track(wav, cfg)[0])
+        f0s.append(track(wav, cfg, pitch)[0])
     if not kept:
         raise VCError("no usable audio in the data folder")
     if cache is not None:
         save_checkpoint(cache, {"key": key, "utts": [[u.path, u.speaker] for u in kept], "mels": mels, "f0s": f0s})
     return kept, mels, f0s
+
+
+def shard_features(utts: list[Utterance], cfg: AudioConfig, cache: Path, d: Dist, pitch: PitchConfig | None = None):
+    """`load_features` with the extraction shared: rank r computes utterances r, r + world, ... into its own cache,
+    then every rank reads all the caches, in the order of `utts`."""
+    if d.world == 1:
+        return load_features(utts, cfg, cache, pitch)
+
+    def part(r: int):
+        try:
+            return load_features(utts[r::d.world], cfg, cache.with_name(f"{cache.stem}.{r}-of-{d.world}.pt"), pitch)
+        except VCError:  # a shard without usable audio
+            return [], [], []
+
+    part(d.rank)
+    d.barrier()
+    found = {}
+    for r in range(d.world):
+        for u, m, f in zip(*part(r)):
+            found[u] = (m, f)
+    kept = [u for u in utts if u in found]
+    if not kept:
+        raise VCError("no usable audio in the data folder")
+    return kept, [found[u][0] for u in kept], [found[u][1] for u in kept]
 
 
 class SegmentSampler:
@@ -90,11 +124,12 @@ class SegmentSampler:
     """
 
     def __init__(self, mels: list[torch.Tensor], speaker_ids: list[int], segment: int, seed: int,
-                 f0s: list[torch.Tensor] | None = None):
+                 f0s: list[torch.Tensor] | None = None, pitch: PitchConfig | None = None):
         keep = [i for i, m in enumerate(mels) if m.shape[1] >= segment]
         if not keep:
             raise VCError(f"no utterance is at least {segment} frames long")
         self.mels, self.speaker_ids, self.segment, self.seed, self.f0s = mels, speaker_ids, segment, seed, f0s
+        self.pitch = pitch
         self.index = np.array(keep)
         lengths = np.array([mels[i].shape[1] for i in keep], dtype=np.float64)
         self.p = lengths / lengths.sum()
@@ -119,7 +154,7 @@ class SegmentSampler:
             s = self._start(i, rng)
             segs.append(self.mels[i][:, s:s + self.segment])
             if self.f0s is not None:
-                pitch.append(features(self.f0s[i][s:s + self.segment].float()))
+                pitch.append(features(self.f0s[i][s:s + self.segment].float(), self.pitch))
             r = self._start(j, rng)
             refs.append(self.mels[j][:, r:r + self.segment])
             ids.append(spk)

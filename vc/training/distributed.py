@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .runtime import resolve_device
+from ..runtime import resolve_device
 
 
 @dataclass

@@ -1,0 +1,303 @@
+"""`vc train`: adversarial training of the disentangling auto-encoder, with validation, checkpoints and resume; on one
+process, or on several under torchrun (DistributedDataParallel, see `vc.training.distributed`)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint import export_inference, load_checkpoint, read_config
+from ..config import Config
+from ..errors import VCError
+from ..model import SpeakerClassifier, VoiceConverterNet
+from ..pitch import features
+from ..runtime import fast_bf16
+from .data import SegmentSampler, Utterance, gather_utterances, list_utterances, load_features, shard_features
+from .distributed import Dist, setup
+from .loop import Run, Schedule, seed, warmup_cosine
+from .monitor import Monitor, sample_conversions
+
+
+def freq_warp(mel: torch.Tensor, max_warp: float, rng: np.random.Generator) -> torch.Tensor:
+    """Stretch each normalized mel (B, n_mels, T) along frequency by a random factor in [1 - w, 1 + w].
+
+    Fed to the content encoder only: formants move while what is said stays, so timbre becomes useless to it.
+    """
+    if max_warp <= 0:
+        return mel
+    out = torch.empty_like(mel)
+    n = mel.shape[1]
+    for b in range(mel.shape[0]):
+        size = max(2, round(n * (1 + rng.uniform(-max_warp, max_warp))))
+        x = F.interpolate(mel[b:b + 1].transpose(1, 2), size=size, mode="linear", align_corners=True)[0].T
+        if size >= n:
+            out[b] = x[:n]
+        else:
+            out[b, :size] = x
+            out[b, size:] = mel[b].min()
+    return out
+
+
+def adv_weight(cfg: Config, step: int) -> float:
+    t = cfg.train
+    if step < t.adv_start:
+        return 0.0
+    return t.adv_weight * min(1.0, (step - t.adv_start) / max(1, t.adv_ramp))
+
+
+def learning_rate(cfg: Config, step: int) -> float:
+    t = cfg.train
+    return warmup_cosine(step, t.lr, t.warmup_steps, t.steps, floor=0.1)
+
+
+def split_holdout(utts: list[Utterance]) -> tuple[list[Utterance], list[Utterance]]:
+    """Hold out the last utterance of every speaker with at least 4, for the leakage probe."""
+    by_spk: dict[str, list[Utterance]] = {}
+    for u in utts:
+        by_spk.setdefault(u.speaker, []).append(u)
+    held = {sorted(v, key=lambda u: u.path)[-1] for v in by_spk.values() if len(v) >= 4}
+    return [u for u in utts if u not in held], [u for u in utts if u in held]
+
+
+def pick_dev(utts: list[Utterance], n: int) -> list[Utterance]:
+    """Up to n dev utterances, round-robin over speakers so that several utterances of several speakers appear."""
+    by_spk: dict[str, list[Utterance]] = {}
+    for u in sorted(utts, key=lambda u: u.path):
+        by_spk.setdefault(u.speaker, []).append(u)
+    multi = [v for v in by_spk.values() if len(v) > 1] or list(by_spk.values())
+    picked: list[Utterance] = []
+    for r in range(max(len(v) for v in multi)):
+        for v in multi:
+            if r < len(v) and len(picked) < n:
+                picked.append(v[r])
+    return picked
+
+
+@torch.no_grad()
+def validate(net: VoiceConverterNet, clf: SpeakerClassifier, cfg: Config, dev: tuple[list[Utterance], list, list],
+             held: tuple[list[int], list]) -> dict[str, float]:
+    """Dev reconstruction L1, speaker-embedding separation on dev, and the leakage probe on held-out utterances."""
+    net.eval(), clf.eval()
+    device = net.mel_mean.device
+    out: dict[str, float] = {}
+    dev_utts, dev_mels, dev_f0s = dev
+    if dev_utts:
+        mels = [net.normalize(m.float()[None, :, :800].to(device)) for m in dev_mels]
+        pitch = [features(f[:800].float(), cfg.pitch)[None].to(device) if cfg.model.pitch else None for f in dev_f0s]
+        embs = torch.cat([net.speaker_encoder(m) for m in mels])
+        spk = [u.speaker for u in dev_utts]
+        losses = []
+        for i, m in enumerate(mels):
+            j = next((k for k in range(len(mels)) if k != i and spk[k] == spk[i]), i)
+            rec = net.decoder(net.content_encoder(m), embs[j:j + 1], m.shape[2], pitch[i])
+            losses.append((rec - m).abs().mean().item())
+        out["dev_recon_l1"] = float(np.mean(losses))
+        e = F.normalize(embs, dim=1)
+        cos = e @ e.T
+        same = torch.tensor([[a == b for b in spk] for a in spk], device=device)
+        off = ~torch.eye(len(spk), dtype=torch.bool, device=device)
+        if (same & off).any() and (~same).any():
+            out["dev_spk_cos_same"] = cos[same & off].mean().item()
+            out["dev_spk_cos_diff"] = cos[~same].mean().item()
+            out["dev_spk_separation"] = out["dev_spk_cos_same"] - out["dev_spk_cos_diff"]
+    ids, held_mels = held
+    if ids:
+        seg = cfg.train.segment_frames
+        correct = total = 0
+        for spk_id, m in zip(ids, held_mels):
+            m = net.normalize(m.float()[None].to(device))
+            chunks = [m[:, :, s:s + seg] for s in range(0, m.shape[2] - seg + 1, seg)] or [m]
+            pred = clf(net.content_encoder(torch.cat(chunks))).argmax(dim=1)
+            correct += int((pred == spk_id).sum())
+            total += len(chunks)
+        out["leak_probe_acc"] = correct / total
+        out["leak_probe_chance"] = 1.0 / cfg.model.n_speakers
+    net.train(), clf.train()
+    return out
+
+
+class Generator(nn.Module):
+    """Everything the generator loss trains, behind one forward, so that DistributedDataParallel sees all of it:
+    warped mel (B, n_mels, T), reference (B, n_mels, T_ref), pitch (B, 2, T) -> content code, speaker embedding,
+    reconstruction (B, n_mels, T) and speaker logits (B, n_speakers)."""
+
+    def __init__(self, net: VoiceConverterNet, speaker_head: nn.Linear):
+        super().__init__()
+        self.net, self.speaker_head = net, speaker_head
+
+    def forward(self, mel: torch.Tensor, ref: torch.Tensor, pitch: torch.Tensor | None):
+        content = self.net.content_encoder(mel)
+        spk = self.net.speaker_encoder(ref)
+        return content, spk, self.net.decoder(content, spk, mel.shape[2], pitch), self.speaker_head(spk.float())
+
+
+
+
+@dataclass
+class Corpus:
+    """What `vc train` reads: training features, the held-out utterances of the leakage probe (speaker ids and
+    mels; rank 0 only) and the dev set (utterances, mels, F0s; rank 0 only)."""
+    speakers: list[str]
+    utts: list[Utterance]
+    mels: list[torch.Tensor]
+    f0s: list[torch.Tensor]
+    held: tuple[list[int], list[torch.Tensor]]
+    dev: tuple[list[Utterance], list[torch.Tensor], list[torch.Tensor]]
+
+
+def read_corpus(cfg: Config, folders: list[Path], out: Path, dev: str | Path | None, d: Dist,
+                trained_on: list[str] | None = None) -> Corpus:
+    """Features of every utterance in `folders` (one or several; a speaker is its id across folders), cached in
+    `out`. `trained_on`: the speakers of the run being resumed, which the data must match."""
+    t = cfg.train
+    utts = gather_utterances(folders)
+    train_utts, held_utts = split_holdout(utts)
+    speakers = sorted({u.speaker for u in utts})
+    if trained_on is not None and trained_on != speakers:
+        raise VCError(f"{', '.join(map(str, folders))}: not the speakers that {out / 'last.pt'} was trained on")
+    spk_index = {s: i for i, s in enumerate(speakers)}
+    train_utts, mels, f0s = shard_features(train_utts, cfg.audio, out / "features-train.pt", d, cfg.pitch)
+    held_mels, dev_set = [], ([], [], [])
+    if not d.main:  # validation runs on rank 0 only
+        held_utts = []
+    elif held_utts:
+        held_utts, held_mels, _ = load_features(held_utts, cfg.audio, out / "features-held.pt", cfg.pitch)
+    if d.main:
+        dev_dir = Path(dev) if dev else Path(t.dev_data) if t.dev_data else folders[0].parent / "dev"
+        if dev_dir.is_dir() and dev_dir.resolve() not in {f.resolve() for f in folders}:
+            dev_set = load_features(pick_dev(list_utterances(dev_dir), t.num_val_utterances), cfg.audio,
+                                    out / "features-dev.pt", cfg.pitch)
+        print(f"{len(train_utts)} training utterances of {len(speakers)} speakers, {len(held_utts)} held out, "
+              f"{len(dev_set[0])} dev utterances" + (f"; {d.world} processes" if d.world > 1 else ""))
+    return Corpus(speakers, train_utts, mels, f0s, ([spk_index[u.speaker] for u in held_utts], held_mels), dev_set)
+
+
+class ConverterTrainer:
+    """`vc train`'s part of the loop: the auto-encoder, the adversarial speaker classifier on its content code and
+    an auxiliary speaker head, their optimizers, one step of both, and validation."""
+    progress = ("recon_l1", "clf_ce")
+
+    def __init__(self, cfg: Config, corpus: Corpus, d: Dist, folder: Path, state: dict[str, Any] | None = None):
+        t = cfg.train
+        self.cfg, self.corpus, self.d, self.folder = cfg, corpus, d, folder
+        self.net = net = VoiceConverterNet(cfg.model, cfg.audio.n_mels)
+        self.clf = SpeakerClassifier(cfg.model)
+        self.spk_head = nn.Linear(cfg.model.speaker_dim, cfg.model.n_speakers)
+        all_frames = torch.cat([m.float() for m in corpus.mels], dim=1)
+        net.mel_mean.copy_(all_frames.mean(dim=1))
+        net.mel_std.copy_(all_frames.std(dim=1).clamp(min=1e-3))
+        del all_frames
+        self.gen_params = list(net.parameters()) + list(self.spk_head.parameters())
+        self.opt_g = torch.optim.AdamW(self.gen_params, lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
+        self.opt_c = torch.optim.AdamW(self.clf.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
+        if state is not None:
+            net.load_state_dict(state["model"])
+            self.clf.load_state_dict(state["classifier"])
+            self.spk_head.load_state_dict(state["speaker_head"])
+        for m in (net, self.clf, self.spk_head):
+            m.to(d.device)
+        if state is not None:  # after the move, so that the optimizer state lands on the parameters' device
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_c.load_state_dict(state["opt_c"])
+        self.gen, self.clf_dp = d.wrap(Generator(net, self.spk_head)), d.wrap(self.clf)
+        spk_index = {s: i for i, s in enumerate(corpus.speakers)}
+        self.sampler = SegmentSampler(corpus.mels, [spk_index[u.speaker] for u in corpus.utts], t.segment_frames,
+                                      t.seed, corpus.f0s if cfg.model.pitch else None, cfg.pitch)
+        self.bf16 = t.bf16 and fast_bf16(d.device)
+        net.train(), self.clf.train()
+
+    def step(self, step: int) -> dict[str, float]:
+        cfg, t, d, net = self.cfg, self.cfg.train, self.d, self.net
+        torch.manual_seed(t.seed * 1_000_003 + step)  # dropout depends on the step only: resume is exact
+        draw = step * d.world + d.rank  # every rank its own batches; one process draws as it always did
+        rng = np.random.default_rng([t.seed, draw, 1])
+        mel, ref, ids, pitch = (x.to(d.device) if x is not None else None
+                                for x in self.sampler.batch(draw, t.batch_size))
+        mel, ref = net.normalize(mel), net.normalize(ref)
+        lr = learning_rate(cfg, step)
+        for group in self.opt_g.param_groups + self.opt_c.param_groups:
+            group["lr"] = lr
+        alpha = adv_weight(cfg, step)
+        with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            content, spk, rec, spk_logits = self.gen(freq_warp(mel, t.freq_warp, rng), ref, pitch)
+            recon = (rec.float() - mel).abs().mean()
+            # The encoder is pushed toward a classifier that cannot tell speakers apart (uniform output);
+            # this is bounded, unlike maximizing the classifier's cross-entropy, so training stays stable.
+            # (The classifier's own gradients from this term are discarded: opt_c zeroes them below.)
+            adv = -F.log_softmax(self.clf(content).float(), dim=1).mean() - math.log(cfg.model.n_speakers)
+            spk_ce = F.cross_entropy(spk_logits, ids)
+            loss = recon + alpha * adv + t.speaker_ce_weight * spk_ce
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.gen_params, t.grad_clip)
+        self.opt_g.step()
+        with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            clf_loss = F.cross_entropy(self.clf_dp(content.detach()).float(), ids)
+        self.opt_c.zero_grad(set_to_none=True)
+        clf_loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.clf.parameters(), t.grad_clip)
+        self.opt_c.step()
+        return {"recon_l1": recon.item(), "adv": adv.item(), "adv_weight": alpha, "clf_ce": clf_loss.item(),
+                "spk_ce": spk_ce.item(), "grad_norm": float(gnorm), "lr": lr}
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": "training", "config": self.cfg.to_dict(), "speakers": self.corpus.speakers,
+                "model": self.net.state_dict(), "classifier": self.clf.state_dict(),
+                "speaker_head": self.spk_head.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_c": self.opt_c.state_dict()}
+
+    def validate(self, step: int, monitor: Monitor) -> dict[str, float]:
+        cfg, dev = self.cfg, self.corpus.dev
+        values = validate(self.net, self.clf, cfg, dev, self.corpus.held)
+        monitor.audio(step, sample_conversions(self.net, cfg, *dev), cfg.audio.sample_rate)
+        if cfg.train.export_every and step % cfg.train.export_every == 0:  # snapshots, to compare on dev later
+            export_inference(self.folder / f"model-step{step:06d}.pt", self.net, cfg, {"steps": step})
+        return values
+
+
+def train(cfg: Config, data: str | Path | list[str | Path], out: str | Path, dev: str | Path | None = None,
+          max_minutes: float | None = None, until: int | None = None, device: str = "auto") -> Path:
+    """Train (or resume from `out/last.pt`) and export `out/model.pt`. Returns the exported path.
+
+    `data`: one data folder or several, whose utterances are pooled (a speaker id names one speaker across them).
+    `max_minutes` and `until` (a step) end this call early, with a checkpoint, as a kill would; a later call resumes.
+    Under torchrun every process runs this: each draws its own batches (`batch_size` is per process), gradients are
+    averaged, and rank 0 alone writes checkpoints, logs and the export.
+    """
+    d = setup(device)
+    try:
+        return _train(cfg, data, Path(out), dev, max_minutes, until, d)
+    finally:
+        d.close()
+
+
+def _train(cfg: Config, data: str | Path | list[str | Path], out: Path, dev: str | Path | None,
+           max_minutes: float | None, until: int | None, d: Dist) -> Path:
+    folders = [Path(data)] if isinstance(data, (str, Path)) else [Path(f) for f in data]
+    run = Run(out, d)
+    state = run.resume()
+    if state is not None:  # a resumed run may be extended; everything else is the run's own
+        cfg = read_config(state, run.last).replace(train={"steps": cfg.train.steps})
+    t = cfg.train
+    seed(t.seed, t.threads)
+    corpus = read_corpus(cfg, folders, out, dev, d, state["speakers"] if state is not None else None)
+    cfg = cfg.replace(model={"n_speakers": len(corpus.speakers)})
+    trainer = ConverterTrainer(cfg, corpus, d, out, state)
+    start = state["step"] if state is not None else 0
+    schedule = Schedule(t.steps, t.log_every, t.val_every, t.checkpoint_minutes, max_minutes, until=until)
+    outcome = run.loop(trainer, schedule, start, run.monitor(t.steps, start))
+    model_path = out / "model.pt"
+    if d.main:
+        export_inference(model_path, trainer.net, cfg, {"steps": outcome.step, "speakers": len(corpus.speakers),
+                                                        "train_utterances": len(corpus.utts),
+                                                        "data": ", ".join(map(str, folders)),
+                                                        "complete": outcome.complete})
+    run.finish(outcome, model_path)
+    d.barrier()
+    return model_path
