@@ -55,7 +55,8 @@ def test_encoder_matches_ctranslate2(clip, model_dir, ct2_encoder):
     ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is in the `eval` extra")
     mel = whisper.log_mel(clip, padding=30 * whisper.SAMPLE_RATE)[:, :3000]
     model = ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type="float32", intra_threads=2)
-    ref = np.array(model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None].numpy())), to_cpu=True))[0]
+    features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None].numpy()))
+    ref = np.array(model.encode(features, to_cpu=True))[0]
     with torch.inference_mode():
         ours = ct2_encoder(mel[None])[0].numpy()
     assert ours.shape == ref.shape == (1500, 384)
