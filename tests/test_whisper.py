@@ -132,6 +132,11 @@ def test_long_input_runs_in_windows():
     n = math.ceil(len(wav) // whisper.HOP_LENGTH / 2)
     assert whisper.encode(encoder, wav).shape == (n, 16)
     assert whisper.encode(encoder, wav, crop=True).shape == (n, 16)
+    mel = whisper.log_mel(wav[:32000])[None]
+    with torch.inference_mode():  # n_layers=0: the positions added to the convs' output, without the final norm
+        assert torch.equal(encoder(mel, n_layers=1), encoder(mel))
+        early = encoder(mel, n_layers=0)
+        assert early.shape == (1, 101, 16) and not torch.allclose(early, encoder(mel))
 
 
 def test_resample_states_is_linear_in_time():
