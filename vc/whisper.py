@@ -151,7 +151,7 @@ class WhisperEncoder(nn.Module):
 @torch.inference_mode()
 def encode(encoder: WhisperEncoder, wav: torch.Tensor | np.ndarray, crop: bool = False,
            n_layers: int | None = None) -> torch.Tensor:
-    """Content states of a 16-kHz clip: (T,) -> (ceil(T / 320), n_state) float32 at 50 Hz (state i at 20 ms * i).
+    """Content states of a 16-kHz clip: (T,) -> (ceil((T // 160) / 2), n_state) float32, 50 Hz: state i at 20 ms * i.
 
     Each 30-s window of the clip is encoded on its own. By default a window is padded to 30 s of silence as in
     Whisper's training and the states past the clip's end are dropped; `crop=True` encodes only the clip's frames.
@@ -331,6 +331,7 @@ def export_weights(out_path: str | os.PathLike, model_dir: str | os.PathLike | N
 def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> WhisperEncoder:
     """The float32 `WhisperEncoder` of a checkpoint written by `export_weights`, in eval mode."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    encoder = WhisperEncoder(WhisperDims(**checkpoint["dims"]))
-    encoder.load_state_dict({k: v.float() for k, v in checkpoint["state_dict"].items()})
+    with torch.device("meta"):  # no random initialization of weights that are replaced at once (cold start)
+        encoder = WhisperEncoder(WhisperDims(**checkpoint["dims"]))
+    encoder.load_state_dict({k: v.float() for k, v in checkpoint["state_dict"].items()}, assign=True)
     return encoder.to(device).eval()
