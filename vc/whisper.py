@@ -153,18 +153,20 @@ def encode(encoder: WhisperEncoder, wav: torch.Tensor | np.ndarray, crop: bool =
            n_layers: int | None = None) -> torch.Tensor:
     """Content states of a 16-kHz clip: (T,) -> (ceil((T // 160) / 2), n_state) float32, 50 Hz: state i at 20 ms * i.
 
-    Each 30-s window of the clip is encoded on its own. By default a window is padded to 30 s of silence as in
-    Whisper's training and the states past the clip's end are dropped; `crop=True` encodes only the clip's frames.
-    `n_layers`: see `WhisperEncoder.forward`.
+    Each 30-s window of the clip is encoded on its own, its log-mel too (memory stays bounded on long files; the
+    clamp to max - 8 is per window). By default a window is padded to 30 s of silence as in Whisper's training and
+    the states past the clip's end are dropped; `crop=True` encodes only the clip's frames. `n_layers`: see
+    `WhisperEncoder.forward`.
     """
     wav = torch.as_tensor(wav, dtype=torch.float32)
     n_frames = len(wav) // HOP_LENGTH
-    mel = log_mel(wav, padding=WINDOW_FRAMES * HOP_LENGTH)  # openai/whisper: the clamp sees the padding too
     param = next(encoder.parameters())
     states = []
     for start in range(0, max(n_frames, 1), WINDOW_FRAMES):
         valid = min(WINDOW_FRAMES, max(n_frames - start, 1))
-        window = mel[:, start: start + (valid if crop else WINDOW_FRAMES)]
+        samples = wav[start * HOP_LENGTH: (start + WINDOW_FRAMES) * HOP_LENGTH]
+        mel = log_mel(samples, padding=WINDOW_FRAMES * HOP_LENGTH)  # openai/whisper: the clamp sees the padding
+        window = mel[:, : valid if crop else WINDOW_FRAMES]
         out = encoder(window.unsqueeze(0).to(param.device, param.dtype), n_layers)[0]
         states.append(out[: math.ceil(valid / 2)].float())
     return torch.cat(states)
