@@ -9,6 +9,19 @@ estimate of the uncontended time) and the CPU seconds, per second of audio. Part
 difference of the states (relative error, cosine similarity of frames). With --transcribe (needs ctranslate2, jiwer:
 the `eval` extra), CTranslate2's decoder of the same model transcribes both, a check that cropping keeps the words.
 The conversion's budget is RTF <= 0.02 on 2 threads, of which the rest of the converter takes 0.0069.
+
+Measured 2026-11-29 on the shared 2-core AMD EPYC (torch 2.13 CPU) while other engineers' tests ran (load average 4
+to 10: 2 threads were always slower than 1, so the 1-thread CPU seconds are the figure to trust). A padded 30-s
+window, 1 thread, CPU seconds per audio second (load 4.5-6.7):
+  tiny.en  fp32 0.0151, bf16 0.0113 (wall 0.0149 / 0.0113)   base  fp32 0.0363, bf16 0.0266 (load 3.7-4.7)
+With the converter's measured 1 -> 2 thread speed-up on a quiet machine (0.0118 -> 0.0069, x1.71), 2 threads would
+take about tiny.en 0.0088 fp32 / 0.0066 bf16 and base 0.021 / 0.016, against 0.0131 left in the budget: tiny.en
+fits for a full window; base does not (its first 4 of 6 layers might). A padded window costs 30 s of compute whatever
+the clip's length, so clips under ~15 s need `crop=True`, whose cost follows the clip's length. Cropping changes
+the states (16 dev clips of 1.2-15.4 s: relative error 0.20 tiny.en / 0.27 base, mean frame cosine 0.972 / 0.946)
+but keeps the words: CTranslate2's decoder reads the same words from cropped and padded states on 2-20-s clips.
+bf16 autocast moves the states by a cosine of 0.9992. Peak RSS 396 MB (tiny.en) / 523 MB (base), 224 MB before the
+encoder.
 """
 from __future__ import annotations
 
