@@ -48,9 +48,12 @@ def run_live(stream, *, input_device: str | None = None, output_device: str | No
 
     The devices run at the model's rate (PortAudio or the host resamples where the hardware differs); every second a
     line shows the latency (the stream's own plus the devices' buffers, as PortAudio reports them) and the compute
-    time per block.
+    time per block. Torch runs on one thread (`vc.stream.one_thread`).
     """
+    from .stream import one_thread
+
     sd = _sounddevice()
+    one_thread()
     rate, block = stream.cfg.sample_rate, stream.block_size
     errors = {"overflow": 0, "underflow": 0, "late": 0}
     lock = threading.Lock()
@@ -80,9 +83,11 @@ def run_live(stream, *, input_device: str | None = None, output_device: str | No
         try:
             while seconds is None or time.monotonic() - start < seconds:
                 time.sleep(1.0)
-                with lock:
-                    s = stream.stats.summary()
-                print(f"\rcompute per block: mean {s['mean_ms']:.1f} ms, max {s['max_ms']:.1f} ms "
+                with lock:  # a copy under the lock (microseconds), the percentiles outside it
+                    kept = stream.stats.kept()
+                s = stream.stats.summary(kept)
+                print(f"\rcompute per block: mean {s['mean_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, "
+                      f"max {s['max_ms']:.1f} ms "
                       f"({100 * s['real_time_share']:.0f}% of real time); late blocks {errors['late']}, "
                       f"dropouts {errors['underflow'] + errors['overflow']}   ", end="", file=out, flush=True)
         except KeyboardInterrupt:

@@ -302,10 +302,22 @@ class Stream:
                               self.pitch_cfg)
 
 
+def one_thread() -> None:
+    """Run torch on one thread, as a stream should: its blocks are a few frames, too small to share out, and on a busy
+    2-core machine the intra-op pool's second thread made blocks of 70-700 ms instead of 20 (it waits at every op for
+    a thread the OS has preempted; benchmarks/stream_jitter.py). The inter-op pool is never used: one thread too."""
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # allowed only before any inter-op work: then it stays as it is
+        pass
+
+
 def stream_file(stream: Stream, source: str | os.PathLike, output: str | os.PathLike) -> dict:
     """Feed an audio file through `stream` block by block, as `vc live` feeds a microphone, and write the output
-    (lined up with the input: the stream's delay is cut) atomically. Returns the latency, the per-block compute
-    statistics and the real-time factor."""
+    (lined up with the input: the stream's delay is cut) atomically, on one torch thread (`one_thread`). Returns the
+    latency, the per-block compute statistics and the real-time factor."""
+    one_thread()
     seconds = audio_seconds(source)
     rate, size = stream.cfg.sample_rate, stream.block_size
     skip, left = stream.delay, round(seconds * rate)
