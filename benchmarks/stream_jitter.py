@@ -183,7 +183,8 @@ def main() -> None:
         print(f"| {v} | {f['mean_ms']:.2f} | {f['p50_ms']:.2f} | {f['p95_ms']:.2f} | {f['p99_ms']:.2f} | "
               f"{f['p999_ms']:.2f} | {f['max_ms']:.2f} | {f['over_half_block']} | {f['slow_preempted']} | {gcs} |")
     print(f"\nthread pool, {args.pool:g} s of speech each, all shields on:\n")
-    print("| torch threads | mean | p50 | p95 | p99 | p99.9 | max | blocks > half a block |\n|---|---|---|---|---|---|---|---|")
+    print("| torch threads | mean | p50 | p95 | p99 | p99.9 | max | blocks > half a block |")
+    print("|---|---|---|---|---|---|---|---|")
     for threads, ms in pool.items():
         if ms:
             f = figures(np.asarray(ms[1:] if threads == default_threads else ms), block_ms)

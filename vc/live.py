@@ -53,7 +53,6 @@ def run_live(stream, *, input_device: str | None = None, output_device: str | No
     from .stream import one_thread
 
     sd = _sounddevice()
-    one_thread()
     rate, block = stream.cfg.sample_rate, stream.block_size
     errors = {"overflow": 0, "underflow": 0, "late": 0}
     lock = threading.Lock()
@@ -76,7 +75,7 @@ def run_live(stream, *, input_device: str | None = None, output_device: str | No
     except sd.PortAudioError as e:
         raise VCError(f"cannot open the audio devices at {rate} Hz: {e}") from None
     start = time.monotonic()
-    with io:
+    with one_thread(interop=True), io:
         device_ms = 1e3 * (io.latency[0] + io.latency[1])
         print(f"live: {1e3 * block / rate:.1f} ms blocks; latency {1e3 * stream.latency:.1f} ms (conversion) + "
               f"{device_ms:.1f} ms (devices) = {1e3 * stream.latency + device_ms:.1f} ms. Ctrl-C stops.", file=out)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import gc
 import os
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -302,27 +304,35 @@ class Stream:
                               self.pitch_cfg)
 
 
-def one_thread() -> None:
-    """Run torch on one thread, as a stream should: its blocks are a few frames, too small to share out, and on a busy
-    2-core machine the intra-op pool's second thread made blocks of 70-700 ms instead of 20 (it waits at every op for
-    a thread the OS has preempted; benchmarks/stream_jitter.py). The inter-op pool is never used: one thread too."""
+@contextmanager
+def one_thread(interop: bool = False) -> Iterator[None]:
+    """Run torch on one thread inside the block, as a stream should (the thread count as it was after): its blocks
+    are a few frames, too small to share out, and on a busy 2-core machine the intra-op pool's second thread made
+    blocks of 70-700 ms instead of 20 (each op waits for a thread the OS has preempted; benchmarks/stream_jitter.py).
+    `interop`: the inter-op pool, which a stream never uses, gets one thread too, for the rest of the process (torch
+    allows that only before any inter-op work; it stays as it is otherwise)."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    if interop:
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass
     try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # allowed only before any inter-op work: then it stays as it is
-        pass
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def stream_file(stream: Stream, source: str | os.PathLike, output: str | os.PathLike) -> dict:
     """Feed an audio file through `stream` block by block, as `vc live` feeds a microphone, and write the output
     (lined up with the input: the stream's delay is cut) atomically, on one torch thread (`one_thread`). Returns the
     latency, the per-block compute statistics and the real-time factor."""
-    one_thread()
     seconds = audio_seconds(source)
     rate, size = stream.cfg.sample_rate, stream.block_size
     skip, left = stream.delay, round(seconds * rate)
     start = time.perf_counter()
-    with AudioWriter(output, rate) as writer:
+    with AudioWriter(output, rate) as writer, one_thread():
         def write(y: np.ndarray) -> None:
             nonlocal skip, left
             cut = min(skip, len(y))
