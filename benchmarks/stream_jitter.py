@@ -14,7 +14,9 @@ Variants, all on one torch thread: `none` (the stream as it was: automatic colle
 `np.concatenate` on every block), each shield alone, and `all`:
 - `gc`: what set-up made frozen out of the collector's reach (`gc.freeze`), no automatic collection during a block;
 - `queues`: the preallocated sample queues of `Stream` (the alternative rebuilds its arrays every block);
-- `all`: both, and `torch.inference_mode` entered once around the segment.
+- `all`: both, and `torch.inference_mode` entered once around the segment;
+- `all+rt`: and the thread at real-time priority (SCHED_FIFO, as `vc live` gives its audio callback where the OS
+  allows it: `vc.live.realtime_priority`), so that other processes no longer preempt a block.
 Then `--pool` seconds (default 10) of the same speech alternate between torch's default thread count (one per core)
 and one thread, in turns of 5 s: on a busy 2-core machine the intra-op pool's second thread is the worst shield of all
 to go without (blocks of hundreds of ms), so it is kept short.
@@ -39,11 +41,13 @@ import soundfile as sf
 import torch
 
 import vc
+from vc.live import realtime_priority
 from vc.stream import SampleQueue
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"
-VARIANTS = ("none", "gc", "queues", "all")
-SHIELDS = {"none": (), "gc": ("gc",), "queues": ("queues",), "all": ("gc", "queues", "inference")}
+VARIANTS = ("none", "gc", "queues", "all", "all+rt")
+SHIELDS = {"none": (), "gc": ("gc",), "queues": ("queues",), "all": ("gc", "queues", "inference"),
+           "all+rt": ("gc", "queues", "inference", "rt")}
 
 
 class ConcatQueue(SampleQueue):
@@ -137,6 +141,8 @@ def main() -> None:
                 gc.freeze()
             else:
                 gc.unfreeze()
+            if "rt" in shields and not realtime_priority():
+                sys.exit("all+rt: this process may not use real-time priority (CAP_SYS_NICE or RLIMIT_RTPRIO)")
             mode = torch.inference_mode() if "inference" in shields else torch.inference_mode(False)
             current[:] = [v]
             with mode:
@@ -149,6 +155,8 @@ def main() -> None:
                     preempted[v][i] = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw > r0
                     history.extend({"block": i, "ms": times[v][i]} for _ in range(args.churn))
             current.clear()
+            if "rt" in shields:
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         if first // per_segment % 4 == 3:
             print(f"  {100 * (first + per_segment) / n:.0f} % ({time.perf_counter() - wall:.0f} s; load "
                   f"{os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)

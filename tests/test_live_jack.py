@@ -176,7 +176,7 @@ def test_vc_live_converts_through_portaudio_on_jack_with_its_reported_latency(ja
     assert rig.wait(timeout=len(wav) / RATE + 15) == 0
     live.send_signal(signal.SIGINT)  # Ctrl-C: vc live stops cleanly
     assert live.wait(timeout=10) == 0
-    wait_for(live_lines, r"compute per block: mean [\d.]+ ms", 1, printed)
+    meter = wait_for(live_lines, r"compute per block: mean [\d.]+ ms.*at (real-time|normal) priority", 1, printed)
     rec = np.load(tmp_path / "rec.npy")
     assert len(rec) >= len(wav) + tail
 
@@ -200,4 +200,5 @@ def test_vc_live_converts_through_portaudio_on_jack_with_its_reported_latency(ja
         assert eb[third].mean() > eb.max() - 30  # speech comes out from the start of the clip to its end
     assert abs(np.corrcoef(wav, out)[0, 1]) < 0.5  # converted, not passed through
     print(f"JACK: delay {delay:.0f} ms measured (envelope match {match:.2f}); reported {conversion:.1f} ms "
-          f"(conversion) + {devices:.1f} ms (vc live's devices) + {rig_latency:.1f} ms (the recorder's)")
+          f"(conversion) + {devices:.1f} ms (vc live's devices) + {rig_latency:.1f} ms (the recorder's); audio thread at "
+          f"{meter.group(1)} priority")
