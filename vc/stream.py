@@ -162,7 +162,9 @@ class Stream:
         # Shield the blocks from Python's garbage collector: a full collection walks every tracked object (about
         # 170,000 once torch, librosa and the model are loaded: 100-180 ms on these machines, the slow blocks of
         # issue 15). Freezing what set-up made moves it out of the collector's reach for good (a full collection
-        # then takes microseconds), and `process` holds automatic collections off while it computes.
+        # then takes microseconds), and `process` holds automatic collections off while it computes. (Frozen
+        # objects that later form cyclic garbage are never collected: a server making streams by the thousand can
+        # call `gc.unfreeze()` now and then.)
         self.pause_gc = True
         gc.collect()
         gc.freeze()
