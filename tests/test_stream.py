@@ -1,5 +1,6 @@
 """The streaming engine: exact against the causal network run offline, converging to the offline conversion, its
 latency accounting, `vc stream`, and `vc live` where there is no audio device."""
+import gc
 import re
 
 import numpy as np
@@ -173,3 +174,13 @@ def test_sample_queue_is_a_fifo_that_keeps_its_array():
         ref = ref[k:]
         assert np.array_equal(q.view(), ref)
     assert len(q.pop(1000)) == len(ref) and len(q) == 0
+
+
+def test_a_stream_keeps_full_garbage_collections_out_of_its_blocks(monkeypatch):
+    # the objects of set-up are frozen (a full collection no longer walks them) and no collection starts in a block
+    stream = tiny_causal().stream(Voice(torch.randn(32)))
+    assert gc.get_freeze_count() > 0
+    seen, push = [], stream._push
+    monkeypatch.setattr(stream, "_push", lambda block: (seen.append(gc.isenabled()), push(block)))
+    stream.process(np.zeros(stream.block_size, np.float32))
+    assert seen == [False] and gc.isenabled()
