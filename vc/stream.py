@@ -160,8 +160,8 @@ class Stream:
         self.stats = StreamStats(self.block_size / cfg.sample_rate)
         log_mel(np.zeros(cfg.win_length, np.float32), cfg)  # the filterbank and FFT plans, before the first block
         # Shield the blocks from Python's garbage collector: a full collection walks every tracked object (about
-        # 170,000 once torch, librosa and the model are loaded: 100-180 ms on these machines, the slow blocks of
-        # issue 15). Freezing what set-up made moves it out of the collector's reach for good (a full collection
+        # 170,000 once torch, librosa and the model are loaded: 150-250 ms on a busy 2-core machine; issue 15).
+        # Freezing what set-up made moves it out of the collector's reach for good (a full collection
         # then takes microseconds), and `process` holds automatic collections off while it computes. (Frozen
         # objects that later form cyclic garbage are never collected: a server making streams by the thousand can
         # call `gc.unfreeze()` now and then.)
