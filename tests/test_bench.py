@@ -32,8 +32,12 @@ def test_table_shows_the_streaming_figures_it_is_given():
     result = {"machine": {"cpu": "test", "cores": 2, "isa": "AVX512", "torch": "2", "bf16": True,
                           "load_average": 1.3}, "clip": "a clip", "cold_start_s": [1.7], "rows": [row]}
     table = format_table(result)
-    assert "| 1 | 25 ms | 75.0 ms | 6.21 ms | 7.17 ms | 100.70 ms | 25 % | 0.250 |" in table
+    assert "| 1 | 25 ms | 75.0 ms | 6.21 ms | 7.17 ms | - | - | 100.70 ms | - | 25 % | 0.250 |" in table  # older JSON
     assert "not measured" not in table
+    figures.update(p99_ms=9.5, p999_ms=41.25, blocks=1200)
+    table = format_table(result)
+    assert "| 1 | 25 ms | 75.0 ms | 6.21 ms | 7.17 ms | 9.50 ms | 41.25 ms | 100.70 ms | 1200 | 25 % | 0.250 |" in table
+    assert "| threads | block | latency | compute per block: mean | p95 | p99 | p99.9 | max | blocks |" in table
 
 
 def test_default_clips_without_shared_data_are_synthetic(tmp_path):

@@ -1,5 +1,6 @@
 """The streaming engine: exact against the causal network run offline, converging to the offline conversion, its
 latency accounting, `vc stream`, and `vc live` where there is no audio device."""
+import gc
 import re
 
 import numpy as np
@@ -116,7 +117,7 @@ def test_vc_stream_writes_the_converted_file_lined_up_with_the_input(tmp_path, c
     sf.write(tgt, synth_speech(210, 1.5, seed=8), 16000)
     assert main(["stream", str(src), "--target", str(tgt), "--output", str(out), "--checkpoint", str(ckpt)]) == 0
     printed = capsys.readouterr().out
-    assert "latency 75.0 ms" in printed and "compute per block" in printed
+    assert "latency 75.0 ms" in printed and "compute per block" in printed and " p99.9 " in printed
     assert stream_blocks(printed) == -(-len(sf.read(src)[0]) // 400)  # every 25-ms block timed on its own
     y, sr = sf.read(out)
     assert sr == 16000 and len(y) == len(sf.read(src)[0]) and np.abs(y).max() > 0
@@ -146,3 +147,40 @@ def test_a_stream_from_target_clips_starts_from_their_statistics():
     assert all(n.n > 0 for n in norms) and all(n.n == 0 for n in bare.content.norms() + bare.decoder.norms)
     # weighted as PRIME_SECONDS of frames at most (the content-rate layers count half as many)
     assert max(n.n for n in norms) <= vc.stream.PRIME_SECONDS * 80 + 1e-6
+
+
+def test_stream_stats_give_the_tail_of_the_compute_times():
+    stats = vc.stream.StreamStats(0.025, keep=1000)
+    stats.add(0.5)  # the first block: warm-up, kept apart
+    for i in range(1500):  # more than `keep`: the oldest are forgotten
+        stats.add(0.100 if i % 500 == 499 else 0.005)
+    s = stats.summary()
+    assert s["blocks"] == 1501 and s["first_ms"] == 500 and stats.last == 0.100
+    assert s["p50_ms"] == pytest.approx(5) and s["p99_ms"] == pytest.approx(5) and s["max_ms"] == pytest.approx(100)
+    assert 5 < s["p999_ms"] <= 100  # 2 slow blocks in the 1000 kept
+    assert len(stats.kept()) == 1000 and stats.kept()[-1] == 0.100
+
+
+def test_sample_queue_is_a_fifo_that_keeps_its_array():
+    q = vc.stream.SampleQueue(10, fill=3)
+    ref = np.zeros(3, np.float32)
+    rng = np.random.default_rng(0)
+    for n in (4, 2, 7, 1, 25, 3):  # wraps to the front, then grows
+        x = rng.standard_normal(n).astype(np.float32)
+        q.push(x)
+        ref = np.concatenate([ref, x])
+        k = n // 2
+        assert np.array_equal(q.pop(k), ref[:k])
+        ref = ref[k:]
+        assert np.array_equal(q.view(), ref)
+    assert len(q.pop(1000)) == len(ref) and len(q) == 0
+
+
+def test_a_stream_keeps_full_garbage_collections_out_of_its_blocks(monkeypatch):
+    # the objects of set-up are frozen (a full collection no longer walks them) and no collection starts in a block
+    stream = tiny_causal().stream(Voice(torch.randn(32)))
+    assert gc.get_freeze_count() > 0
+    seen, push = [], stream._push
+    monkeypatch.setattr(stream, "_push", lambda block: (seen.append(gc.isenabled()), push(block)))
+    stream.process(np.zeros(stream.block_size, np.float32))
+    assert seen == [False] and gc.isenabled()

@@ -247,13 +247,14 @@ def format_table(result: dict) -> str:
     lines += ["", "streaming (`vc stream`, checkpoints/stream.pt; Griffin-Lim cannot stream): "
               + ("" if streaming else "not measured (only Griffin-Lim rows, or no checkpoints/stream.pt)")]
     if streaming:
-        lines += ["", "| threads | block | latency | compute per block: mean | p95 | max | share of the block | RTF |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| threads | block | latency | compute per block: mean | p95 | p99 | p99.9 | max | blocks | "
+                  "share of the block | RTF |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in streaming:
             for block, f in r["streaming"].items():
+                tail = " | ".join(f"{f[k]:.2f} ms" if k in f else "-" for k in ("p99_ms", "p999_ms"))
                 lines.append(f"| {r['threads']} | {block} ms | {f['latency_ms']:.1f} ms | {f['mean_ms']:.2f} ms | "
-                             f"{f['p95_ms']:.2f} ms | {f['max_ms']:.2f} ms | {100 * f['real_time_share']:.0f} % | "
-                             f"{f['rtf']:.3f} |")
+                             f"{f['p95_ms']:.2f} ms | {tail} | {f['max_ms']:.2f} ms | {f.get('blocks', '-')} | "
+                             f"{100 * f['real_time_share']:.0f} % | {f['rtf']:.3f} |")
     return "\n".join(lines)
 
 

@@ -184,7 +184,8 @@ def _stream(args: argparse.Namespace) -> int:
     r = stream_file(_stream_model(args), args.input, args.output)
     print(f"{args.input} -> {args.output} ({r['seconds']:.2f} s): latency {r['latency_ms']:.1f} ms "
           f"({r['block_ms']:.1f} ms blocks); compute per block mean {r['mean_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms, "
-          f"max {r['max_ms']:.2f} ms ({100 * r['real_time_share']:.0f}% of the block; {r['blocks']} blocks timed); "
+          f"p99 {r['p99_ms']:.2f} ms, p99.9 {r['p999_ms']:.2f} ms, max {r['max_ms']:.2f} ms "
+          f"({100 * r['real_time_share']:.0f}% of the block; {r['blocks']} blocks timed); "
           f"real-time factor {r['rtf']:.3f}")
     return 0
 

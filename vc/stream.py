@@ -13,10 +13,11 @@ differs from the offline conversion at the start and converges to it as the stat
 """
 from __future__ import annotations
 
+import gc
 import os
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -29,33 +30,83 @@ from .stream_nets import ContentEncoder, Decoder, Vocoder
 PRIME_SECONDS = 3.0  # how much the target clips' statistics count for at the start of a stream
 
 
-@dataclass
 class StreamStats:
-    """Compute time (seconds) of each call of `Stream.process`: the first, and the last `keep`."""
-    block_seconds: float
-    keep: int = 20000
-    first: float | None = None
-    compute: deque = field(default_factory=deque)
+    """Compute time (seconds) of each call of `Stream.process`: the first, and the last `keep` (in a preallocated
+    ring, so that timing a block allocates nothing)."""
+
+    def __init__(self, block_seconds: float, keep: int = 1 << 17):  # 2**17 blocks: 55 minutes of 25-ms blocks
+        self.block_seconds = block_seconds
+        self.first: float | None = None
+        self.times = np.zeros(keep)
+        self.count = 0  # blocks timed after the first
 
     def add(self, seconds: float) -> None:
         if self.first is None:
             self.first = seconds
         else:
-            self.compute.append(seconds)
-            if len(self.compute) > self.keep:
-                self.compute.popleft()
+            self.times[self.count % len(self.times)] = seconds
+            self.count += 1
 
     @property
     def last(self) -> float:
-        return self.compute[-1] if self.compute else (self.first or 0.0)
+        return float(self.times[(self.count - 1) % len(self.times)]) if self.count else (self.first or 0.0)
 
-    def summary(self) -> dict:
-        """Mean, 95th percentile and maximum in ms over the blocks after the first (which pays for warm-up), and
-        the mean as a share of the block's duration."""
-        c = np.asarray(self.compute or [self.first or 0.0])
-        return {"blocks": len(self.compute) + (self.first is not None), "first_ms": 1e3 * (self.first or 0.0),
-                "mean_ms": 1e3 * float(c.mean()), "p95_ms": 1e3 * float(np.percentile(c, 95)),
-                "max_ms": 1e3 * float(c.max()), "real_time_share": float(c.mean()) / self.block_seconds}
+    def kept(self) -> np.ndarray:
+        """A copy of the kept compute times after the first block, oldest first (cheap: take it under a lock and
+        summarize outside it)."""
+        n, keep = self.count, len(self.times)
+        return self.times[:n].copy() if n <= keep else np.roll(self.times, -(n % keep))
+
+    def summary(self, kept: np.ndarray | None = None) -> dict:
+        """Mean, percentiles (50, 95, 99, 99.9) and maximum in ms over the blocks after the first (which pays for
+        warm-up), and the mean as a share of the block's duration. `kept`: a copy taken earlier by `kept()`."""
+        c = self.kept() if kept is None else kept
+        if len(c) == 0:
+            c = np.asarray([self.first or 0.0])
+        p50, p95, p99, p999 = np.percentile(c, [50, 95, 99, 99.9])
+        return {"blocks": self.count + (self.first is not None), "first_ms": 1e3 * (self.first or 0.0),
+                "mean_ms": 1e3 * float(c.mean()), "p50_ms": 1e3 * p50, "p95_ms": 1e3 * p95, "p99_ms": 1e3 * p99,
+                "p999_ms": 1e3 * p999, "max_ms": 1e3 * float(c.max()), "real_time_share": float(c.mean())
+                / self.block_seconds}
+
+
+class SampleQueue:
+    """A FIFO of float32 samples in one preallocated array: `push` writes after the last sample and `drop` moves the
+    start, so a block costs no allocation; the kept samples move to the front only when the end is reached (and the
+    array grows only when they do not fit)."""
+
+    def __init__(self, capacity: int, fill: int = 0):
+        self.buf = np.zeros(max(capacity, fill), np.float32)
+        self.lo, self.hi = 0, fill  # the queue is buf[lo:hi]; `fill` zeros to start with
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def view(self) -> np.ndarray:
+        """The queued samples (a view: valid until the next `push`)."""
+        return self.buf[self.lo:self.hi]
+
+    def push(self, x: np.ndarray) -> None:
+        n, kept = len(x), self.hi - self.lo
+        if self.hi + n > len(self.buf):
+            if kept + n > len(self.buf):
+                buf = np.zeros(2 * (kept + n), np.float32)
+                buf[:kept] = self.view()
+                self.buf = buf
+            else:
+                self.buf[:kept] = self.buf[self.lo:self.hi]  # numpy copies overlapping ranges correctly
+            self.lo, self.hi = 0, kept
+        self.buf[self.hi:self.hi + n] = x
+        self.hi += n
+
+    def drop(self, n: int) -> None:
+        self.lo += min(n, self.hi - self.lo)
+
+    def pop(self, n: int) -> np.ndarray:
+        """The first `n` samples (or all, where fewer are queued; a copy), dropped from the queue."""
+        out = self.buf[self.lo:min(self.lo + n, self.hi)].copy()
+        self.drop(n)
+        return out
 
 
 class Stream:
@@ -93,7 +144,8 @@ class Stream:
         self.lookahead = net.cfg.lookahead
         self.delay = 100 * self.block_size - self._ready(100 * self.block_size)
         self.latency = (self.block_size + self.delay) / cfg.sample_rate
-        self.audio = np.zeros(0, np.float32)  # input samples from `self.audio_start` on
+        # input samples from `self.audio_start` on (a window or two and a block are kept)
+        self.audio = SampleQueue(4 * self.block_size + 4 * cfg.n_fft)
         self.audio_start = 0
         self.n_in = 0
         self.mel_frames = 0  # mel frames computed
@@ -103,9 +155,19 @@ class Stream:
         self.pitch_frames = 0  # pitch frames handed to the decoder
         self.register = pitch.Register(self.pitch_cfg)  # the source's log-F0 register so far
         self.spectrum = timbre.SpeechSpectrum(convert.speech_frames_db)  # the output's speech spectrum so far
-        self.out = np.zeros(self.delay, np.float32)  # converted samples not yet returned (silence first)
+        # converted samples not yet returned (silence first)
+        self.out = SampleQueue(self.delay + 4 * self.block_size + 4 * cfg.n_fft, fill=self.delay)
         self.stats = StreamStats(self.block_size / cfg.sample_rate)
         log_mel(np.zeros(cfg.win_length, np.float32), cfg)  # the filterbank and FFT plans, before the first block
+        # Shield the blocks from Python's garbage collector: a full collection walks every tracked object (about
+        # 170,000 once torch, librosa and the model are loaded: 150-250 ms on a busy 2-core machine; issue 15).
+        # Freezing what set-up made moves it out of the collector's reach for good (a full collection
+        # then takes microseconds), and `process` holds automatic collections off while it computes. (Frozen
+        # objects that later form cyclic garbage are never collected: a server making streams by the thousand can
+        # call `gc.unfreeze()` now and then.)
+        self.pause_gc = True
+        gc.collect()
+        gc.freeze()
 
     def _prime(self, wav: np.ndarray, voice, dtype: torch.dtype, seconds: float) -> None:
         """Start instance norm's running statistics from those of `wav` (speech: the target's clips), weighted as
@@ -144,24 +206,31 @@ class Stream:
         block = np.asarray(block, np.float32).reshape(-1)
         if len(block) % self.block_size:
             raise VCError(f"a block must be a multiple of {self.block_size} samples, got {len(block)}")
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            self._push(block)
-        self.stats.add(time.perf_counter() - t0)
-        out, self.out = self.out[:len(block)], self.out[len(block):]
-        return out
+        t0 = time.perf_counter_ns()
+        paused = self.pause_gc and gc.isenabled()
+        if paused:
+            gc.disable()  # a collection due now runs after the block, on the objects made since set-up
+        try:
+            with torch.inference_mode():
+                self._push(block)
+        finally:
+            if paused:
+                gc.enable()
+        self.stats.add(1e-9 * (time.perf_counter_ns() - t0))
+        return self.out.pop(len(block))
 
     def flush(self) -> np.ndarray:
         """The converted samples still held back: feeds `latency` seconds of silence."""
         pad = -(-self.delay // self.block_size) * self.block_size
         with torch.inference_mode():
             self._push(np.zeros(pad, np.float32))
-        out, self.out = self.out[:self.delay], np.zeros(0, np.float32)
+        out = self.out.pop(self.delay)
+        self.out.drop(len(self.out))
         return out
 
     def _push(self, block: np.ndarray) -> None:
         hop, win = self.hop, self.cfg.win_length
-        self.audio = np.concatenate([self.audio, block])
+        self.audio.push(block)
         self.n_in += len(block)
         # new mel frames: frame t needs samples up to t * hop + win / 2
         last = (self.n_in - win // 2) // hop
@@ -188,19 +257,21 @@ class Stream:
         out = self.decoder(content, p[None] if self.decoder.pitch is not None else None)
         mel_out = self.model.net.denormalize(out, clamp=self.clamp)[0]
         mel_out = timbre.match(mel_out, self.voice.spectrum, self.spectrum.add(mel_out).mean(), self.timbre_match)
-        self.out = np.concatenate([self.out, self.vocoder(mel_out[None])])
+        self.out.push(self.vocoder(mel_out[None]))
         next_yin = self.yin_start + len(self.yin[0])
         keep = min(self.mel_frames * hop - win // 2, next_yin * hop - frame_length // 2)  # oldest still needed
         drop = max(0, keep - self.audio_start)
-        self.audio, self.audio_start = self.audio[drop:], self.audio_start + drop
+        self.audio.drop(drop)
+        self.audio_start += drop
 
     def _segment(self, frames: np.ndarray, half: int) -> np.ndarray:
         """The input from `half` samples before the first frame's centre to `half` after the last's (zeros before
         the start of the signal)."""
         start, end = frames[0] * self.hop - half, frames[-1] * self.hop + half
         seg = np.zeros(end - start, np.float32)
-        lo, hi = max(start, self.audio_start), min(end, self.audio_start + len(self.audio))
-        seg[lo - start:hi - start] = self.audio[lo - self.audio_start:hi - self.audio_start]
+        audio = self.audio.view()
+        lo, hi = max(start, self.audio_start), min(end, self.audio_start + len(audio))
+        seg[lo - start:hi - start] = audio[lo - self.audio_start:hi - self.audio_start]
         return seg
 
     def _windows(self, frames: np.ndarray, length: int) -> torch.Tensor:
@@ -235,15 +306,35 @@ class Stream:
                               self.pitch_cfg)
 
 
+@contextmanager
+def one_thread(interop: bool = False) -> Iterator[None]:
+    """Run torch on one thread inside the block, as a stream should (the thread count as it was after): its blocks
+    are a few frames, too small to share out, and on a busy 2-core machine the intra-op pool's second thread made
+    blocks of 70-700 ms instead of 20 (each op waits for a thread the OS has preempted; benchmarks/stream_jitter.py).
+    `interop`: the inter-op pool, which a stream never uses, gets one thread too, for the rest of the process (torch
+    allows that only before any inter-op work; it stays as it is otherwise)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    if interop:
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def stream_file(stream: Stream, source: str | os.PathLike, output: str | os.PathLike) -> dict:
     """Feed an audio file through `stream` block by block, as `vc live` feeds a microphone, and write the output
-    (lined up with the input: the stream's delay is cut) atomically. Returns the latency, the per-block compute
-    statistics and the real-time factor."""
+    (lined up with the input: the stream's delay is cut) atomically, on one torch thread (`one_thread`). Returns the
+    latency, the per-block compute statistics and the real-time factor."""
     seconds = audio_seconds(source)
     rate, size = stream.cfg.sample_rate, stream.block_size
     skip, left = stream.delay, round(seconds * rate)
     start = time.perf_counter()
-    with AudioWriter(output, rate) as writer:
+    with AudioWriter(output, rate) as writer, one_thread():
         def write(y: np.ndarray) -> None:
             nonlocal skip, left
             cut = min(skip, len(y))

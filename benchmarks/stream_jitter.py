@@ -1,0 +1,208 @@
+"""The slow blocks of a stream (issue 15, item 3): compute per block over a long stream, with and without each shield.
+
+    python benchmarks/stream_jitter.py --minutes 10 --json runs/stream-jitter.json
+
+Dev speech (LibriSpeech clips of `../shared/data/dev`, joined, looped to `--minutes`) streams through the shipped
+`stream` model into the voice of a VCC 2016 speaker, in 25-ms blocks. Every variant below converts the whole
+`--minutes`, with a stream of its own; the variants take turns segment by segment (`--segment` seconds each), so that
+the machine's load falls on all of them alike. Each block is timed with `time.perf_counter_ns`; the figures are the
+mean, p50, p95, p99, p99.9 and max compute per block, the blocks over half a block, the full garbage collections that
+ran inside a block, and how many of the slow blocks were preempted (involuntary context switches of the thread, from
+`getrusage`). The load average is printed before and after.
+
+Variants, all on one torch thread: `none` (the stream as it was: automatic collections of the whole heap,
+`np.concatenate` on every block), each shield alone, and `all`:
+- `gc`: what set-up made frozen out of the collector's reach (`gc.freeze`), no automatic collection during a block;
+- `queues`: the preallocated sample queues of `Stream` (the alternative rebuilds its arrays every block);
+- `all`: both, and `torch.inference_mode` entered once around the segment;
+- `all+rt`: and the thread at real-time priority (SCHED_FIFO, as `vc live` gives its audio callback where the OS
+  allows it: `vc.live.realtime_priority`), so that other processes no longer preempt a block.
+Then `--pool` seconds (default 10) of the same speech alternate between torch's default thread count (one per core)
+and one thread, in turns of 5 s: on a busy 2-core machine the intra-op pool's second thread is the worst shield of all
+to go without (blocks of hundreds of ms), so it is kept short.
+`--churn N` keeps N small objects per block in a bounded history, as an application around the stream does (meters,
+logs, a UI): what makes the collector's full collections come due in a real program.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import json
+import os
+import resource
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+import vc
+from vc.live import realtime_priority
+from vc.stream import SampleQueue
+
+DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"
+VARIANTS = ("none", "gc", "queues", "all", "all+rt")
+SHIELDS = {"none": (), "gc": ("gc",), "queues": ("queues",), "all": ("gc", "queues", "inference"),
+           "all+rt": ("gc", "queues", "inference", "rt")}
+
+
+class ConcatQueue(SampleQueue):
+    """The stream's buffers as they were: a new array on every push and drop (`np.concatenate`, slices)."""
+
+    def __init__(self, fill: int = 0):
+        self.a = np.zeros(fill, np.float32)
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def view(self) -> np.ndarray:
+        return self.a
+
+    def push(self, x: np.ndarray) -> None:
+        self.a = np.concatenate([self.a, x])
+
+    def drop(self, n: int) -> None:
+        self.a = self.a[n:]
+
+    def pop(self, n: int) -> np.ndarray:
+        out, self.a = self.a[:n], self.a[n:]
+        return out
+
+
+def dev_speech(minutes: float, rate: int = 16000) -> tuple[np.ndarray, str]:
+    with (DEV / "utterances.tsv").open() as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    parts = [sf.read(DEV / r["path"], dtype="float32")[0] for r in rows if r["corpus"].startswith("librispeech")]
+    wav = np.concatenate(parts)
+    n = int(minutes * 60 * rate)
+    target = DEV / next(r["path"] for r in rows if r["speaker"] == "SF1")
+    return np.resize(wav, n), str(target)  # looped where the dev clips are shorter
+
+
+def figures(ms: np.ndarray, block_ms: float) -> dict:
+    p50, p95, p99, p999 = np.percentile(ms, [50, 95, 99, 99.9])
+    return {"blocks": len(ms), "mean_ms": float(ms.mean()), "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+            "p999_ms": p999, "max_ms": float(ms.max()), "over_half_block": int((ms > block_ms / 2).sum())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=10.0, help="audio streamed by each variant")
+    ap.add_argument("--segment", type=float, default=30.0, help="seconds each variant streams before the next one")
+    ap.add_argument("--block-ms", type=float, default=25.0)
+    ap.add_argument("--churn", type=int, default=0, help="objects the application keeps per block (see above)")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--pool", type=float, default=10.0, help="seconds of speech for the thread-count comparison")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    default_threads = torch.get_num_threads()
+    torch.set_num_interop_threads(1)  # the stream never uses the inter-op pool: one thread fewer, for all variants
+    torch.set_num_threads(1)
+    wav, target = dev_speech(args.minutes)
+    model = vc.load_model("stream")
+    streams = {v: model.stream(target, block_seconds=args.block_ms / 1000) for v in args.variants}
+    gc.unfreeze()  # each `Stream` froze the heap: the variants without the gc shield undo it
+    for v, s in streams.items():
+        s.pause_gc = "gc" in SHIELDS[v]
+        if "queues" not in SHIELDS[v]:
+            s.audio, s.out = ConcatQueue(), ConcatQueue(len(s.out))
+    size = streams[args.variants[0]].block_size
+    block_ms = 1e3 * size / model.sample_rate
+    n = len(wav) // size
+    per_segment = max(1, round(args.segment * model.sample_rate / size))
+    times = {v: np.zeros(n) for v in args.variants}
+    preempted = {v: np.zeros(n, bool) for v in args.variants}
+    full_gc = {v: [] for v in args.variants}  # durations (ms) of the full collections that ran inside a block
+    history: deque = deque(maxlen=20000)
+    current: list = []
+    starts: dict = {}
+
+    def on_gc(phase: str, info: dict) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                starts["t"] = time.perf_counter_ns()
+            elif current:
+                full_gc[current[0]].append((time.perf_counter_ns() - starts["t"]) / 1e6)
+
+    gc.callbacks.append(on_gc)
+    load_before = os.getloadavg()
+    print(f"{args.minutes:g} min of dev speech per variant, {block_ms:g}-ms blocks, turns of {args.segment:g} s; "
+          f"load average {load_before}", file=sys.stderr, flush=True)
+    wall = time.perf_counter()
+    for first in range(0, n, per_segment):
+        for v in args.variants:
+            shields, s = SHIELDS[v], streams[v]
+            if "gc" in shields:
+                gc.freeze()
+            else:
+                gc.unfreeze()
+            if "rt" in shields and not realtime_priority():
+                sys.exit("all+rt: this process may not use real-time priority (CAP_SYS_NICE or RLIMIT_RTPRIO)")
+            mode = torch.inference_mode() if "inference" in shields else torch.inference_mode(False)
+            current[:] = [v]
+            with mode:
+                for i in range(first, min(first + per_segment, n)):
+                    block = wav[i * size:(i + 1) * size]
+                    r0 = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
+                    t0 = time.perf_counter_ns()
+                    s.process(block)
+                    times[v][i] = (time.perf_counter_ns() - t0) / 1e6
+                    preempted[v][i] = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw > r0
+                    history.extend({"block": i, "ms": times[v][i]} for _ in range(args.churn))
+            current.clear()
+            if "rt" in shields:
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        if first // per_segment % 4 == 3:
+            print(f"  {100 * (first + per_segment) / n:.0f} % ({time.perf_counter() - wall:.0f} s; load "
+                  f"{os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+    pool = {default_threads: [], 1: []}  # the thread pool, on a stream of its own
+    s = model.stream(target, block_seconds=args.block_ms / 1000)
+    turn = round(5 * model.sample_rate / size)
+    for first in range(0, min(n, round(args.pool * model.sample_rate / size)), turn):
+        for threads in pool:
+            torch.set_num_threads(threads)
+            for i in range(first, min(first + turn, n)):
+                t0 = time.perf_counter_ns()
+                s.process(wav[i * size:(i + 1) * size])
+                pool[threads].append((time.perf_counter_ns() - t0) / 1e6)
+    torch.set_num_threads(1)
+    gc.callbacks.remove(on_gc)
+    load_after = os.getloadavg()
+    result = {"minutes": args.minutes, "block_ms": block_ms, "churn": args.churn, "segment_s": args.segment,
+              "default_threads": default_threads, "load_average_before": load_before,
+              "load_average_after": load_after, "variants": {}}
+    print(f"\nload average {load_before} before, {load_after} after; {args.minutes:g} min per variant, churn "
+          f"{args.churn}\n")
+    print(f"| variant | mean | p50 | p95 | p99 | p99.9 | max | blocks > {block_ms / 2:g} ms | of them preempted | "
+          f"full collections in a block (ms) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for v in args.variants:
+        ms = times[v][1:]  # the first block pays for warm-up
+        f = figures(ms, block_ms)
+        slow = ms > block_ms / 2
+        f.update(slow_preempted=int((preempted[v][1:] & slow).sum()), full_gc_ms=full_gc[v])
+        result["variants"][v] = f
+        gcs = ", ".join(f"{t:.0f}" for t in full_gc[v]) or "none"
+        print(f"| {v} | {f['mean_ms']:.2f} | {f['p50_ms']:.2f} | {f['p95_ms']:.2f} | {f['p99_ms']:.2f} | "
+              f"{f['p999_ms']:.2f} | {f['max_ms']:.2f} | {f['over_half_block']} | {f['slow_preempted']} | {gcs} |")
+    print(f"\nthread pool, {args.pool:g} s of speech each, all shields on:\n")
+    print("| torch threads | mean | p50 | p95 | p99 | p99.9 | max | blocks > half a block |")
+    print("|---|---|---|---|---|---|---|---|")
+    for threads, ms in pool.items():
+        if ms:
+            f = figures(np.asarray(ms[1:] if threads == default_threads else ms), block_ms)
+            result[f"threads_{threads}"] = f
+            print(f"| {threads} | {f['mean_ms']:.2f} | {f['p50_ms']:.2f} | {f['p95_ms']:.2f} | {f['p99_ms']:.2f} | "
+                  f"{f['p999_ms']:.2f} | {f['max_ms']:.2f} | {f['over_half_block']} |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
