@@ -10,11 +10,9 @@ mean, p50, p95, p99, p99.9 and max compute per block, the blocks over half a blo
 ran inside a block, and how many of the slow blocks were preempted (involuntary context switches of the thread, from
 `getrusage`). The load average is printed before and after.
 
-Variants, all on one torch thread: `none` (the stream as it was: automatic collections of the whole heap,
-`np.concatenate` on every block), each shield alone, and `all`:
+Variants, all on one torch thread: `none` (the stream as it was: automatic collections of the whole heap), and:
 - `gc`: what set-up made frozen out of the collector's reach (`gc.freeze`), no automatic collection during a block;
-- `queues`: the preallocated sample queues of `Stream` (the alternative rebuilds its arrays every block);
-- `all`: both, and `torch.inference_mode` entered once around the segment;
+- `all`: that, and `torch.inference_mode` entered once around the segment;
 - `all+rt`: and the thread at real-time priority (SCHED_FIFO, as `vc live` gives its audio callback where the OS
   allows it: `vc.live.realtime_priority`), so that other processes no longer preempt a block.
 Then `--pool` seconds (default 10) of the same speech alternate between torch's default thread count (one per core)
@@ -42,35 +40,10 @@ import torch
 
 import vc
 from vc.live import realtime_priority
-from vc.stream import SampleQueue
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"
-VARIANTS = ("none", "gc", "queues", "all", "all+rt")
-SHIELDS = {"none": (), "gc": ("gc",), "queues": ("queues",), "all": ("gc", "queues", "inference"),
-           "all+rt": ("gc", "queues", "inference", "rt")}
-
-
-class ConcatQueue(SampleQueue):
-    """The stream's buffers as they were: a new array on every push and drop (`np.concatenate`, slices)."""
-
-    def __init__(self, fill: int = 0):
-        self.a = np.zeros(fill, np.float32)
-
-    def __len__(self) -> int:
-        return len(self.a)
-
-    def view(self) -> np.ndarray:
-        return self.a
-
-    def push(self, x: np.ndarray) -> None:
-        self.a = np.concatenate([self.a, x])
-
-    def drop(self, n: int) -> None:
-        self.a = self.a[n:]
-
-    def pop(self, n: int) -> np.ndarray:
-        out, self.a = self.a[:n], self.a[n:]
-        return out
+VARIANTS = ("none", "gc", "all", "all+rt")
+SHIELDS = {"none": (), "gc": ("gc",), "all": ("gc", "inference"), "all+rt": ("gc", "inference", "rt")}
 
 
 def dev_speech(minutes: float, rate: int = 16000) -> tuple[np.ndarray, str]:
@@ -109,8 +82,6 @@ def main() -> None:
     gc.unfreeze()  # each `Stream` froze the heap: the variants without the gc shield undo it
     for v, s in streams.items():
         s.pause_gc = "gc" in SHIELDS[v]
-        if "queues" not in SHIELDS[v]:
-            s.audio, s.out = ConcatQueue(), ConcatQueue(len(s.out))
     size = streams[args.variants[0]].block_size
     block_ms = 1e3 * size / model.sample_rate
     n = len(wav) // size
@@ -190,9 +161,10 @@ def main() -> None:
         gcs = ", ".join(f"{t:.0f}" for t in full_gc[v]) or "none"
         print(f"| {v} | {f['mean_ms']:.2f} | {f['p50_ms']:.2f} | {f['p95_ms']:.2f} | {f['p99_ms']:.2f} | "
               f"{f['p999_ms']:.2f} | {f['max_ms']:.2f} | {f['over_half_block']} | {f['slow_preempted']} | {gcs} |")
-    print(f"\nthread pool, {args.pool:g} s of speech each, all shields on:\n")
-    print("| torch threads | mean | p50 | p95 | p99 | p99.9 | max | blocks > half a block |")
-    print("|---|---|---|---|---|---|---|---|")
+    if any(pool.values()):
+        print(f"\nthread pool, {args.pool:g} s of speech each, all shields on:\n")
+        print("| torch threads | mean | p50 | p95 | p99 | p99.9 | max | blocks > half a block |")
+        print("|---|---|---|---|---|---|---|---|")
     for threads, ms in pool.items():
         if ms:
             f = figures(np.asarray(ms[1:] if threads == default_threads else ms), block_ms)

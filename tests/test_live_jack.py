@@ -200,5 +200,5 @@ def test_vc_live_converts_through_portaudio_on_jack_with_its_reported_latency(ja
         assert eb[third].mean() > eb.max() - 30  # speech comes out from the start of the clip to its end
     assert abs(np.corrcoef(wav, out)[0, 1]) < 0.5  # converted, not passed through
     print(f"JACK: delay {delay:.0f} ms measured (envelope match {match:.2f}); reported {conversion:.1f} ms "
-          f"(conversion) + {devices:.1f} ms (vc live's devices) + {rig_latency:.1f} ms (the recorder's); audio thread at "
-          f"{meter.group(1)} priority")
+          f"(conversion) + {devices:.1f} ms (vc live's devices) + {rig_latency:.1f} ms (the recorder's); audio "
+          f"thread at {meter.group(1)} priority")

@@ -161,21 +161,6 @@ def test_stream_stats_give_the_tail_of_the_compute_times():
     assert len(stats.kept()) == 1000 and stats.kept()[-1] == 0.100
 
 
-def test_sample_queue_is_a_fifo_that_keeps_its_array():
-    q = vc.stream.SampleQueue(10, fill=3)
-    ref = np.zeros(3, np.float32)
-    rng = np.random.default_rng(0)
-    for n in (4, 2, 7, 1, 25, 3):  # wraps to the front, then grows
-        x = rng.standard_normal(n).astype(np.float32)
-        q.push(x)
-        ref = np.concatenate([ref, x])
-        k = n // 2
-        assert np.array_equal(q.pop(k), ref[:k])
-        ref = ref[k:]
-        assert np.array_equal(q.view(), ref)
-    assert len(q.pop(1000)) == len(ref) and len(q) == 0
-
-
 def test_a_stream_keeps_full_garbage_collections_out_of_its_blocks(monkeypatch):
     # the objects of set-up are frozen (a full collection no longer walks them) and no collection starts in a block
     stream = tiny_causal().stream(Voice(torch.randn(32)))

@@ -46,8 +46,8 @@ def _device(sd, name: str | None, kind: str):
 def realtime_priority() -> bool:
     """Give the calling thread (the audio callback's) real-time priority, as JACK and PipeWire give theirs, where the
     OS allows it (Linux, with CAP_SYS_NICE or an RLIMIT_RTPRIO): other processes then no longer preempt a block. On a
-    busy 2-core machine that took p99 from 30-40 ms to 10-13 ms (benchmarks/stream_jitter.py --variants all all+rt);
-    the block leaves the CPU to others most of the time (a quarter of it, on one core)."""
+    busy 2-core machine the blocks over half a block fell from 60 % to 5 % and p99 from 27 to 17 ms
+    (benchmarks/stream_jitter.py --variants none all+rt); the block leaves the CPU to others most of the time."""
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(min(20, os.sched_get_priority_max(os.SCHED_FIFO))))
         return True

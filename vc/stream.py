@@ -70,45 +70,6 @@ class StreamStats:
                 / self.block_seconds}
 
 
-class SampleQueue:
-    """A FIFO of float32 samples in one preallocated array: `push` writes after the last sample and `drop` moves the
-    start, so a block costs no allocation; the kept samples move to the front only when the end is reached (and the
-    array grows only when they do not fit)."""
-
-    def __init__(self, capacity: int, fill: int = 0):
-        self.buf = np.zeros(max(capacity, fill), np.float32)
-        self.lo, self.hi = 0, fill  # the queue is buf[lo:hi]; `fill` zeros to start with
-
-    def __len__(self) -> int:
-        return self.hi - self.lo
-
-    def view(self) -> np.ndarray:
-        """The queued samples (a view: valid until the next `push`)."""
-        return self.buf[self.lo:self.hi]
-
-    def push(self, x: np.ndarray) -> None:
-        n, kept = len(x), self.hi - self.lo
-        if self.hi + n > len(self.buf):
-            if kept + n > len(self.buf):
-                buf = np.zeros(2 * (kept + n), np.float32)
-                buf[:kept] = self.view()
-                self.buf = buf
-            else:
-                self.buf[:kept] = self.buf[self.lo:self.hi]  # numpy copies overlapping ranges correctly
-            self.lo, self.hi = 0, kept
-        self.buf[self.hi:self.hi + n] = x
-        self.hi += n
-
-    def drop(self, n: int) -> None:
-        self.lo += min(n, self.hi - self.lo)
-
-    def pop(self, n: int) -> np.ndarray:
-        """The first `n` samples (or all, where fewer are queued; a copy), dropped from the queue."""
-        out = self.buf[self.lo:min(self.lo + n, self.hi)].copy()
-        self.drop(n)
-        return out
-
-
 class Stream:
     """Converts a live signal block by block; made by `VoiceConverter.stream`.
 
@@ -144,8 +105,7 @@ class Stream:
         self.lookahead = net.cfg.lookahead
         self.delay = 100 * self.block_size - self._ready(100 * self.block_size)
         self.latency = (self.block_size + self.delay) / cfg.sample_rate
-        # input samples from `self.audio_start` on (a window or two and a block are kept)
-        self.audio = SampleQueue(4 * self.block_size + 4 * cfg.n_fft)
+        self.audio = np.zeros(0, np.float32)  # input samples from `self.audio_start` on
         self.audio_start = 0
         self.n_in = 0
         self.mel_frames = 0  # mel frames computed
@@ -155,8 +115,7 @@ class Stream:
         self.pitch_frames = 0  # pitch frames handed to the decoder
         self.register = pitch.Register(self.pitch_cfg)  # the source's log-F0 register so far
         self.spectrum = timbre.SpeechSpectrum(convert.speech_frames_db)  # the output's speech spectrum so far
-        # converted samples not yet returned (silence first)
-        self.out = SampleQueue(self.delay + 4 * self.block_size + 4 * cfg.n_fft, fill=self.delay)
+        self.out = np.zeros(self.delay, np.float32)  # converted samples not yet returned (silence first)
         self.stats = StreamStats(self.block_size / cfg.sample_rate)
         log_mel(np.zeros(cfg.win_length, np.float32), cfg)  # the filterbank and FFT plans, before the first block
         # Shield the blocks from Python's garbage collector: a full collection walks every tracked object (about
@@ -217,20 +176,20 @@ class Stream:
             if paused:
                 gc.enable()
         self.stats.add(1e-9 * (time.perf_counter_ns() - t0))
-        return self.out.pop(len(block))
+        out, self.out = self.out[:len(block)], self.out[len(block):]
+        return out
 
     def flush(self) -> np.ndarray:
         """The converted samples still held back: feeds `latency` seconds of silence."""
         pad = -(-self.delay // self.block_size) * self.block_size
         with torch.inference_mode():
             self._push(np.zeros(pad, np.float32))
-        out = self.out.pop(self.delay)
-        self.out.drop(len(self.out))
+        out, self.out = self.out[:self.delay], np.zeros(0, np.float32)
         return out
 
     def _push(self, block: np.ndarray) -> None:
         hop, win = self.hop, self.cfg.win_length
-        self.audio.push(block)
+        self.audio = np.concatenate([self.audio, block])
         self.n_in += len(block)
         # new mel frames: frame t needs samples up to t * hop + win / 2
         last = (self.n_in - win // 2) // hop
@@ -257,21 +216,19 @@ class Stream:
         out = self.decoder(content, p[None] if self.decoder.pitch is not None else None)
         mel_out = self.model.net.denormalize(out, clamp=self.clamp)[0]
         mel_out = timbre.match(mel_out, self.voice.spectrum, self.spectrum.add(mel_out).mean(), self.timbre_match)
-        self.out.push(self.vocoder(mel_out[None]))
+        self.out = np.concatenate([self.out, self.vocoder(mel_out[None])])
         next_yin = self.yin_start + len(self.yin[0])
         keep = min(self.mel_frames * hop - win // 2, next_yin * hop - frame_length // 2)  # oldest still needed
         drop = max(0, keep - self.audio_start)
-        self.audio.drop(drop)
-        self.audio_start += drop
+        self.audio, self.audio_start = self.audio[drop:], self.audio_start + drop
 
     def _segment(self, frames: np.ndarray, half: int) -> np.ndarray:
         """The input from `half` samples before the first frame's centre to `half` after the last's (zeros before
         the start of the signal)."""
         start, end = frames[0] * self.hop - half, frames[-1] * self.hop + half
         seg = np.zeros(end - start, np.float32)
-        audio = self.audio.view()
-        lo, hi = max(start, self.audio_start), min(end, self.audio_start + len(audio))
-        seg[lo - start:hi - start] = audio[lo - self.audio_start:hi - self.audio_start]
+        lo, hi = max(start, self.audio_start), min(end, self.audio_start + len(self.audio))
+        seg[lo - start:hi - start] = self.audio[lo - self.audio_start:hi - self.audio_start]
         return seg
 
     def _windows(self, frames: np.ndarray, length: int) -> torch.Tensor:
