@@ -82,7 +82,7 @@ def plan_single(spec: str, output: str | os.PathLike, fmt: str | None = None) ->
     """One input file into the output file named: the single-file case of `vc convert`, as one Job."""
     output = Path(output)
     if glob.has_magic(spec) or Path(spec).is_dir():
-        raise VCError(f"{output}: a folder or a pattern of inputs needs a folder as --output, not a file")
+        raise VCError(f"{spec}: a folder or a pattern of inputs needs a folder as --output, not the file {output}")
     if fmt is not None and output.suffix.lower() != f".{fmt}":
         raise VCError(f"{output}: --format {fmt} does not match the output's extension '{output.suffix}'")
     return [Job(Path(spec), output, Path(spec).name)]

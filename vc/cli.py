@@ -33,8 +33,11 @@ def _train(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     from .prepare import prepare
 
+    from .prepare import ExtractLimits
+
+    limits = ExtractLimits(ratio=args.max_extract_ratio, max_bytes=args.max_extract_gb * 1e9)
     prepare(args.layout, args.source, args.out, min_speaker_seconds=args.min_speaker_seconds,
-            require_text=args.require_text, jobs=args.jobs)
+            require_text=args.require_text, jobs=args.jobs, limits=limits)
     return 0
 
 
@@ -66,6 +69,11 @@ def _add_prepare_and_adapt(sub) -> None:
                    help="stop when a speaker has less usable speech than this (default 30; 0 to allow any)")
     r.add_argument("--require-text", action="store_true", help="drop clips without a transcript")
     r.add_argument("--jobs", "-j", type=JOBS, default=1, help="processes that read and check the audio")
+    r.add_argument("--max-extract-ratio", type=RATIO, default=100.0,
+                   help="refuse an archive that unpacks to more than this many times its size (default 100; "
+                   "audio corpora unpack to 1 to 3 times)")
+    r.add_argument("--max-extract-gb", type=POSITIVE, default=500.0,
+                   help="refuse an archive that unpacks to more than this many GB (default 500)")
     r.set_defaults(func=_prepare)
 
     d = AdaptConfig()
@@ -256,8 +264,15 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `error: vc convert: argument --jobs: 0 is out of range (...)`, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vc", description="One-shot voice conversion on a CPU.")
+    p = Parser(prog="vc", description="One-shot voice conversion on a CPU.")
     p.add_argument("--version", action="version", version=f"vc {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -11,7 +11,7 @@ def number(kind: type = float, low: float | None = None, high: float | None = No
            low_open: bool = False, what: str = "") -> Callable[[str], float]:
     """An argparse type: a finite `kind` (int or float) within [low, high] (or (low, high] with `low_open`)."""
     if low is not None and high is not None:
-        bounds = f"between {low} and {high}"
+        bounds = f"greater than {low} and at most {high}" if low_open else f"between {low} and {high}"
     elif low is not None:
         bounds = f"greater than {low}" if low_open else f"at least {low}"
     else:
