@@ -209,3 +209,24 @@ def test_prepare_recipe_script(tmp_path):
                           env={**os.environ, "PYTHON": sys.executable})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(_rows(out)) == 6
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_archive_bombs_are_refused_by_ratio_and_size(tmp_path, kind):
+    from vc.prepare import ExtractLimits, extract
+
+    archive = tmp_path / f"bomb.{kind}"
+    payload = tmp_path / "zeros.wav"
+    payload.write_bytes(bytes(5_000_000))  # compresses about 1000-fold
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+            z.write(payload, "spk/zeros.wav")
+    else:
+        with tarfile.open(archive, "w:gz") as t:
+            t.add(payload, "spk/zeros.wav")
+    with pytest.raises(VCError, match=rf"{archive}: would unpack to more than"):
+        extract(archive, tmp_path / "x", ExtractLimits(ratio=100, floor_bytes=1e6))
+    with pytest.raises(VCError, match="at most 0.001 GB"):
+        extract(archive, tmp_path / "x", ExtractLimits(ratio=1e6, max_bytes=1e6))
+    assert not [p for p in (tmp_path / "x").rglob("*") if p.is_file()]  # nothing left half-extracted
+    assert (extract(archive, tmp_path / "x", ExtractLimits(ratio=1e6)) / "spk" / "zeros.wav").stat().st_size == 5e6

@@ -4,6 +4,7 @@ process left behind."""
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("robustness", ROOT / "benchmarks" / "robustness.py")
 robustness = importlib.util.module_from_spec(_spec)
+sys.modules["robustness"] = robustness  # its dataclasses look their module up
 _spec.loader.exec_module(robustness)
 
 
@@ -33,7 +35,7 @@ def _marks(a):
 
 
 @pytest.mark.parametrize("attack", [pytest.param(a, id=a.name, marks=_marks(a)) for a in robustness.ATTEMPTS])
-def test_attack_is_refused_or_survived(attack, base, tmp_path_factory):
+def test_attack_is_refused_or_survived(attack, base):
     folder, checkpoint = base
     work = folder / f"{robustness.ATTEMPTS.index(attack):03d}"
     work.mkdir()

@@ -61,9 +61,9 @@ class Manifest:
             lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.is_file() else []
         except OSError:
             lines = []
-        for line in lines:
+        for number, line in enumerate(lines):
             try:
-                entry = json.loads(line)
+                entry = {**json.loads(line), "line": number}
                 self.latest[entry["output"], "after" if "after" in entry else "before"] = entry
             except (ValueError, KeyError, TypeError):  # a line cut by a kill
                 continue
@@ -77,8 +77,8 @@ class Manifest:
         begun, made = self.latest.get((name, "before")), self.latest.get((name, "after"))
         if made is not None and made["after"] == now:
             entry = made
-        elif begun is not None and begun["before"] != now:
-            entry = begun  # renamed into place, then killed before the "after" line
+        elif begun is not None and begun["before"] != now and (made is None or made["line"] < begun["line"]):
+            entry = begun  # the last conversion renamed it into place, and was killed before its "after" line
         else:
             return "foreign"
         changed = [part for part in PARTS if entry["key"].get(part) != wanted.get(part)]
