@@ -87,7 +87,8 @@ def _add_prepare_and_adapt(sub) -> None:
     a.add_argument("--parts", default=",".join(d.parts),
                    help=f"comma-separated parts to fine-tune, from: {', '.join(PARTS)} "
                    f"(default {','.join(d.parts)})")
-    a.add_argument("--minutes", type=NON_NEGATIVE, default=d.minutes, help=f"time budget (default {d.minutes}; 0: none)")
+    a.add_argument("--minutes", type=NON_NEGATIVE, default=d.minutes,
+                   help=f"time budget (default {d.minutes}; 0: none)")
     a.add_argument("--steps", type=STEPS, default=None, help=f"at most this many steps (default {d.steps})")
     a.add_argument("--lr", type=LEARNING_RATE, default=None, help=f"peak learning rate (default {d.lr})")
     a.add_argument("--batch-size", type=COUNT, default=None, help=f"segments per step (default {d.batch_size})")
@@ -264,24 +265,13 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: `error: vc convert: argument --jobs: 0 is out of range (...)`, exit 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="vc", description="One-shot voice conversion on a CPU.")
-    p.add_argument("--version", action="version", version=f"vc {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_convert(sub) -> None:
     c = sub.add_parser("convert", help="say what the inputs say in the voice of --target",
                        description="Convert one file (--output FILE.wav|.flac) or many (--output FOLDER): files, "
-                       "folders (searched recursively) and glob patterns. An output already made from the same source, targets, "
-                       "model and options is skipped, so a second run resumes; one made otherwise is replaced only "
-                       "with --overwrite; an input, a target or the model is never replaced. "
-                       "so a second run resumes; a report row is written for every input.")
+                       "folders (searched recursively) and glob patterns. An output already made from the same "
+                       "source, targets, model and options is skipped, so a second run resumes; one made otherwise "
+                       "is replaced only with --overwrite; an input, a target or the model is never replaced. A "
+                       "folder's report has a row for every input.")
     c.add_argument("inputs", nargs="+", help="source clips, folders or glob patterns (wav, flac, ogg, mp3; any rate)")
     c.add_argument("--target", "-t", action="append", required=True,
                    help="a clip of the target voice, or a folder of one speaker's clips; repeat to average several")
@@ -300,13 +290,62 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how far to move the output's average spectrum to the target's (default: the model's)")
     c.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     c.add_argument("--jobs", "-j", type=JOBS, default=1, help="parallel worker processes (they share the cores)")
-    c.add_argument("--overwrite", action="store_true", help="convert again where the output exists (never replaces an input or a target)")
-    c.add_argument("--dry-run", action="store_true", help="list what would be converted; write nothing (but --report when given)")
+    c.add_argument("--overwrite", action="store_true",
+                   help="convert again where the output exists (never replaces an input, a target or the model)")
+    c.add_argument("--dry-run", action="store_true",
+                   help="list what would be converted; write nothing (but --report when given)")
     c.add_argument("--shard", default=None, metavar="I/N",
                    help="convert only shard I of N (1-based), a stable split for N machines")
-    c.add_argument("--report", default=None, help="report CSV (default: OUTPUT/vc-report.csv for a folder, none for a file)")
-    c.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no line per file (errors, warnings and the batch summary remain)")
+    c.add_argument("--report", default=None,
+                   help="report CSV (default: OUTPUT/vc-report.csv for a folder, none for a file)")
+    c.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar, no line per file (errors, warnings and the batch summary remain)")
     c.set_defaults(func=_convert)
+
+
+def _add_stream_and_live(sub) -> None:
+    def stream_options(q: argparse.ArgumentParser, required: bool) -> None:
+        q.add_argument("--target", "-t", action="append", required=required,
+                       help="a clip of the target voice, or a folder of one speaker's clips (repeatable)")
+        q.add_argument("--checkpoint", default=None,
+                       help="a streaming (causal) checkpoint (default: the shipped checkpoints/stream.pt)")
+        q.add_argument("--block-ms", type=BLOCK_MS, default=25.0,
+                       help="block length in ms, rounded to a multiple of 25 ms (the latency is the block + 50 ms)")
+        q.add_argument("--pitch-shift", type=PITCH_SHIFT, default=0.0, metavar="SEMITONES")
+        q.add_argument("--no-match-pitch", action="store_true", help="keep the source's pitch register")
+        q.add_argument("--timbre-match", type=TIMBRE_MATCH, default=None, metavar="0..1")
+
+    s = sub.add_parser("stream", help="convert a file with the streaming engine of `vc live`",
+                       description="Feed a file block by block through the streaming converter (what `vc live` "
+                       "does with a microphone) and print the latency and the compute time per block.")
+    s.add_argument("input", help="source audio file")
+    s.add_argument("--output", "-o", required=True, help="output .wav or .flac")
+    stream_options(s, required=True)
+    s.set_defaults(func=_stream)
+
+    li = sub.add_parser("live", help="microphone in, converted voice out (pip install -e \".[live]\")",
+                        description="Convert the microphone live into the target voice and play it.")
+    stream_options(li, required=False)
+    li.add_argument("--input-device", default=None, help="input device index or name (see --list-devices)")
+    li.add_argument("--output-device", default=None, help="output device index or name")
+    li.add_argument("--list-devices", action="store_true", help="list the audio devices and exit")
+    li.add_argument("--seconds", type=POSITIVE, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    li.set_defaults(func=_live)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `error: vc convert: argument --jobs: 0 is out of range (...)`, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="vc", description="One-shot voice conversion on a CPU.")
+    p.add_argument("--version", action="version", version=f"vc {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    _add_convert(sub)
 
     t = sub.add_parser("train", help="train a model (resumes from OUT/last.pt when present)")
     t.add_argument("recipe", help="recipe YAML overriding the config defaults (e.g. recipes/default.yaml)")
@@ -372,33 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--quiet", "-q", action="store_true", help="no line per row")
     v.set_defaults(func=_evaluate)
 
-    def stream_options(q: argparse.ArgumentParser, required: bool) -> None:
-        q.add_argument("--target", "-t", action="append", required=required,
-                       help="a clip of the target voice, or a folder of one speaker's clips (repeatable)")
-        q.add_argument("--checkpoint", default=None,
-                       help="a streaming (causal) checkpoint (default: the shipped checkpoints/stream.pt)")
-        q.add_argument("--block-ms", type=BLOCK_MS, default=25.0,
-                       help="block length in ms, rounded to a multiple of 25 ms (the latency is the block + 50 ms)")
-        q.add_argument("--pitch-shift", type=PITCH_SHIFT, default=0.0, metavar="SEMITONES")
-        q.add_argument("--no-match-pitch", action="store_true", help="keep the source's pitch register")
-        q.add_argument("--timbre-match", type=TIMBRE_MATCH, default=None, metavar="0..1")
-
-    s = sub.add_parser("stream", help="convert a file with the streaming engine of `vc live`",
-                       description="Feed a file block by block through the streaming converter (what `vc live` "
-                       "does with a microphone) and print the latency and the compute time per block.")
-    s.add_argument("input", help="source audio file")
-    s.add_argument("--output", "-o", required=True, help="output .wav or .flac")
-    stream_options(s, required=True)
-    s.set_defaults(func=_stream)
-
-    li = sub.add_parser("live", help="microphone in, converted voice out (pip install -e \".[live]\")",
-                        description="Convert the microphone live into the target voice and play it.")
-    stream_options(li, required=False)
-    li.add_argument("--input-device", default=None, help="input device index or name (see --list-devices)")
-    li.add_argument("--output-device", default=None, help="output device index or name")
-    li.add_argument("--list-devices", action="store_true", help="list the audio devices and exit")
-    li.add_argument("--seconds", type=POSITIVE, default=None, help="stop after this many seconds (default: Ctrl-C)")
-    li.set_defaults(func=_live)
+    _add_stream_and_live(sub)
     return p
 
 
