@@ -160,12 +160,19 @@ def _running(proc: tuple[int, str]) -> bool:
     return s is not None and s[19] == proc[1] and s[0] not in ("Z", "X")
 
 
-def kill_batch(ws: Workspace, argv: list[str], ready: Callable[[], bool], extra_env: dict | None = None) -> None:
+def child_env() -> dict[str, str]:
+    """The environment of a `python -m vc` that runs the vc this script imported (not one found from its cwd)."""
+    import vc
+
+    here = str(Path(vc.__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+
+
+def kill_batch(ws: Workspace, argv: list[str], ready: Callable[[], bool]) -> None:
     """Start `vc argv`, wait for `ready()`, kill -9 it, and note the processes it leaves behind (then end them)."""
     ws.snapshot_taken = ws.snapshot()
-    env = {**os.environ, **(extra_env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "vc", *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
+                            stderr=subprocess.DEVNULL, env=child_env(), cwd=ws.dir)
     deadline = time.monotonic() + 120
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -384,7 +391,8 @@ def _limited(ws: Workspace, argv: list[str]) -> list[str]:
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
 
     ws.snapshot_taken = ws.snapshot()
-    proc = subprocess.run([sys.executable, "-m", "vc", *argv], capture_output=True, text=True, preexec_fn=limit)
+    proc = subprocess.run([sys.executable, "-m", "vc", *argv], capture_output=True, text=True, preexec_fn=limit,
+                          env=child_env(), cwd=ws.dir)
     ws.result = (proc.returncode, proc.stdout, proc.stderr)
     return []
 

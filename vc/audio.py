@@ -70,7 +70,7 @@ def load_wav(path: str | os.PathLike, cfg: AudioConfig | None = None, *, trim: b
     return prepare(wav.mean(axis=1), sr, cfg, trim=trim, normalize=normalize, name=str(path))
 
 
-def _declared_frames(path: str | os.PathLike) -> int | None:
+def declared_frames(path: str | os.PathLike) -> int | None:
     """The frames that a WAV header's data chunk declares (libsndfile counts only those present); None for other
     formats, and for the sizes of streamed headers (0 or 0xFFFFFFFF)."""
     try:
@@ -98,7 +98,7 @@ def _declared_frames(path: str | os.PathLike) -> int | None:
 def check_complete(path: str | os.PathLike, f: sf.SoundFile, frames: int, error: Exception | None) -> None:
     """After reading `frames` of `f`: raise for a file with nothing readable, warn (one line) for a truncated or
     damaged one, whose readable part is used."""
-    expected = _declared_frames(path) or f.frames
+    expected = declared_frames(path) or f.frames
     rate = f.samplerate or 1
     if error is not None and frames == 0:
         raise VCError(f"{path}: audio data is corrupt ({reason(error)})")
