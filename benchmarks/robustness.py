@@ -365,6 +365,9 @@ attempt("checkpoint: a zip of text", 1, "{dir}/model.pt")(lambda ws: (zipfile.Zi
                                                                     ws.one(ckpt=ws.p("model.pt")))[1])
 attempt("checkpoint: NaN weights", 1, "{dir}/nan.pt", owner="lead")(
     lambda ws: ws.one(ckpt=str(tiny_checkpoint(ws.dir / "nan.pt", nan=True))))
+attempt("vc stream -o the input", 1, "{dir}/source.wav")(lambda ws: [
+    "stream", ws.p("source.wav"), "-t", ws.p("target.wav"), "-o", ws.p("source.wav"), "--checkpoint", str(ws.ckpt)])
+attempt("vc export over its own input", 1, "{dir}/tiny.pt")(lambda ws: ["export", str(ws.ckpt), str(ws.ckpt)])
 attempt("output = the checkpoint", 1, "checkpoint")(
     lambda ws: ws.one("source.wav", "target.wav", "model.wav", ckpt=str(ws.ckpt.rename(ws.dir / "model.wav"))))
 

@@ -177,7 +177,9 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.onnx:
         return _export_onnx(args)
-
+    for given in filter(None, (args.checkpoint, args.vocoder_ckpt)):
+        if os.path.realpath(given) == os.path.realpath(args.output):
+            raise VCError(f"{args.output}: the export would replace its own input {given}; choose another output")
     ckpt = load_checkpoint(args.checkpoint)
     net, cfg = build_model(ckpt, args.checkpoint)
     meta = dict(ckpt.get("meta", {}))
@@ -206,8 +208,13 @@ def _stream_model(args: argparse.Namespace):
 
 
 def _stream(args: argparse.Namespace) -> int:
+    from .batch import Job, check_paths, output_kind, target_clips
     from .stream import stream_file
 
+    if output_kind(args.output) != "file":
+        raise VCError(f"{args.output}: vc stream writes a .wav or .flac file")
+    check_paths([Job(Path(args.input), Path(args.output), "")],
+                [("the target clip", c) for c in target_clips(args.target)], [])
     r = stream_file(_stream_model(args), args.input, args.output)
     print(f"{args.input} -> {args.output} ({r['seconds']:.2f} s): latency {r['latency_ms']:.1f} ms "
           f"({r['block_ms']:.1f} ms blocks); compute per block mean {r['mean_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms, "
