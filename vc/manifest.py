@@ -6,6 +6,9 @@ Each output folder keeps `.vc-manifest.jsonl`, one JSON line per event, appended
 renamed into place, where `before` and `after` are the file's (size, mtime, inode) then. An output is recorded as
 made with a key when its file is the one seen `after`, or when it changed since `before` (the conversion renamed it
 into place, and a kill came before the `after` line). A file that is neither was not made by vc here.
+
+The key's parts are short digests: the source and the target clips by path, size and modification time (cheap for
+thousands of files), the model by its bytes, the options by value.
 """
 from __future__ import annotations
 
@@ -32,9 +35,22 @@ def file_id(path: str | os.PathLike) -> list:
     return [os.path.realpath(path), st.st_size, st.st_mtime_ns]
 
 
+def content_id(path: str | os.PathLike) -> str | None:
+    """The SHA-256 of a file's bytes (the model: a copy, a checkout or a new download of the same weights is the
+    same model), or None when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 def recipe(targets: Sequence[Path], checkpoint: Path, options: dict[str, Any]) -> dict[str, str]:
     """The parts of the key that all outputs of a run share (the source is added per output by `key`)."""
-    return {"targets": _digest(sorted(file_id(t) for t in targets)), "model": _digest(file_id(checkpoint)),
+    return {"targets": _digest(sorted(file_id(t) for t in targets)), "model": _digest(content_id(checkpoint)),
             "options": _digest(options)}
 
 
