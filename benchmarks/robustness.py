@@ -496,7 +496,7 @@ def run_attempt(a: Attempt, folder: Path, checkpoint: Path) -> Outcome:
     else:
         with unprivileged() if a.name.startswith(("read-only", "unreadable")) else contextlib.nullcontext():
             code, _, err = run_vc(argv)
-    lines = [line for line in err.splitlines() if line.startswith(("error:", "failed:", "warning:"))]
+    lines = [line for kind in ("error:", "warning:", "failed:") for line in err.splitlines() if line.startswith(kind)]
     message = lines[0] if lines else (err.strip().splitlines() or [""])[-1]
     message = message.replace(str(folder) + "/", "").replace(str(folder), ".")
     return Outcome(a.name, code, message, judge(a, ws, before, code, err), a.owner)

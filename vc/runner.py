@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import ctypes
+import io
 import os
 import signal
 import sys
@@ -90,7 +91,21 @@ def _init_worker(parent: int, checkpoint: str | None, vocoder: str | None, devic
     _worker.update(voice=voice, options=options)
 
 
-def _convert_one(job: Job, wanted: dict, manifest: Path, sample_rate: int | None) -> dict:
+def append_row(report: Path | None, row: dict) -> None:
+    """Append one report row in one write, so that the rows of parallel workers do not interleave and a row is on
+    disk as soon as its output is."""
+    if report is None:
+        return
+    buf = io.StringIO()
+    csv.DictWriter(buf, REPORT_FIELDS, extrasaction="ignore").writerow(row)
+    fd = os.open(report, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, buf.getvalue().encode())
+    finally:
+        os.close(fd)
+
+
+def _convert_one(job: Job, wanted: dict, manifest: Path, sample_rate: int | None, report: Path | None) -> dict:
     start = time.perf_counter()
     source, output = str(job.source), str(job.output)
     row = {"input": source, "output": output, "duration_s": "", "seconds": "", "error": ""}
@@ -110,6 +125,11 @@ def _convert_one(job: Job, wanted: dict, manifest: Path, sample_rate: int | None
             row.update(status="failed", error=f"{source}: {type(e).__name__}: {e}")
     row["warnings"] = "; ".join(str(w.message) for w in caught if issubclass(w.category, VCWarning))
     row["seconds"] = round(time.perf_counter() - start, 3)
+    try:
+        append_row(report, row)
+    except OSError as e:
+        row.setdefault("errno", e.errno)
+        row.update(status="failed", error=describe(e, report))
     return row
 
 
@@ -181,12 +201,11 @@ def _execute(todo: list[Job], done: list[Job], summary: Summary, model, voice, o
     """Run the jobs in this process or in `workers` processes; write each report row as soon as it is known."""
     from tqdm import tqdm
 
-    rows_file = summary.report.open("w", newline="") if summary.report else None
-    writer = csv.DictWriter(rows_file, REPORT_FIELDS, extrasaction="ignore") if rows_file else None
-    if writer:
-        writer.writeheader()
-        for j in done:
-            writer.writerow({"input": str(j.source), "status": "skipped", "output": str(j.output)})
+    if summary.report:  # the header and the rows known now; each converting process appends its rows
+        with summary.report.open("w", newline="") as f:
+            writer = csv.DictWriter(f, REPORT_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({"input": str(j.source), "status": "skipped", "output": str(j.output)} for j in done)
     started = time.perf_counter()
     bar = tqdm(total=len(todo), unit="file", desc="convert", disable=not progress or dry_run, dynamic_ncols=True)
 
@@ -205,9 +224,8 @@ def _execute(todo: list[Job], done: list[Job], summary: Summary, model, voice, o
                 bar.write(f"warning: {line}", file=sys.stderr)
         if echo and row["status"] == "failed":
             bar.write(f"failed: {row['error']}", file=sys.stderr)
-        if writer:
-            writer.writerow(row)
-            rows_file.flush()
+        if row["status"] == "dry-run":
+            append_row(summary.report, row)
         bar.update(1)
         bar.set_postfix(audio_h=f"{summary.audio_seconds / 3600:.2f}", failed=summary.failed)
 
@@ -220,15 +238,13 @@ def _execute(todo: list[Job], done: list[Job], summary: Summary, model, voice, o
         elif workers <= 1 or len(todo) <= 1:
             _worker.update(model=model, voice=voice, options=options)
             for j in todo:
-                record(_convert_one(j, wanted[j], out_dir, sample_rate))
+                record(_convert_one(j, wanted[j], out_dir, sample_rate, summary.report))
                 if summary.stopped:
                     break
         else:
             _pool(todo, record, summary, voice, options, wanted, out_dir, settings, workers)
     finally:
         bar.close()
-        if rows_file:
-            rows_file.close()
         summary.wall_seconds = time.perf_counter() - started
 
 
@@ -242,7 +258,7 @@ def _pool(todo: list[Job], record, summary: Summary, voice, options: dict, wante
         while queue or running:
             while queue and len(running) < 2 * workers and not summary.stopped:
                 j = queue.pop(0)
-                running.add(pool.submit(_convert_one, j, wanted[j], out_dir, settings["sample_rate"]))
+                running.add(pool.submit(_convert_one, j, wanted[j], out_dir, settings["sample_rate"], summary.report))
             if not running:
                 break
             finished, running = wait(running, return_when=FIRST_COMPLETED)
