@@ -12,7 +12,7 @@ from . import __version__
 from .config import LAYOUTS, PARTS, VOCODERS, AdaptConfig
 from .convert_cli import add_convert
 from .errors import VCError, VCWarning, reason
-from .files import describe
+from .files import describe, write_text
 from .options import (BLOCK_MS, COUNT, JOBS, LEARNING_RATE, NON_NEGATIVE, PITCH_SHIFT, POSITIVE, RATIO, STEPS,
                       THREADS, TIMBRE_MATCH, threads_list)
 
@@ -121,7 +121,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
     report = export_onnx(args.checkpoint, args.output)
     print(format_report(report))
-    (Path(args.output) / "vc-onnx-check.json").write_text(json.dumps(report, indent=1))
+    write_text(Path(args.output) / "vc-onnx-check.json", json.dumps(report, indent=1))
     print(f"{args.checkpoint} -> {args.output}/ ({', '.join(g['file'] for g in report['graphs'].values())})")
     return 0
 
@@ -198,12 +198,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .evaluate import JUDGES, evaluate, print_table, read_rows
 
+    out = Path(args.json) if args.json else Path(args.list).with_suffix(".json")
+    if os.path.realpath(out) == os.path.realpath(args.list):
+        raise VCError(f"{out}: the results would replace the list {args.list}; give another --json")
     judges = [j for j in JUDGES if not getattr(args, f"no_{j}", False)]
     result = evaluate(read_rows(args.list), judges, verbose=not args.quiet)
     print_table(result["summary"])
-    out = Path(args.json) if args.json else Path(args.list).with_suffix(".json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_text(out, json.dumps(result, indent=1))
     print(f"wrote {out}")
     return 1 if result["summary"]["failed"] else 0
 
@@ -221,7 +222,7 @@ def _bench(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        write_text(args.json, json.dumps(result, indent=1))
         print(f"wrote {args.json}")
     return 0
 
