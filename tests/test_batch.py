@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 import vc
@@ -255,3 +256,20 @@ def test_batch_skips_its_output_folder_inside_the_input_folder(tiny_checkpoint, 
     assert main(args) == 0 and "3 converted" in capsys.readouterr().out
     assert main(args) == 0 and "0 converted, 3 skipped" in capsys.readouterr().out
     assert not list((book / "converted" / "converted").rglob("*"))  # its outputs were not taken for inputs
+
+
+def test_temporary_files_of_a_dead_but_unreaped_writer_are_removed(tmp_path):
+    """A killed batch's workers are orphans; where nothing reaps them they stay zombies, whose pid still exists."""
+    from vc.files import _host, remove_stale
+
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("no /proc on this system")
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    while Path(f"/proc/{zombie.pid}/stat").read_text().split(") ")[1][0] != "Z":  # exited, not yet waited for
+        time.sleep(0.01)
+    stale = tmp_path / f".a.wav.vc{zombie.pid}-{_host()}.abc123_x.tmp"
+    stale.write_bytes(b"")
+    try:
+        assert remove_stale(tmp_path) == [stale]
+    finally:
+        zombie.wait()

@@ -85,12 +85,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs: a zombie (dead, not yet reaped by its parent) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
         return True
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] not in "ZX"
     return True
 
 
