@@ -1,4 +1,7 @@
+import errno
 import os
+import signal
+import warnings
 
 import librosa
 import numpy as np
@@ -6,9 +9,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from vc.audio import load_wav, log_mel, mel_filterbank, normalize_loudness, prepare, save_wav, trim_silence
+from vc.audio import (load_wav, log_mel, mel_filterbank, normalize_loudness, prepare, read_blocks, save_wav,
+                      trim_silence)
 from vc.config import AudioConfig
-from vc.errors import VCError
+from vc.errors import VCError, VCWarning
 
 from conftest import synth_speech
 
@@ -60,7 +64,9 @@ def test_filterbank_trim_and_resampling_equal_librosa(sr, n_fft, n_mels, fmin, f
         np.testing.assert_array_equal(trim_silence(wav, top_db), librosa.effects.trim(
             wav, top_db=top_db, frame_length=800, hop_length=200)[0])
     resampled = prepare(wav, 16000, AudioConfig(sample_rate=sr), trim=False, normalize=False)
-    np.testing.assert_array_equal(resampled, librosa.resample(wav, orig_sr=16000, target_sr=sr, res_type="soxr_hq"))
+    centered = (wav - wav.mean(dtype=np.float64)).astype(np.float32)  # prepare removes the DC offset first
+    np.testing.assert_array_equal(resampled, librosa.resample(centered, orig_sr=16000, target_sr=sr,
+                                                              res_type="soxr_hq"))
 
 
 def test_trim_and_loudness():
@@ -115,3 +121,86 @@ def test_save_round_trip_is_atomic(tmp_path, ext):
 def test_save_rejects_unknown_format(tmp_path):
     with pytest.raises(VCError, match="unsupported output format"):
         save_wav(tmp_path / "out.xyz", np.zeros(100, np.float32), 16000)
+
+
+# --- the front end of issue 16: DC, near-DC, truncation, telephone band, what the writer may write --------------------
+def test_dc_offset_is_removed_before_anything():
+    wav = synth_speech(150, 1.5)
+    np.testing.assert_allclose(prepare(wav + 0.6, 16000), prepare(wav, 16000), atol=2e-5)
+
+
+@pytest.mark.parametrize("name,wav", [("pure DC", np.full(32000, 0.5, np.float32)),
+                                      ("2 Hz drift", 0.5 * np.sin(2 * np.pi * 2 * np.arange(32000) / 16000)),
+                                      ("DC and a whisper of noise", 0.5 + 1e-5 * np.random.default_rng(0)
+                                       .standard_normal(32000))])
+def test_dc_and_near_dc_are_silent(name, wav):
+    with pytest.raises(VCError, match="silent"):
+        prepare(wav.astype(np.float32), 16000, name=name)
+
+
+def _truncated(tmp_path, ext: str, keep: float = 0.5):
+    path = tmp_path / f"cut.{ext}"
+    sf.write(path, synth_speech(150, 3.0), 16000)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac"])
+def test_truncated_file_warns_and_gives_what_is_readable(tmp_path, ext):
+    path = _truncated(tmp_path, ext)
+    with pytest.warns(VCWarning, match=rf"{path}: truncated or damaged file: .* of 3\.40 s readable"):
+        wav = load_wav(path, trim=False, normalize=False)
+    assert 0.8 * 16000 < len(wav) < 2.6 * 16000
+    with pytest.warns(VCWarning, match="truncated"):
+        blocks = list(read_blocks(path, 16000, block_seconds=0.5))
+    assert 0.8 * 16000 < sum(map(len, blocks)) < 2.6 * 16000
+
+
+def test_whole_file_does_not_warn(tmp_path):
+    sf.write(tmp_path / "a.wav", synth_speech(150, 2.0), 16000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VCWarning)
+        load_wav(tmp_path / "a.wav")
+        list(read_blocks(tmp_path / "a.wav", 22050))
+
+
+def test_read_blocks_removes_a_constant_offset(tmp_path):
+    sf.write(tmp_path / "dc.wav", synth_speech(150, 2.0) + 0.4, 16000)
+    wav = np.concatenate(list(read_blocks(tmp_path / "dc.wav", 16000, block_seconds=0.25)))
+    assert abs(wav[4000:].mean()) < 2e-3  # the first block's mean is an estimate from its own samples
+
+
+def test_telephone_band_warns_and_wideband_does_not():
+    wav = synth_speech(150, 2.0)
+    with pytest.warns(VCWarning, match="no sound above 4 kHz"):
+        prepare(wav[::2], 8000, name="phone.wav")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VCWarning)
+        prepare(wav, 16000)
+
+
+def test_writer_never_writes_a_non_finite_sample(tmp_path):
+    wav = synth_speech(150, 1.0)
+    wav[1000:1100] = np.nan
+    wav[2000] = np.inf
+    with pytest.warns(VCWarning, match="101 non-finite samples"):
+        save_wav(tmp_path / "o.wav", wav, 16000)
+    back, _ = sf.read(tmp_path / "o.wav")
+    assert np.all(np.isfinite(back)) and np.all(back[1000:1100] == 0)
+
+
+def test_writer_says_why_a_write_failed(tmp_path):
+    """A file-size limit fails writes as a full disk does (EFBIG for ENOSPC); libsndfile says only 'system error'."""
+    resource = pytest.importorskip("resource")
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, old_limit[1]))
+    try:
+        with pytest.raises(OSError) as err:
+            save_wav(tmp_path / "big.wav", synth_speech(150, 3.0), 16000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert err.value.errno == errno.EFBIG and err.value.filename == str(tmp_path / "big.wav")
+    assert list(tmp_path.iterdir()) == []  # no temporary file left

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 import vc
@@ -188,3 +189,87 @@ def test_chunked_long_file_matches_unchunked_and_joins_are_smooth(clips, tmp_pat
         before, after = slice(start - 8000, start), slice(end, end + 8000)
         jump = level(chunked[after]) - level(chunked[before])
         assert abs(jump - (level(whole[after]) - level(whole[before]))) < 8.0
+
+
+# --- what made an output (vc/manifest.py), and the single-file case through the same runner ------------------------
+def test_manifest_tells_done_changed_foreign_and_a_kill_after_the_rename(tmp_path):
+    from vc.manifest import Manifest, mark
+
+    out = tmp_path / "a.wav"
+    key = {"source": "s", "targets": "t", "model": "m", "options": "o"}
+    assert Manifest(tmp_path).state(out, key) == "todo"
+    mark(tmp_path, out, key, "before")
+    out.write_bytes(b"converted")  # renamed into place; killed before the "after" line
+    assert Manifest(tmp_path).state(out, key) == "done"
+    mark(tmp_path, out, key, "after")
+    assert Manifest(tmp_path).state(out, {**key, "targets": "t2", "options": "o2"}) == (
+        "changed: the targets, the options")
+    time.sleep(0.01)  # a new modification time for the hand-made file below (not a timing assertion)
+    out.write_bytes(b"made by hand")
+    assert Manifest(tmp_path).state(out, key) == "foreign"
+    (tmp_path / ".vc-manifest.jsonl").open("a").write('{"output": "a.wav", "key": {')  # a line cut by a kill
+    assert Manifest(tmp_path).state(out, key) == "foreign"
+
+
+def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
+    from vc.files import _host, remove_stale
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".a.wav.vc{int(dead.stdout)}-{_host()}.abc123_x.tmp"
+    live = tmp_path / f".b.wav.vc{os.getpid()}-{_host()}.abc123_x.tmp"
+    elsewhere = tmp_path / f".c.wav.vc{int(dead.stdout)}-otherhost.abc123_x.tmp"
+    mine = tmp_path / ".notes.tmp"  # not a name of atomic_path: never touched
+    for p in (stale, live, elsewhere, mine):
+        p.write_bytes(b"")
+    assert remove_stale(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (live, elsewhere, mine))
+
+
+def test_single_file_honours_dry_run_report_quiet_overwrite_and_format(tiny_checkpoint, clips, tmp_path, capsys):
+    out, report = tmp_path / "o.flac", tmp_path / "r.csv"
+    base = ["convert", str(clips["source"]), "-t", str(clips["target"]), "-o", str(out),
+            "--checkpoint", str(tiny_checkpoint)]
+    assert main(base + ["--dry-run"]) == 0
+    assert f"{clips['source']} -> {out}" in capsys.readouterr().out and not out.exists()
+    assert main(base + ["--format", "wav"]) == 1
+    assert "--format wav does not match" in capsys.readouterr().err and not out.exists()
+    assert main(base + ["--quiet", "--report", str(report), "--format", "flac"]) == 0
+    assert capsys.readouterr().out == "" and out.is_file()
+    assert read_report(report)["source.wav"]["status"] == "converted"
+    first = out.read_bytes()
+    assert main(base) == 0  # unchanged: already done, not converted again
+    assert "already done" in capsys.readouterr().out
+    assert main(base + ["--pitch-shift", "4"]) == 1  # other options: not replaced without --overwrite
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the options changed" in err and "--overwrite" in err
+    assert out.read_bytes() == first
+    assert main(base + ["--pitch-shift", "4", "--overwrite"]) == 0
+    assert out.read_bytes() != first
+
+
+def test_batch_skips_its_output_folder_inside_the_input_folder(tiny_checkpoint, clips, tmp_path, capsys):
+    book = make_tree(tmp_path / "in")
+    (book / "ch2" / "corrupt.wav").unlink()
+    (book / "silent.wav").unlink()
+    args = ["convert", str(book), "-t", str(clips["target"]), "-o", str(book / "converted"),
+            "--checkpoint", str(tiny_checkpoint), "-q"]
+    assert main(args) == 0 and "3 converted" in capsys.readouterr().out
+    assert main(args) == 0 and "0 converted, 3 skipped" in capsys.readouterr().out
+    assert not list((book / "converted" / "converted").rglob("*"))  # its outputs were not taken for inputs
+
+
+def test_temporary_files_of_a_dead_but_unreaped_writer_are_removed(tmp_path):
+    """A killed batch's workers are orphans; where nothing reaps them they stay zombies, whose pid still exists."""
+    from vc.files import _host, remove_stale
+
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("no /proc on this system")
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    while Path(f"/proc/{zombie.pid}/stat").read_text().split(") ")[1][0] != "Z":  # exited, not yet waited for
+        time.sleep(0.01)
+    stale = tmp_path / f".a.wav.vc{zombie.pid}-{_host()}.abc123_x.tmp"
+    stale.write_bytes(b"")
+    try:
+        assert remove_stale(tmp_path) == [stale]
+    finally:
+        zombie.wait()

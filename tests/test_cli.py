@@ -73,3 +73,51 @@ def test_console_script_error_has_no_traceback(tiny_checkpoint, clips, tmp_path)
                            str(tiny_checkpoint)], capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {tmp_path / 'missing.wav'}: file not found"
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["convert", "a.wav", "-t", "b.wav", "-o", "c.wav", "--sample-rate", "7999"], "--sample-rate"),
+    (["convert", "a.wav", "-t", "b.wav", "-o", "c.wav", "--pitch-shift", "-24.5"], "--pitch-shift"),
+    (["convert", "a.wav", "-t", "b.wav", "-o", "c.wav", "--timbre-match", "1.01"], "--timbre-match"),
+    (["stream", "a.wav", "-t", "b.wav", "-o", "c.wav", "--timbre-match", "nan"], "--timbre-match"),
+    (["adapt", "c.pt", "--data", "d", "--out", "o", "--steps", "1.5"], "--steps"),
+    (["train-vocoder", "--data", "d", "--out", "o", "--lr", "0"], "--lr"),
+    (["bench", "--threads", "1", "0"], "--threads"),
+    (["prepare", "folder", "s", "--out", "o", "--max-extract-ratio", "0.5"], "--max-extract-ratio")])
+def test_bad_option_values_fail_at_parse_time_on_one_line(argv, option, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and option in err
+
+
+@pytest.mark.parametrize("value,ok", [("8000", True), ("192000", True), ("44100.0", False), ("1e9", False)])
+def test_sample_rate_range(value, ok):
+    from argparse import ArgumentTypeError
+
+    from vc.options import SAMPLE_RATE
+
+    if ok:
+        assert SAMPLE_RATE(value) == int(value)
+    else:
+        with pytest.raises(ArgumentTypeError):
+            SAMPLE_RATE(value)
+
+
+@pytest.mark.parametrize("raised,code,says", [(RuntimeError("boom\nsecond line"), 1, "unexpected RuntimeError: boom"),
+                                              (KeyboardInterrupt(), 130, "interrupted"),
+                                              (PermissionError(13, "Permission denied", "/x/y.wav"), 1,
+                                               "/x/y.wav: permission denied")])
+def test_main_turns_any_exception_into_one_line(monkeypatch, capsys, clips, tmp_path, raised, code, says):
+    def explode(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr("vc.runner.run", explode)
+    monkeypatch.delenv("VC_DEBUG", raising=False)
+    argv = ["convert", str(clips["source"]), "-t", str(clips["target"]), "-o", str(tmp_path / "o.wav")]
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and says in err and "Traceback" not in err
+    monkeypatch.setenv("VC_DEBUG", "1")
+    main(argv)
+    assert ("Traceback" in capsys.readouterr().err) == (code == 1 and isinstance(raised, RuntimeError))

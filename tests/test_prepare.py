@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import soxr
 import pytest
 import soundfile as sf
 
@@ -162,6 +163,14 @@ def test_inspect_flags_what_load_wav_refuses(tmp_path):
     (tmp_path / "empty.wav").write_bytes(b"")
     info, findings = inspect(tmp_path / "empty.wav")
     assert info is None and findings[0].kind == "not audio" and "empty" in findings[0].detail
+    sf.write(tmp_path / "dc.wav", np.full(32000, 0.4, np.float32), 16000)
+    assert [f.kind for f in inspect(tmp_path / "dc.wav")[1]] == ["silent"]  # load_wav refuses it too
+    cut = _clip(tmp_path / "cut.wav", 150, seconds=3.0)
+    cut.write_bytes(cut.read_bytes()[:40000])
+    assert [f.kind for f in inspect(cut)[1]] == ["truncated"]
+    phone = soxr.resample(synth_speech(150, 2.0, sr=8000), 8000, 16000)  # at 16 kHz, with a telephone's band
+    sf.write(tmp_path / "phone.wav", phone, 16000)
+    assert [f.kind for f in inspect(tmp_path / "phone.wav")[1]] == ["band-limited"]
 
 
 def test_speaker_with_one_short_clip_stops_with_advice(tmp_path):
@@ -209,3 +218,24 @@ def test_prepare_recipe_script(tmp_path):
                           env={**os.environ, "PYTHON": sys.executable})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(_rows(out)) == 6
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_archive_bombs_are_refused_by_ratio_and_size(tmp_path, kind):
+    from vc.prepare import ExtractLimits, extract
+
+    archive = tmp_path / f"bomb.{kind}"
+    payload = tmp_path / "zeros.wav"
+    payload.write_bytes(bytes(5_000_000))  # compresses about 1000-fold
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+            z.write(payload, "spk/zeros.wav")
+    else:
+        with tarfile.open(archive, "w:gz") as t:
+            t.add(payload, "spk/zeros.wav")
+    with pytest.raises(VCError, match=rf"{archive}: would unpack to more than"):
+        extract(archive, tmp_path / "x", ExtractLimits(ratio=100, floor_bytes=1e6))
+    with pytest.raises(VCError, match="at most 0.001 GB"):
+        extract(archive, tmp_path / "x", ExtractLimits(ratio=1e6, max_bytes=1e6))
+    assert not [p for p in (tmp_path / "x").rglob("*") if p.is_file()]  # nothing left half-extracted
+    assert (extract(archive, tmp_path / "x", ExtractLimits(ratio=1e6)) / "spk" / "zeros.wav").stat().st_size == 5e6

@@ -5,6 +5,7 @@ vocoder is the classic bug of this field, and one definition prevents it.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -17,22 +18,31 @@ import soxr
 import torch
 
 from .config import AudioConfig
-from .errors import VCError, reason
-from .files import atomic_path
+from .errors import VCError, reason, warn
+from .files import atomic_path, describe
 
-SILENCE_DBFS = -60.0  # a clip whose loudest 50 ms stays below this is "silent"
+SILENCE_DBFS = -60.0  # a clip whose loudest 100 ms stays below this above SPEECH_LOW_HZ is "silent"
+SPEECH_LOW_HZ = 60.0  # below the lowest voice: DC, drift and rumble do not make a clip "not silent"
+NARROW_HZ = 4000.0  # telephone audio has nothing above this (and nothing above 3.4 kHz in practice)
+NARROW_DB = -55.0  # speech above NARROW_HZ, relative to all speech, below which a clip is "band-limited"
+CLIPPED_FRACTION = 1e-3  # more than 0.1 % of samples written beyond full scale: audibly distorted
 LOG_FLOOR = 1e-5  # amplitude floor inside the log: about -100 dB
 
 
 def _open(path: str | os.PathLike) -> sf.SoundFile:
     """Open an audio file for reading, or raise VCError naming it and the reason."""
     path = Path(path)
-    if not path.exists():
-        raise VCError(f"{path}: file not found")
-    if path.is_dir():
-        raise VCError(f"{path}: is a folder, not an audio file")
-    if path.stat().st_size == 0:
-        raise VCError(f"{path}: file is empty")
+    try:
+        if not path.exists():
+            raise VCError(f"{path}: file not found")
+        if path.is_dir():
+            raise VCError(f"{path}: is a folder, not an audio file")
+        if path.stat().st_size == 0:
+            raise VCError(f"{path}: file is empty")
+        with open(path, "rb"):  # names the reason (permission denied, ...) that soundfile would not
+            pass
+    except OSError as e:
+        raise VCError(describe(e, path)) from None
     try:
         return sf.SoundFile(str(path))
     except Exception as e:  # soundfile raises several types (LibsndfileError, RuntimeError, TypeError)
@@ -49,11 +59,53 @@ def load_wav(path: str | os.PathLike, cfg: AudioConfig | None = None, *, trim: b
     """
     cfg = cfg or AudioConfig()
     with _open(path) as f:
+        blocks, error = [], None
         try:
-            wav, sr = f.read(dtype="float32", always_2d=True), f.samplerate
-        except Exception as e:
-            raise VCError(f"{path}: audio data is corrupt ({reason(e)})") from None
+            for block in f.blocks(blocksize=4096, dtype="float32", always_2d=True):  # small: damage loses little
+                blocks.append(block)
+        except Exception as e:  # a damaged file: keep what was read before the damage
+            error = e
+        wav, sr = np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32), f.samplerate
+        check_complete(path, f, len(wav), error)
     return prepare(wav.mean(axis=1), sr, cfg, trim=trim, normalize=normalize, name=str(path))
+
+
+def declared_frames(path: str | os.PathLike) -> int | None:
+    """The frames that a WAV header's data chunk declares (libsndfile counts only those present); None for other
+    formats, and for the sizes of streamed headers (0 or 0xFFFFFFFF)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = 0
+            for _ in range(64):  # chunks before 'data': 'fmt ', 'LIST', 'fact', ...
+                head = fh.read(8)
+                if len(head) < 8:
+                    return None
+                size = int.from_bytes(head[4:], "little")
+                if head[:4] == b"data":
+                    return size // block_align if block_align and size not in (0, 0xFFFFFFFF) else None
+                if head[:4] == b"fmt ":
+                    block_align = int.from_bytes(fh.read(size + (size & 1))[12:14], "little")
+                else:
+                    fh.seek(size + (size & 1), 1)
+    except OSError:
+        return None
+    return None
+
+
+def check_complete(path: str | os.PathLike, f: sf.SoundFile, frames: int, error: Exception | None) -> None:
+    """After reading `frames` of `f`: raise for a file with nothing readable, warn (one line) for a truncated or
+    damaged one, whose readable part is used."""
+    expected = declared_frames(path) or f.frames
+    rate = f.samplerate or 1
+    if error is not None and frames == 0:
+        raise VCError(f"{path}: audio data is corrupt ({reason(error)})")
+    if error is not None or frames < expected * 0.99 - 1:
+        why = reason(error) if error is not None else "the file ends early"
+        warn(f"{path}: truncated or damaged file: {frames / rate:.2f} s of {expected / rate:.2f} s readable "
+             f"({why}); only that part is used")
 
 
 def audio_seconds(path: str | os.PathLike) -> float:
@@ -63,21 +115,31 @@ def audio_seconds(path: str | os.PathLike) -> float:
 
 
 def read_blocks(path: str | os.PathLike, sample_rate: int, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
-    """Mono float32 blocks at `sample_rate`, read and resampled block by block, so that memory stays bounded."""
+    """Mono float32 blocks at `sample_rate`, read and resampled block by block, so that memory stays bounded.
+
+    The DC offset is removed (the running mean of the samples so far, so that a constant offset goes whole and
+    real audio, whose mean is near zero, is not touched); a truncated or damaged file gives what is readable, with
+    a warning (`check_complete`)."""
     with _open(path) as f:
         resampler = soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
         same = f.samplerate == sample_rate
-        try:
-            for block in f.blocks(blocksize=max(1, int(block_seconds * f.samplerate)), dtype="float32",
-                                  always_2d=True):
-                mono = np.ascontiguousarray(block.mean(axis=1))
-                out = mono if same else resampler.resample_chunk(mono)
-                if len(out):
-                    yield out
-        except VCError:
-            raise
-        except Exception as e:
-            raise VCError(f"{path}: audio data is corrupt ({reason(e)})") from None
+        frames, total, error = 0, 0.0, None
+        blocks = f.blocks(blocksize=max(1, int(block_seconds * f.samplerate)), dtype="float32", always_2d=True)
+        while True:
+            try:
+                block = next(blocks)
+            except StopIteration:
+                break
+            except Exception as e:  # damaged after `frames` frames: what came before is kept
+                error = e
+                break
+            mono = block.mean(axis=1, dtype=np.float64)
+            frames, total = frames + len(mono), total + float(mono.sum())
+            mono = np.ascontiguousarray(mono - total / frames, dtype=np.float32)
+            out = mono if same else resampler.resample_chunk(mono)
+            if len(out):
+                yield out
+        check_complete(path, f, frames, error)
         if not same:
             tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
             if len(tail):
@@ -95,12 +157,16 @@ def prepare(wav: np.ndarray, sr: int, cfg: AudioConfig | None = None, *, trim: b
         raise VCError(f"{name}: no audio samples")
     if not np.all(np.isfinite(wav)):
         raise VCError(f"{name}: audio contains NaN or infinite samples")
+    wav = (wav - wav.mean(dtype=np.float64)).astype(np.float32)  # a DC offset says nothing of the voice
     if sr != cfg.sample_rate:
         n = int(np.ceil(len(wav) * cfg.sample_rate / sr))  # librosa.resample's length, as before
         wav = np.pad(soxr.resample(wav, sr, cfg.sample_rate, quality="HQ"), (0, n))[:n].astype(np.float32)
-    peak_db = _frame_db(wav, cfg.sample_rate).max(initial=-200.0)
-    if peak_db < SILENCE_DBFS:
-        raise VCError(f"{name}: clip is silent (loudest part {peak_db:.0f} dBFS)")
+    band_db, narrow_db = speech_levels(wav, cfg.sample_rate)
+    if band_db < SILENCE_DBFS:
+        raise VCError(f"{name}: clip is silent (loudest part {band_db:.0f} dBFS above {SPEECH_LOW_HZ:.0f} Hz)")
+    if narrow_db < NARROW_DB:
+        warn(f"{name}: no sound above {NARROW_HZ / 1000:.0f} kHz (telephone-band or low-rate audio): part of the "
+             "voice is missing, so the result may sound muffled or unlike the target")
     if trim:
         wav = trim_silence(wav, cfg.trim_db)
     seconds = len(wav) / cfg.sample_rate
@@ -123,6 +189,27 @@ def trim_silence(wav: np.ndarray, top_db: float, frame_length: int = 800, hop_le
     if loud.size == 0:
         return wav[:0]
     return wav[loud[0] * hop_length: min(len(wav), (loud[-1] + 1) * hop_length)]
+
+
+def speech_levels(wav: np.ndarray, sr: int, frame_seconds: float = 0.1) -> tuple[float, float]:
+    """(dBFS of the loudest frame above SPEECH_LOW_HZ, dB of the sound above NARROW_HZ relative to all of it over
+    the frames within 40 dB of the loudest). Each frame loses its mean and linear trend and is Hann-windowed, so
+    that DC, drift and sub-audio rumble count as silence."""
+    n = max(2, int(sr * frame_seconds))
+    x = wav[: max(1, len(wav) // n) * n].astype(np.float64)
+    x = np.pad(x, (0, n - len(x))).reshape(1, n) if len(x) < n else x.reshape(-1, n)
+    t = np.arange(n) - (n - 1) / 2
+    x = x - x.mean(axis=1, keepdims=True)
+    x = x - np.outer(x @ t / (t @ t), t)
+    window = np.hanning(n)
+    power = np.abs(np.fft.rfft(x * window, axis=1)) ** 2 * 2 / (n * n * np.mean(window ** 2))
+    freqs = np.fft.rfftfreq(n, 1 / sr)
+    band = power[:, freqs >= SPEECH_LOW_HZ].sum(axis=1)
+    loud = band >= band.max() * 1e-4
+    if sr / 2 <= NARROW_HZ * 1.25:  # no room above NARROW_HZ to tell
+        return 10 * np.log10(band.max() + 1e-20), 0.0
+    high = power[loud][:, freqs >= NARROW_HZ].sum()
+    return 10 * np.log10(band.max() + 1e-20), 10 * np.log10(high / max(band[loud].sum(), 1e-30) + 1e-30)
 
 
 def _frame_db(wav: np.ndarray, sr: int, frame_seconds: float = 0.05) -> np.ndarray:
@@ -152,7 +239,9 @@ class AudioWriter:
         with AudioWriter("out.flac", 16000) as w:
             w.write(block)
 
-    A run killed part way leaves no truncated file under the final name.
+    A run killed part way leaves no truncated file under the final name. Non-finite samples are written as silence
+    and said (one warning line), as is a result more than `CLIPPED_FRACTION` of which was beyond full scale. A write
+    that fails (full disk, quota) raises the OSError that says why.
     """
 
     def __init__(self, path: str | os.PathLike, sample_rate: int):
@@ -167,23 +256,50 @@ class AudioWriter:
         except BaseException:
             self._atomic.__exit__(*sys.exc_info())
             raise
-        self.frames = 0
+        self.frames = self.clipped = self.non_finite = 0
 
     def write(self, wav: np.ndarray) -> None:
-        wav = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
-        self.file.write(wav)
+        wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+        finite = np.isfinite(wav)
+        if not finite.all():
+            self.non_finite += int((~finite).sum())
+            wav = np.where(finite, wav, 0.0).astype(np.float32)
+        self.clipped += int((np.abs(wav) > 1.0).sum())
+        try:
+            self.file.write(np.clip(wav, -1.0, 1.0))
+        except sf.SoundFileError:
+            raise self._why() from None
         self.frames += len(wav)
+
+    def _why(self) -> OSError:
+        """libsndfile says only "system error": a plain write to the same file finds the OS's reason."""
+        try:
+            with open(self.tmp, "ab") as f:
+                f.write(bytes(1 << 16))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            return OSError(e.errno, e.strerror, str(self.path))
+        return OSError(errno.EIO, "write failed", str(self.path))
 
     def __enter__(self) -> "AudioWriter":
         return self
 
     def __exit__(self, kind, value, tb) -> None:
         try:
-            self.file.close()
+            try:
+                self.file.close()
+            except sf.SoundFileError:
+                raise self._why() from None
         except BaseException:
             self._atomic.__exit__(*sys.exc_info())
             raise
         self._atomic.__exit__(kind, value, tb)
+        if kind is None and self.non_finite:
+            warn(f"{self.path}: {self.non_finite} non-finite samples (NaN or infinite) were written as silence")
+        if kind is None and self.clipped > CLIPPED_FRACTION * max(self.frames, 1):
+            warn(f"{self.path}: {100 * self.clipped / self.frames:.1f} % of the samples were beyond full scale and "
+                 "clipped")
 
 
 def save_wav(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> Path:

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import glob
+import os
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 from . import __version__
 from .config import LAYOUTS, PARTS, VOCODERS, AdaptConfig
-from .errors import VCError
+from .convert_cli import add_convert
+from .errors import VCError, VCWarning, reason
+from .files import describe, write_text
+from .options import (BLOCK_MS, COUNT, JOBS, LEARNING_RATE, NON_NEGATIVE, PITCH_SHIFT, POSITIVE, RATIO, STEPS,
+                      THREADS, TIMBRE_MATCH, threads_list)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -28,8 +34,11 @@ def _train(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     from .prepare import prepare
 
+    from .prepare import ExtractLimits
+
+    limits = ExtractLimits(ratio=args.max_extract_ratio, max_bytes=args.max_extract_gb * 1e9)
     prepare(args.layout, args.source, args.out, min_speaker_seconds=args.min_speaker_seconds,
-            require_text=args.require_text, jobs=args.jobs)
+            require_text=args.require_text, jobs=args.jobs, limits=limits)
     return 0
 
 
@@ -57,10 +66,15 @@ def _add_prepare_and_adapt(sub) -> None:
                    "librispeech")
     r.add_argument("source", help="a folder, an archive (.tar.gz, .tar, .zip, ...) or a URL of one")
     r.add_argument("--out", required=True, help="folder for utterances.tsv, the report, downloads and extractions")
-    r.add_argument("--min-speaker-seconds", type=float, default=30.0,
+    r.add_argument("--min-speaker-seconds", type=NON_NEGATIVE, default=30.0,
                    help="stop when a speaker has less usable speech than this (default 30; 0 to allow any)")
     r.add_argument("--require-text", action="store_true", help="drop clips without a transcript")
-    r.add_argument("--jobs", "-j", type=int, default=1, help="processes that read and check the audio")
+    r.add_argument("--jobs", "-j", type=JOBS, default=1, help="processes that read and check the audio")
+    r.add_argument("--max-extract-ratio", type=RATIO, default=100.0,
+                   help="refuse an archive that unpacks to more than this many times its size (default 100; "
+                   "audio corpora unpack to 1 to 3 times)")
+    r.add_argument("--max-extract-gb", type=POSITIVE, default=500.0,
+                   help="refuse an archive that unpacks to more than this many GB (default 500)")
     r.set_defaults(func=_prepare)
 
     d = AdaptConfig()
@@ -74,49 +88,15 @@ def _add_prepare_and_adapt(sub) -> None:
     a.add_argument("--parts", default=",".join(d.parts),
                    help=f"comma-separated parts to fine-tune, from: {', '.join(PARTS)} "
                    f"(default {','.join(d.parts)})")
-    a.add_argument("--minutes", type=float, default=d.minutes, help=f"time budget (default {d.minutes}; 0: none)")
-    a.add_argument("--steps", type=int, default=None, help=f"at most this many steps (default {d.steps})")
-    a.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {d.lr})")
-    a.add_argument("--batch-size", type=int, default=None, help=f"segments per step (default {d.batch_size})")
+    a.add_argument("--minutes", type=NON_NEGATIVE, default=d.minutes,
+                   help=f"time budget (default {d.minutes}; 0: none)")
+    a.add_argument("--steps", type=STEPS, default=None, help=f"at most this many steps (default {d.steps})")
+    a.add_argument("--lr", type=LEARNING_RATE, default=None, help=f"peak learning rate (default {d.lr})")
+    a.add_argument("--batch-size", type=COUNT, default=None, help=f"segments per step (default {d.batch_size})")
     a.add_argument("--run", default=None, help="work folder: features, last.pt, TensorBoard (default OUT.adapt)")
-    a.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    a.add_argument("--threads", type=THREADS, default=0, help="torch threads (0: torch's default)")
     a.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     a.set_defaults(func=_adapt)
-
-
-def _convert(args: argparse.Namespace) -> int:
-    from .api import load_model
-    from .batch import parse_shard, plan, run, shard, target_clips
-
-    inputs, output = args.inputs, Path(args.output)
-    single = (len(inputs) == 1 and not Path(inputs[0]).is_dir() and not glob.has_magic(inputs[0])
-              and output.suffix.lower() in (".wav", ".flac"))
-    if single:
-        model = load_model(args.checkpoint, vocoder=args.vocoder, device=args.device)
-        voice = model.embed(target_clips(args.target))  # an unusable target stops the run before any work
-        options = {} if args.timbre_match is None else {"timbre_match": args.timbre_match}
-        seconds = model.convert_file(inputs[0], output, voice, sample_rate=args.sample_rate,
-                                     pitch_shift=args.pitch_shift, match_pitch=not args.no_match_pitch, **options)
-        print(f"{inputs[0]} -> {output} ({seconds:.2f} s)")
-        return 0
-    if output.suffix.lower() in (".wav", ".flac") and not output.is_dir():
-        raise VCError(f"{output}: with several inputs or a folder, --output must be a folder")
-    jobs = plan(inputs, output, args.format)
-    name = "vc-report.csv"
-    if args.shard:
-        index, count = parse_shard(args.shard)
-        jobs = shard(jobs, index, count)
-        name = f"vc-report-shard-{index}-of-{count}.csv"
-    if not jobs:
-        raise VCError(f"no audio files found in: {' '.join(inputs)}")
-    summary = run(jobs, args.target, output, checkpoint=args.checkpoint, vocoder=args.vocoder, device=args.device,
-                  workers=args.jobs, sample_rate=args.sample_rate, overwrite=args.overwrite, dry_run=args.dry_run,
-                  pitch_shift=args.pitch_shift, match_pitch=not args.no_match_pitch, timbre_match=args.timbre_match,
-                  report=Path(args.report) if args.report else output / name, progress=not args.quiet)
-    if summary.stopped:
-        print(f"error: stopped early: {summary.stopped}", file=sys.stderr)
-    print(("done: " if not summary.failed else "done with failures: ") + summary.line())
-    return 1 if summary.failed or summary.stopped else 0
 
 
 def _train_vocoder(args: argparse.Namespace) -> int:
@@ -142,7 +122,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
     report = export_onnx(args.checkpoint, args.output, vocoder_ckpt=args.vocoder_ckpt)
     print(format_report(report))
-    (Path(args.output) / "vc-onnx-check.json").write_text(json.dumps(report, indent=1))
+    write_text(Path(args.output) / "vc-onnx-check.json", json.dumps(report, indent=1))
     print(f"{args.checkpoint} -> {args.output}/ ({', '.join(g['file'] for g in report['graphs'].values())})")
     return 0
 
@@ -152,7 +132,9 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.onnx:
         return _export_onnx(args)
-
+    for given in filter(None, (args.checkpoint, args.vocoder_ckpt)):
+        if os.path.realpath(given) == os.path.realpath(args.output):
+            raise VCError(f"{args.output}: the export would replace its own input {given}; choose another output")
     ckpt = load_checkpoint(args.checkpoint)
     net, cfg = build_model(ckpt, args.checkpoint)
     meta = dict(ckpt.get("meta", {}))
@@ -179,8 +161,13 @@ def _stream_model(args: argparse.Namespace):
 
 
 def _stream(args: argparse.Namespace) -> int:
+    from .batch import Job, check_paths, output_kind, target_clips
     from .stream import stream_file
 
+    if output_kind(args.output) != "file":
+        raise VCError(f"{args.output}: vc stream writes a .wav or .flac file")
+    check_paths([Job(Path(args.input), Path(args.output), "")],
+                [("the target clip", c) for c in target_clips(args.target)], [])
     r = stream_file(_stream_model(args), args.input, args.output)
     print(f"{args.input} -> {args.output} ({r['seconds']:.2f} s): latency {r['latency_ms']:.1f} ms "
           f"({r['block_ms']:.1f} ms blocks); compute per block mean {r['mean_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms, "
@@ -211,12 +198,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .evaluate import JUDGES, evaluate, print_table, read_rows
 
+    out = Path(args.json) if args.json else Path(args.list).with_suffix(".json")
+    if os.path.realpath(out) == os.path.realpath(args.list):
+        raise VCError(f"{out}: the results would replace the list {args.list}; give another --json")
     judges = [j for j in JUDGES if not getattr(args, f"no_{j}", False)]
     result = evaluate(read_rows(args.list), judges, verbose=not args.quiet)
     print_table(result["summary"])
-    out = Path(args.json) if args.json else Path(args.list).with_suffix(".json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_text(out, json.dumps(result, indent=1))
     print(f"wrote {out}")
     return 1 if result["summary"]["failed"] else 0
 
@@ -234,44 +222,54 @@ def _bench(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        write_text(args.json, json.dumps(result, indent=1))
         print(f"wrote {args.json}")
     return 0
 
 
+def _add_stream_and_live(sub) -> None:
+    def stream_options(q: argparse.ArgumentParser, required: bool) -> None:
+        q.add_argument("--target", "-t", action="append", required=required,
+                       help="a clip of the target voice, or a folder of one speaker's clips (repeatable)")
+        q.add_argument("--checkpoint", default=None,
+                       help="a streaming (causal) checkpoint (default: the shipped checkpoints/stream.pt)")
+        q.add_argument("--block-ms", type=BLOCK_MS, default=25.0,
+                       help="block length in ms, rounded to a multiple of 25 ms (the latency is the block + 50 ms)")
+        q.add_argument("--pitch-shift", type=PITCH_SHIFT, default=0.0, metavar="SEMITONES")
+        q.add_argument("--no-match-pitch", action="store_true", help="keep the source's pitch register")
+        q.add_argument("--timbre-match", type=TIMBRE_MATCH, default=None, metavar="0..1")
+
+    s = sub.add_parser("stream", help="convert a file with the streaming engine of `vc live`",
+                       description="Feed a file block by block through the streaming converter (what `vc live` "
+                       "does with a microphone) and print the latency and the compute time per block.")
+    s.add_argument("input", help="source audio file")
+    s.add_argument("--output", "-o", required=True, help="output .wav or .flac")
+    stream_options(s, required=True)
+    s.set_defaults(func=_stream)
+
+    li = sub.add_parser("live", help="microphone in, converted voice out (pip install -e \".[live]\")",
+                        description="Convert the microphone live into the target voice and play it.")
+    stream_options(li, required=False)
+    li.add_argument("--input-device", default=None, help="input device index or name (see --list-devices)")
+    li.add_argument("--output-device", default=None, help="output device index or name")
+    li.add_argument("--list-devices", action="store_true", help="list the audio devices and exit")
+    li.add_argument("--seconds", type=POSITIVE, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    li.set_defaults(func=_live)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `error: vc convert: argument --jobs: 0 is out of range (...)`, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vc", description="One-shot voice conversion on a CPU.")
+    p = Parser(prog="vc", description="One-shot voice conversion on a CPU.")
     p.add_argument("--version", action="version", version=f"vc {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("convert", help="say what the inputs say in the voice of --target",
-                       description="Convert one file (--output FILE.wav|.flac) or many (--output FOLDER): files, "
-                       "folders (searched recursively) and glob patterns. Batches skip outputs that already exist, "
-                       "so a second run resumes; a report row is written for every input.")
-    c.add_argument("inputs", nargs="+", help="source clips, folders or glob patterns (wav, flac, ogg, mp3; any rate)")
-    c.add_argument("--target", "-t", action="append", required=True,
-                   help="a clip of the target voice, or a folder of one speaker's clips; repeat to average several")
-    c.add_argument("--output", "-o", required=True, help="output file (one input) or folder (mirrors the input tree)")
-    c.add_argument("--format", choices=("wav", "flac"), default="wav", help="output format in folder mode")
-    c.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default: the model's)")
-    c.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped checkpoints/default.pt)")
-    c.add_argument("--vocoder", default=None, choices=VOCODERS,
-                   help="mel-to-waveform stage (default: the checkpoint's neural vocoder, else griffin-lim)")
-    c.add_argument("--pitch-shift", type=float, default=0.0, metavar="SEMITONES",
-                   help="move the output pitch by this many semitones (after matching the target's register)")
-    c.add_argument("--no-match-pitch", action="store_true",
-                   help="keep the source's pitch register instead of moving it to the target's")
-    c.add_argument("--timbre-match", type=float, default=None, metavar="0..1",
-                   help="how far to move the output's average spectrum to the target's (default: the model's)")
-    c.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    c.add_argument("--jobs", "-j", type=int, default=1, help="parallel worker processes (they share the cores)")
-    c.add_argument("--overwrite", action="store_true", help="convert again even where the output exists")
-    c.add_argument("--dry-run", action="store_true", help="list what would be converted, convert nothing")
-    c.add_argument("--shard", default=None, metavar="I/N",
-                   help="convert only shard I of N (1-based), a stable split for N machines")
-    c.add_argument("--report", default=None, help="report CSV (default: OUTPUT/vc-report.csv)")
-    c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    c.set_defaults(func=_convert)
+    add_convert(sub)
 
     t = sub.add_parser("train", help="train a model (resumes from OUT/last.pt when present)")
     t.add_argument("recipe", help="recipe YAML overriding the config defaults (e.g. recipes/default.yaml)")
@@ -280,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "are pooled (the same speaker id in two folders is one speaker)")
     t.add_argument("--out", required=True, help="run folder: checkpoints, TensorBoard logs, exported model.pt")
     t.add_argument("--dev", default=None, help="validation split (default: a 'dev' folder beside --data, if any)")
-    t.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
-    t.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this many minutes")
+    t.add_argument("--steps", type=STEPS, default=None, help="override the recipe's number of steps")
+    t.add_argument("--max-minutes", type=POSITIVE, default=None, help="stop (and checkpoint) after this many minutes")
     t.add_argument("--device", default="auto", help="cpu, cuda, or auto (the GPU where there is one); under "
                    "torchrun each process takes cuda:LOCAL_RANK")
     t.set_defaults(func=_train)
@@ -303,13 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "it into a converter with `vc export --vocoder-ckpt`.")
     w.add_argument("--data", required=True, help="audio: a folder with utterances.tsv, or one folder per speaker")
     w.add_argument("--out", required=True, help="run folder")
-    w.add_argument("--steps", type=int, default=None, help="training steps (default 12000)")
+    w.add_argument("--steps", type=STEPS, default=None, help="training steps (default 12000)")
     w.add_argument("--init", default=None, help="start from this vocoder file (OUT/vocoder.pt of an earlier run)")
     w.add_argument("--finetune-on", default=None, help="converter checkpoint whose reconstructions to train on")
-    w.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
-    w.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    w.add_argument("--lr", type=LEARNING_RATE, default=None, help="peak learning rate (default 5e-4)")
+    w.add_argument("--threads", type=THREADS, default=0, help="torch threads (0: torch's default)")
     w.add_argument("--causal", action="store_true", help="a streamable vocoder that sees past frames only")
-    w.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this many minutes")
+    w.add_argument("--max-minutes", type=POSITIVE, default=None, help="stop (and checkpoint) after this many minutes")
     w.set_defaults(func=_train_vocoder)
 
     b = sub.add_parser("bench", help="real-time factor, cold start, peak memory and stage shares of a conversion",
@@ -317,10 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "per thread count and vocoder, with each stage's share; print a markdown table.")
     b.add_argument("--input", default=None, help="source clip (default: 30 s of a ../shared/data/dev speaker)")
     b.add_argument("--target", default=None, help="target clip (default: another dev speaker's clip)")
-    b.add_argument("--seconds", type=float, default=30.0, help="length of the default source clip")
-    b.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to measure")
+    b.add_argument("--seconds", type=POSITIVE, default=30.0, help="length of the default source clip")
+    b.add_argument("--threads", type=threads_list, nargs="+", default=[1, 2], help="torch thread counts to measure")
     b.add_argument("--vocoders", nargs="+", default=list(VOCODERS), choices=VOCODERS, help="vocoders to measure")
-    b.add_argument("--runs", type=int, default=3, help="timed conversions per setting, after one warm-up")
+    b.add_argument("--runs", type=COUNT, default=3, help="timed conversions per setting, after one warm-up")
     b.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped checkpoints/default.pt)")
     b.add_argument("--json", default=None, help="also write all figures to this JSON file")
     b.set_defaults(func=_bench)
@@ -338,42 +336,35 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--quiet", "-q", action="store_true", help="no line per row")
     v.set_defaults(func=_evaluate)
 
-    def stream_options(q: argparse.ArgumentParser, required: bool) -> None:
-        q.add_argument("--target", "-t", action="append", required=required,
-                       help="a clip of the target voice, or a folder of one speaker's clips (repeatable)")
-        q.add_argument("--checkpoint", default=None,
-                       help="a streaming (causal) checkpoint (default: the shipped checkpoints/stream.pt)")
-        q.add_argument("--block-ms", type=float, default=25.0,
-                       help="block length in ms, rounded to a multiple of 25 ms (the latency is the block + 50 ms)")
-        q.add_argument("--pitch-shift", type=float, default=0.0, metavar="SEMITONES")
-        q.add_argument("--no-match-pitch", action="store_true", help="keep the source's pitch register")
-        q.add_argument("--timbre-match", type=float, default=None, metavar="0..1")
-
-    s = sub.add_parser("stream", help="convert a file with the streaming engine of `vc live`",
-                       description="Feed a file block by block through the streaming converter (what `vc live` "
-                       "does with a microphone) and print the latency and the compute time per block.")
-    s.add_argument("input", help="source audio file")
-    s.add_argument("--output", "-o", required=True, help="output .wav or .flac")
-    stream_options(s, required=True)
-    s.set_defaults(func=_stream)
-
-    li = sub.add_parser("live", help="microphone in, converted voice out (pip install -e \".[live]\")",
-                        description="Convert the microphone live into the target voice and play it.")
-    stream_options(li, required=False)
-    li.add_argument("--input-device", default=None, help="input device index or name (see --list-devices)")
-    li.add_argument("--output-device", default=None, help="output device index or name")
-    li.add_argument("--list-devices", action="store_true", help="list the audio devices and exit")
-    li.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
-    li.set_defaults(func=_live)
+    _add_stream_and_live(sub)
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 an error (one line `error: ...`; VC_DEBUG=1 adds the traceback of an unexpected one),
+    2 a bad option (argparse), 130 interrupted."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except VCError as e:
-        print(f"error: {e}", file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", VCWarning)
+        warnings.showwarning = _show_warning  # restored when the block ends
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            return 130
+        except VCError as e:
+            print(f"error: {e}", file=sys.stderr)
+        except OSError as e:  # the file-system errors that no layer below named: the path and the reason
+            print(f"error: {describe(e)}", file=sys.stderr)
+        except Exception as e:
+            if os.environ.get("VC_DEBUG") == "1":
+                traceback.print_exc()
+            print(f"error: unexpected {type(e).__name__}: {reason(e)[:300]} (VC_DEBUG=1 shows where)",
+                  file=sys.stderr)
         return 1
 
 

@@ -1,7 +1,8 @@
 """The data checker of `vc prepare`: what is wrong with which clip, and how much speech each speaker has.
 
-A clip is dropped when it is not audio, silent, or too short; it is kept with a warning when it is clipped, has a
-sample rate below the model's, or has no transcript. A speaker with less speech than `min_speaker_seconds` stops the
+A clip is dropped when it is not audio, silent (DC and rumble count as silence), or too short; it is kept with a
+warning when it is clipped, truncated, band-limited (telephone audio), has a sample rate below the model's, or has
+no transcript. A speaker with less speech than `min_speaker_seconds` stops the
 preparation with advice, since neither training nor adaptation can learn a voice from a few seconds.
 """
 from __future__ import annotations
@@ -16,12 +17,12 @@ import librosa
 import numpy as np
 import soundfile as sf
 
-from .audio import SILENCE_DBFS
+from .audio import NARROW_DB, NARROW_HZ, SILENCE_DBFS, SPEECH_LOW_HZ, declared_frames, speech_levels
 from .config import AudioConfig
 from .errors import reason
 
 DROP = ("not audio", "silent", "too short")  # findings that keep a clip out of utterances.tsv
-WARN = ("clipped", "low sample rate", "long", "no transcript")
+WARN = ("clipped", "low sample rate", "band-limited", "truncated", "long", "no transcript")
 CLIPPED_FRACTION = 1e-3  # more than 0.1 % of samples at full scale: audibly distorted
 FULL_SCALE = 0.999
 LONG_SECONDS = 60.0  # longer clips work, but training takes its speaker reference from *another* clip of the speaker
@@ -59,11 +60,11 @@ def inspect(path: str | os.PathLike, cfg: AudioConfig | None = None) -> tuple[Cl
     findings = []
     if mono.size == 0 or not np.all(np.isfinite(mono)):
         return None, [Finding(name, "not audio", "no samples" if mono.size == 0 else "NaN or infinite samples")]
+    mono = mono - mono.mean(dtype=np.float64)  # as load_wav does: a DC offset is not sound
     hop = max(1, sr // 20)
-    frames = mono[: len(mono) // hop * hop].reshape(-1, hop) if len(mono) >= hop else mono[None]
-    loudest = 10 * np.log10((frames ** 2).mean(axis=1).max() + 1e-20)
+    loudest, narrow = speech_levels(mono, sr)  # load_wav's rule, so that no kept clip fails to load in training
     if loudest < SILENCE_DBFS:
-        return None, [Finding(name, "silent", f"loudest 50 ms at {loudest:.0f} dBFS")]
+        return None, [Finding(name, "silent", f"loudest 100 ms at {loudest:.0f} dBFS above {SPEECH_LOW_HZ:.0f} Hz")]
     trimmed, _ = librosa.effects.trim(mono, top_db=cfg.trim_db, frame_length=2 * hop, hop_length=hop)
     info.speech_seconds = len(trimmed) / sr
     if info.speech_seconds < cfg.min_seconds:
@@ -73,6 +74,12 @@ def inspect(path: str | os.PathLike, cfg: AudioConfig | None = None) -> tuple[Cl
         findings.append(Finding(name, "clipped", f"{clipped:.1%} of samples at full scale"))
     if info.seconds > LONG_SECONDS:
         findings.append(Finding(name, "long", f"{info.seconds:.0f} s; clips of 3 to 15 s train best: split it"))
+    declared = declared_frames(name)
+    if declared and declared > len(mono):
+        findings.append(Finding(name, "truncated", f"{len(mono) / sr:.2f} s of the {declared / sr:.2f} s its header "
+                                "declares"))
+    if narrow < NARROW_DB and sr >= cfg.sample_rate:
+        findings.append(Finding(name, "band-limited", f"no sound above {NARROW_HZ / 1000:.0f} kHz (telephone audio?)"))
     if sr < cfg.sample_rate:
         findings.append(Finding(name, "low sample rate",
                                 f"{sr} Hz, upsampled to {cfg.sample_rate} Hz: nothing above {sr // 2} Hz"))

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from .config import AUDIO_EXTENSIONS, LAYOUTS, AudioConfig
 from .datacheck import DROP, Finding, advice, check
 from .errors import VCError, reason
+from .files import describe, write_text
 
 ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
 COLUMNS = ("path", "corpus", "speaker", "gender", "dur_s", "text", "source")
@@ -78,9 +79,69 @@ def download(url: str, folder: Path) -> Path:
     return dest
 
 
-def extract(archive: Path, folder: Path) -> Path:
+@dataclass(frozen=True)
+class ExtractLimits:
+    """How much an archive may unpack to: at most `ratio` times its own size (audio hardly compresses: real corpora
+    unpack to 1 to 3 times their archive; an archive bomb to thousands), never less than `floor_bytes` (small archives
+    of text), and at most `max_bytes`, and what the disk has free."""
+    ratio: float = 100.0
+    max_bytes: float = 500e9
+    floor_bytes: float = 64e6
+
+    def cap(self, archive: Path, folder: Path) -> float:
+        free = shutil.disk_usage(folder).free
+        return min(self.max_bytes, max(self.floor_bytes, self.ratio * archive.stat().st_size), free)
+
+
+def _refuse(archive: Path, total: float, cap: float, limits: ExtractLimits) -> VCError:
+    return VCError(f"{archive}: would unpack to more than {cap / 1e6:.0f} MB ({total / 1e6:.0f} MB so far; the "
+                   f"limit is {limits.ratio:g} times the archive, at most {limits.max_bytes / 1e9:g} GB and the free "
+                   "space): an archive bomb, or raise --max-extract-ratio / --max-extract-gb")
+
+
+def _unzip(archive: Path, tmp: Path, cap: float, limits: ExtractLimits) -> None:
+    with zipfile.ZipFile(archive) as z:
+        members = z.infolist()
+        for m in members:
+            if Path(m.filename).is_absolute() or ".." in Path(m.filename).parts:
+                raise VCError(f"{archive}: unsafe path in archive: {m.filename}")
+        declared = sum(m.file_size for m in members)
+        if declared > cap:
+            raise _refuse(archive, declared, cap, limits)
+        total = 0
+        for m in members:  # the sizes a zip declares can lie: count what really comes out
+            dest = tmp / m.filename
+            if m.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(m) as src, open(dest, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    total += len(chunk)
+                    if total > cap:
+                        raise _refuse(archive, total, cap, limits)
+                    out.write(chunk)
+
+
+def _untar(archive: Path, tmp: Path, cap: float, limits: ExtractLimits) -> None:
+    total = 0
+
+    def counted(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        nonlocal total
+        member = tarfile.data_filter(member, path)  # refuses absolute paths, '..', and links leading outside
+        total += member.size if member.isfile() else 0  # a tar's sizes are exact: the data follows each header
+        if total > cap:
+            raise _refuse(archive, total, cap, limits)
+        return member
+
+    with tarfile.open(archive) as t:
+        t.extractall(tmp, filter=counted)
+
+
+def extract(archive: Path, folder: Path, limits: ExtractLimits | None = None) -> Path:
     """Unpack `archive` into folder/NAME (once: a finished extraction is reused); refuse members that would land
-    outside it. Raises VCError for an unreadable archive."""
+    outside it, and an archive that would unpack to more than `limits` allow. Raises VCError naming the archive."""
+    limits = limits or ExtractLimits()
     stem = archive.name
     for ext in sorted(ARCHIVES, key=len, reverse=True):
         if stem.lower().endswith(ext):
@@ -93,28 +154,24 @@ def extract(archive: Path, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=folder))
     try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as z:
-                for member in z.namelist():
-                    if Path(member).is_absolute() or ".." in Path(member).parts:
-                        raise VCError(f"{archive}: unsafe path in archive: {member}")
-                z.extractall(tmp)
-        else:
-            with tarfile.open(archive) as t:
-                t.extractall(tmp, filter="data")  # refuses absolute paths, '..', and links leading outside
+        cap = limits.cap(archive, folder)
+        (_unzip if zipfile.is_zipfile(archive) else _untar)(archive, tmp, cap, limits)
     except VCError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise VCError(f"{archive}: not a readable archive ({reason(e)[:160]})") from None
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise VCError(f"{archive}: could not unpack ({describe(e)[:200]})") from None
     (tmp / ".extracted").touch()
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
     return dest
 
 
-def fetch(src: str | os.PathLike, out: Path) -> Path:
+def fetch(src: str | os.PathLike, out: Path, limits: ExtractLimits | None = None) -> Path:
     """The folder to scan: `src` itself, or the extraction of the archive it is or that its URL points to."""
     text = str(src)
     if is_url(text):
@@ -126,7 +183,7 @@ def fetch(src: str | os.PathLike, out: Path) -> Path:
         raise VCError(f"{path}: not found")
     if not path.name.lower().endswith(ARCHIVES) and not zipfile.is_zipfile(path) and not _is_tar(path):
         raise VCError(f"{path}: not a folder or an archive ({', '.join(ARCHIVES)})")
-    return extract(path, out / "extracted")
+    return extract(path, out / "extracted", limits)
 
 
 def _is_tar(path: Path) -> bool:
@@ -250,14 +307,15 @@ SCANNERS = {"folder": scan_folder, "vctk": scan_vctk, "libritts": scan_libritts,
 
 
 def prepare(layout: str, src: str | os.PathLike, out: str | os.PathLike, *, min_speaker_seconds: float = 30.0,
-            require_text: bool = False, jobs: int = 1, cfg: AudioConfig | None = None) -> Path:
+            require_text: bool = False, jobs: int = 1, cfg: AudioConfig | None = None,
+            limits: ExtractLimits | None = None) -> Path:
     """Fetch and scan `src` in `layout`, check every clip, and write OUT/utterances.tsv with the usable ones, plus
     OUT/report.txt and OUT/report.json. Raises VCError (after writing the report) when a speaker has too little."""
     if layout not in SCANNERS:
         raise VCError(f"unknown layout '{layout}' (choose from: {', '.join(LAYOUTS)})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    root = fetch(src, out)
+    root = fetch(src, out, limits)
     clips, findings = SCANNERS[layout](root)
     if not clips:
         raise VCError(f"{root}: no audio found for the '{layout}' layout ({', '.join(sorted(AUDIO_EXTENSIONS))})")
@@ -266,8 +324,8 @@ def prepare(layout: str, src: str | os.PathLike, out: str | os.PathLike, *, min_
     report.base = str(root)
     if require_text:
         report.drop = DROP + ("no transcript",)
-    _write_text(out / "report.txt", report.text(cfg) + "\n")
-    _write_text(out / "report.json", report.to_json())
+    write_text(out / "report.txt", report.text(cfg) + "\n")
+    write_text(out / "report.json", report.to_json())
     print(report.text(cfg))
     problem = advice(report, min_speaker_seconds, str(out))
     if problem:
@@ -283,20 +341,6 @@ def prepare(layout: str, src: str | os.PathLike, out: str | os.PathLike, *, min_
     w = csv.writer(buf, delimiter="\t", lineterminator="\n")
     w.writerow(COLUMNS)
     w.writerows(rows)
-    table = _write_text(out / "utterances.tsv", buf.getvalue())
+    table = write_text(out / "utterances.tsv", buf.getvalue())
     print(f"wrote {table}: {len(rows)} clips of {len({r[2] for r in rows})} speakers")
     return table
-
-
-def _write_text(path: Path, text: str) -> Path:
-    """Atomically: a temporary file in the same folder, renamed over `path` when complete."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -1,0 +1,537 @@
+"""The attacks of issue 16 on `vc`, as a hostile new user would make them, and what became of each.
+
+    PYTHONPATH=. python benchmarks/robustness.py                 # table: attempt | outcome | exit code | message
+    PYTHONPATH=/tmp/old-tree python benchmarks/robustness.py     # the same attacks on another version of vc
+
+Each attempt runs in a fresh folder with a tiny randomly initialised model (Griffin-Lim), mostly as an in-process
+`vc.cli.main([...])`; the `kill -9` ones start `python -m vc` and kill it. An attempt is "ok" when it ends with the
+documented exit code, one `error:` line that names the thing (for a non-zero code), no traceback, every file that
+existed before unchanged, no temporary file and no stray process left. tests/test_robustness.py runs this list.
+Only vc.cli.main and the checkpoint writer are used, so that the script runs against older versions too.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parent.parent
+SR = 16000
+MAY_CHANGE = {"vc-report.csv", ".vc-manifest.jsonl"}  # rewritten by every run, by design
+
+
+def voice(f0: float, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    """A buzzy vowel-like tone with a syllable rhythm: enough to embed and convert."""
+    t = np.arange(int(seconds * SR)) / SR
+    rng = np.random.default_rng(seed)
+    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 25) if k * f0 < SR / 2)
+    x = x * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t) ** 2) + 0.02 * rng.standard_normal(len(t))
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)
+
+
+def tiny_checkpoint(path: Path, nan: bool = False) -> Path:
+    """A randomly initialised model of recipes/tiny.yaml, written as an inference checkpoint."""
+    import torch
+
+    from vc.checkpoint import export_inference
+    from vc.config import load_recipe
+    from vc.model import VoiceConverterNet
+
+    torch.manual_seed(0)
+    cfg = load_recipe(ROOT / "recipes" / "tiny.yaml")
+    net = VoiceConverterNet(cfg.model)
+    if nan:
+        with torch.no_grad():
+            for p in net.parameters():
+                p.fill_(float("nan"))
+    return Path(export_inference(path, net, cfg, {"note": "random weights for the robustness attacks"}))
+
+
+class Workspace:
+    """One attempt's folder: a source and a target clip, the model, and what the attempt adds."""
+
+    def __init__(self, folder: Path, checkpoint: Path):
+        self.dir, self.ckpt = folder, checkpoint
+        self.problems: list[str] = []  # found by the attempt itself (kill attempts)
+        self.snapshot_taken: dict[Path, str] | None = None
+        self.may_change: set[str] = set()
+        self.result: tuple[int, str, str] | None = None  # of an attempt that ran vc in a child process itself
+        self.wav("source.wav", voice(120, 1.2, 1))
+        self.wav("target.wav", voice(220, 1.2, 2))
+
+    def p(self, name: str) -> str:
+        return str(self.dir / name)
+
+    def wav(self, name: str, data: np.ndarray, sr: int = SR, **kw) -> str:
+        path = self.dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, data, sr, **kw)
+        return str(path)
+
+    def convert(self, *args: str, ckpt: str | None = None) -> list[str]:
+        return ["convert", *args, "--checkpoint", ckpt or str(self.ckpt), "-q"]
+
+    def one(self, source: str = "source.wav", target: str = "target.wav", out: str = "out.wav", *extra: str,
+            ckpt: str | None = None) -> list[str]:
+        return self.convert(self.p(source), "-t", self.p(target), "-o", self.p(out), *extra, ckpt=ckpt)
+
+    def tree(self, n: int = 3, seconds: float = 1.0) -> str:
+        for i in range(n):
+            self.wav(f"in/sub/{i}.wav", voice(100 + 30 * i, seconds, i))
+        return self.p("in")
+
+    def snapshot(self) -> dict[Path, str]:
+        return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in self.dir.rglob("*") if p.is_file()}
+
+
+def run_vc(argv: list[str]) -> tuple[int | None, str, str]:
+    """vc.cli.main in this process: (exit code, or None for an exception that escaped; stdout; stderr)."""
+    from vc.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:  # what a user would see as a traceback
+            traceback.print_exc()
+            code = None
+    return code, out.getvalue(), err.getvalue()
+
+
+@contextlib.contextmanager
+def unprivileged():
+    """Root ignores file permissions: run as nobody for the permission attacks."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+# --- processes ----------------------------------------------------------------------------------------------------
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()  # fields from the state on (the name may hold spaces)
+
+
+def descendants(pid: int) -> set[tuple[int, str]]:
+    """(pid, start time) of every process below `pid`."""
+    table = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and (s := _stat(int(d.name))):
+            table[int(d.name)] = (int(s[1]), s[19])
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for child, (ppid, start) in table.items():
+            if ppid == parent and (child, start) not in found:
+                found.add((child, start))
+                todo.append(child)
+    return found
+
+
+def _running(proc: tuple[int, str]) -> bool:
+    s = _stat(proc[0])
+    return s is not None and s[19] == proc[1] and s[0] not in ("Z", "X")
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a `python -m vc` that runs the vc this script imported (not one found from its cwd)."""
+    import vc
+
+    here = str(Path(vc.__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+
+
+def kill_batch(ws: Workspace, argv: list[str], ready: Callable[[], bool]) -> None:
+    """Start `vc argv`, wait for `ready()`, kill -9 it, and note the processes it leaves behind (then end them)."""
+    ws.snapshot_taken = ws.snapshot()
+    proc = subprocess.Popen([sys.executable, "-m", "vc", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=child_env(), cwd=ws.dir)
+    deadline = time.monotonic() + 120
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    children = descendants(proc.pid)
+    proc.kill()
+    proc.wait()
+    for _ in range(60):  # orphans that watch their parent notice within a second
+        if not any(_running(c) for c in children):
+            break
+        time.sleep(0.1)
+    left = [c for c in children if _running(c)]
+    if left:
+        ws.problems.append(f"{len(left)} stray processes")
+        for pid, _ in left:  # our own children: end them so that they do not run on
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+# --- the attempts --------------------------------------------------------------------------------------------------
+@dataclass
+class Attempt:
+    name: str
+    make: Callable[[Workspace], list[str]]  # sets up files; returns the argv of `vc` to run
+    code: int  # the documented exit code
+    says: str = ""  # in the error line ({dir}: the attempt's folder)
+    warns: str = ""  # in a warning line
+    owner: str = ""  # "lead": passes once the checkpoint validation of issue 16 lands (not this branch's files)
+    prefix: str = "error:"  # of the one line that says what went wrong ("failed:" for an input of a batch)
+
+
+ATTEMPTS: list[Attempt] = []
+
+
+def attempt(name: str, code: int, says: str = "", warns: str = "", owner: str = "", prefix: str = "error:"):
+    def add(fn: Callable[[Workspace], list[str]]):
+        ATTEMPTS.append(Attempt(name, fn, code, says, warns, owner, prefix))
+        return fn
+    return add
+
+
+def _bad_source(name: str, code: int, says: str, write: Callable[[Workspace, str], None], warns: str = ""):
+    def make(ws: Workspace) -> list[str]:
+        write(ws, name)
+        return ws.one(name)
+    attempt(f"source: {name}", code, says, warns)(make)
+
+    def make_target(ws: Workspace) -> list[str]:
+        write(ws, name)
+        return ws.one("source.wav", name)
+    if code:
+        attempt(f"target: {name}", code, says)(make_target)
+
+
+t = np.arange(2 * SR) / SR  # two seconds of time for the synthetic attacks
+_bad_source("empty.wav", 1, "{dir}/empty.wav", lambda ws, n: (ws.dir / n).write_bytes(b""))
+_bad_source("text.wav", 1, "{dir}/text.wav", lambda ws, n: (ws.dir / n).write_text("hello, not audio"))
+_bad_source("garbage.wav", 1, "{dir}/garbage.wav",
+            lambda ws, n: (ws.dir / n).write_bytes(np.random.default_rng(0).bytes(20000)))
+_bad_source("riff-garbage.wav", 1, "{dir}/riff-garbage.wav",
+            lambda ws, n: (ws.dir / n).write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(500)))
+_bad_source("silence.wav", 1, "silent", lambda ws, n: ws.wav(n, np.zeros(2 * SR, np.float32)))
+_bad_source("pure-dc.wav", 1, "silent", lambda ws, n: ws.wav(n, np.full(2 * SR, 0.5, np.float32)))
+_bad_source("near-dc-2hz.wav", 1, "silent", lambda ws, n: ws.wav(n, 0.5 * np.sin(2 * np.pi * 2 * t)))
+_bad_source("nan.wav", 1, "{dir}/nan.wav",
+            lambda ws, n: ws.wav(n, np.where(t < 1, 0.1 * np.sin(900 * t), np.nan), subtype="FLOAT"))
+_bad_source("short.wav", 1, "too short", lambda ws, n: ws.wav(n, voice(150, 0.2)))
+_bad_source("missing.wav", 1, "{dir}/missing.wav: file not found", lambda ws, n: None)
+_bad_source("folder.wav", 1, "{dir}/folder.wav", lambda ws, n: (ws.dir / n).mkdir())
+
+
+def _truncate(ws: Workspace, name: str) -> None:
+    ws.wav(name, voice(150, 3.0, 4))
+    data = (ws.dir / name).read_bytes()
+    (ws.dir / name).write_bytes(data[: len(data) // 2])
+
+
+_bad_source("truncated.wav", 0, "", _truncate, warns="{dir}/truncated.wav: truncated")
+_bad_source("truncated.flac", 0, "", _truncate, warns="{dir}/truncated.flac: truncated")
+_bad_source("telephone-8k.wav", 0, "", lambda ws, n: ws.wav(n, voice(150, 2.0)[::2], 8000), warns="4 kHz")
+_bad_source("pure-tone.wav", 0, "", lambda ws, n: ws.wav(n, 0.5 * np.sin(2 * np.pi * 440 * t)))
+_bad_source("dc-offset-speech.wav", 0, "", lambda ws, n: ws.wav(n, voice(150, 2.0) + 0.6))
+attempt("target: dc-offset-speech.wav", 0)(lambda ws: ws.one("source.wav", ws.wav("dc.wav", voice(150, 2.0) + 0.6)))
+attempt("target: truncated.wav", 0, warns="truncated")(
+    lambda ws: (_truncate(ws, "tr.wav"), ws.one("source.wav", "tr.wav"))[1])
+attempt("target: telephone-8k.wav", 0, warns="4 kHz")(
+    lambda ws: ws.one("source.wav", ws.wav("tel.wav", voice(220, 2.0)[::2], 8000)))
+attempt("target: empty folder", 1, "{dir}/voices")(lambda ws: ((ws.dir / "voices").mkdir(), ws.one(
+    "source.wav", "voices"))[1])
+
+# options, checked at parse time: exit 2 and one line naming the option
+for option, value in [("--sample-rate", "1"), ("--sample-rate", "-8000"), ("--sample-rate", "abc"),
+                      ("--sample-rate", "400000"), ("--pitch-shift", "nan"), ("--pitch-shift", "1000"),
+                      ("--pitch-shift", "inf"), ("--timbre-match", "nan"), ("--timbre-match", "5"),
+                      ("--timbre-match", "-3"), ("--jobs", "0"), ("--jobs", "-2"), ("--format", "mp3")]:
+    attempt(f"convert {option} {value}", 2, option)(lambda ws, o=option, v=value: ws.one("source.wav",
+                                                                                         "target.wav", "o.wav", o, v))
+for argv, option in [(["train", "r.yaml", "--data", "d", "--out", "o", "--steps", "0"], "--steps"),
+                     (["train", "r.yaml", "--data", "d", "--out", "o", "--max-minutes", "-1"], "--max-minutes"),
+                     (["adapt", "c.pt", "--data", "d", "--out", "o", "--lr", "-1"], "--lr"),
+                     (["adapt", "c.pt", "--data", "d", "--out", "o", "--batch-size", "0"], "--batch-size"),
+                     (["adapt", "c.pt", "--data", "d", "--out", "o", "--minutes", "nan"], "--minutes"),
+                     (["adapt", "c.pt", "--data", "d", "--out", "o", "--threads", "-4"], "--threads"),
+                     (["train-vocoder", "--data", "d", "--out", "o", "--steps", "-5"], "--steps"),
+                     (["prepare", "folder", "src", "--out", "o", "--jobs", "0"], "--jobs"),
+                     (["stream", "a.wav", "-o", "b.wav", "-t", "c.wav", "--block-ms", "0"], "--block-ms"),
+                     (["live", "-t", "c.wav", "--seconds", "-1"], "--seconds"),
+                     (["bench", "--runs", "0"], "--runs")]:
+    attempt(f"{argv[0]} {option} {argv[-1]}", 2, option)(lambda ws, a=argv: list(a))
+attempt("convert --shard 0/2", 1, "--shard")(lambda ws: ws.convert(ws.tree(), "-t", ws.p("target.wav"), "-o",
+                                                                   ws.p("out"), "--shard", "0/2"))
+
+
+# paths
+def _rerun(ws: Workspace, first: list[str], second: list[str]) -> list[str]:
+    from vc.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        main(first)
+    return second
+
+
+attempt("output = the input", 1, "{dir}/source.wav")(lambda ws: ws.one("source.wav", "target.wav", "source.wav"))
+attempt("output = the input, --overwrite", 1, "{dir}/source.wav")(
+    lambda ws: ws.one("source.wav", "target.wav", "source.wav", "--overwrite"))
+attempt("output = the target", 1, "{dir}/target.wav")(lambda ws: ws.one("source.wav", "target.wav", "target.wav"))
+attempt("output = the input via ../", 1, "source.wav")(
+    lambda ws: (ws.tree(), ws.one("source.wav", "target.wav", "in/sub/../../source.wav"))[1])
+attempt("output folder = the input folder", 1, "{dir}/in")(
+    lambda ws: ws.convert(ws.tree(), "-t", ws.p("target.wav"), "-o", ws.p("in")))
+attempt("output folder = the input folder, --overwrite", 1, "{dir}/in")(
+    lambda ws: ws.convert(ws.tree(), "-t", ws.p("target.wav"), "-o", ws.p("in"), "--overwrite"))
+attempt("output folder inside the input folder, run twice", 0)(lambda ws: _rerun(
+    ws, *[ws.convert(ws.tree(), "-t", ws.p("target.wav"), "-o", ws.p("in/converted"))] * 2))
+attempt("--report = an input", 1, "--report")(lambda ws: ws.convert(
+    ws.tree(), "-t", ws.p("target.wav"), "-o", ws.p("out"), "--report", ws.p("in/sub/0.wav")))
+attempt("-o name.wav that is a folder", 1, "{dir}/name.wav")(
+    lambda ws: ((ws.dir / "name.wav").mkdir(), ws.one("source.wav", "target.wav", "name.wav"))[1])
+attempt("-o out.mp3", 1, "{dir}/out.mp3")(lambda ws: ws.one("source.wav", "target.wav", "out.mp3"))
+attempt("-o out.ogg with a folder of inputs", 1, "{dir}/out.ogg")(
+    lambda ws: ws.convert(ws.tree(), "-t", ws.p("target.wav"), "-o", ws.p("out.ogg")))
+attempt("-o x.wav with a folder of inputs", 1, "{dir}/x.wav")(
+    lambda ws: ws.convert(ws.tree(), "-t", ws.p("target.wav"), "-o", ws.p("x.wav")))
+attempt("-o under a file", 1, "{dir}/file")(lambda ws: ((ws.dir / "file").write_text("x"), ws.convert(
+    ws.tree(), "-t", ws.p("target.wav"), "-o", ws.p("file/out")))[1])
+attempt("-o name too long", 1, "name too long")(lambda ws: ws.one("source.wav", "target.wav", "n" * 300 + ".wav"))
+attempt("--format flac with -o x.wav", 1, "--format")(
+    lambda ws: ws.one("source.wav", "target.wav", "x.wav", "--format", "flac"))
+attempt("--dry-run, output folder missing", 0)(
+    lambda ws: ws.convert(ws.tree(), "-t", ws.p("target.wav"), "-o", ws.p("missing/out"), "--dry-run"))
+attempt("--dry-run, one file", 0)(lambda ws: ws.one("source.wav", "target.wav", "o.wav", "--dry-run"))
+attempt("read-only output folder, one file", 1, "{dir}/ro")(
+    lambda ws: ((ws.dir / "ro").mkdir(mode=0o555), ws.one("source.wav", "target.wav", "ro/o.wav"))[1])
+attempt("read-only output folder, batch", 1, "{dir}/ro")(lambda ws: ((ws.dir / "ro").mkdir(mode=0o555), ws.convert(
+    ws.tree(), "-t", ws.p("target.wav"), "-o", ws.p("ro")))[1])
+attempt("unreadable source", 1, "{dir}/locked.wav")(
+    lambda ws: (ws.wav("locked.wav", voice(140, 1.0)), os.chmod(ws.p("locked.wav"), 0), ws.one("locked.wav"))[2])
+attempt("missing input folder", 1, "{dir}/nowhere: file not found", prefix="failed:")(
+    lambda ws: ws.convert(ws.p("nowhere"), "-t", ws.p("target.wav"), "-o", ws.p("out")))
+
+
+def _keep(ws: Workspace, *names: str) -> None:
+    ws.may_change.update(names)
+
+
+attempt("existing output, unchanged rerun", 0)(lambda ws: _rerun(ws, ws.one(), ws.one()))
+attempt("existing output, other target", 1, "{dir}/out.wav")(
+    lambda ws: _rerun(ws, ws.one(), ws.one("source.wav", ws.wav("t2.wav", voice(300, 1.2, 7)))))
+attempt("existing output, other --pitch-shift", 1, "{dir}/out.wav")(
+    lambda ws: _rerun(ws, ws.one(), ws.one("source.wav", "target.wav", "out.wav", "--pitch-shift", "3")))
+attempt("existing output, other target, --overwrite", 0)(
+    lambda ws: (_keep(ws, "out.wav"), _rerun(ws, ws.one(), ws.one("source.wav", "target.wav", "out.wav",
+                                                                  "--overwrite", "--pitch-shift", "2")))[1])
+attempt("existing output not made by vc", 1, "{dir}/out.wav")(
+    lambda ws: (ws.wav("out.wav", voice(90, 1.0)), ws.one())[1])
+attempt("batch rerun with another target", 1, "other settings")(lambda ws: _rerun(
+    ws, ws.convert(ws.tree(), "-t", ws.p("target.wav"), "-o", ws.p("out")),
+    ws.convert(ws.p("in"), "-t", ws.wav("t2.wav", voice(300, 1.2, 7)), "-o", ws.p("out"))))
+
+# checkpoints
+attempt("checkpoint: text file", 1, "{dir}/model.pt")(
+    lambda ws: ((ws.dir / "model.pt").write_text("not a model"), ws.one(ckpt=ws.p("model.pt")))[1])
+attempt("checkpoint: empty file", 1, "{dir}/model.pt")(
+    lambda ws: ((ws.dir / "model.pt").write_bytes(b""), ws.one(ckpt=ws.p("model.pt")))[1])
+attempt("checkpoint: truncated", 1, "{dir}/model.pt")(lambda ws: ((ws.dir / "model.pt").write_bytes(
+    ws.ckpt.read_bytes()[: ws.ckpt.stat().st_size // 2]), ws.one(ckpt=ws.p("model.pt")))[1])
+attempt("checkpoint: missing", 1, "{dir}/model.pt")(lambda ws: ws.one(ckpt=ws.p("model.pt")))
+attempt("checkpoint: a folder", 1, "{dir}/model.pt")(
+    lambda ws: ((ws.dir / "model.pt").mkdir(), ws.one(ckpt=ws.p("model.pt")))[1])
+attempt("checkpoint: a zip of text", 1, "{dir}/model.pt")(lambda ws: (zipfile.ZipFile(ws.p("model.pt"), "w").close(),
+                                                                    ws.one(ckpt=ws.p("model.pt")))[1])
+attempt("checkpoint: NaN weights", 1, "{dir}/nan.pt", owner="lead")(
+    lambda ws: ws.one(ckpt=str(tiny_checkpoint(ws.dir / "nan.pt", nan=True))))
+attempt("vc stream -o the input", 1, "{dir}/source.wav")(lambda ws: [
+    "stream", ws.p("source.wav"), "-t", ws.p("target.wav"), "-o", ws.p("source.wav"), "--checkpoint", str(ws.ckpt)])
+attempt("vc export over its own input", 1, "{dir}/tiny.pt")(lambda ws: ["export", str(ws.ckpt), str(ws.ckpt)])
+attempt("output = the checkpoint", 1, "checkpoint")(
+    lambda ws: ws.one("source.wav", "target.wav", "model.wav", ckpt=str(ws.ckpt.rename(ws.dir / "model.wav"))))
+
+
+# vc prepare: archives
+def _zip_bomb(ws: Workspace) -> list[str]:
+    with zipfile.ZipFile(ws.dir / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("spk/a.wav", bytes(100_000_000))  # 100 MB of zeros in about 100 KB
+    return ["prepare", "folder", ws.p("bomb.zip"), "--out", ws.p("prep")]
+
+
+attempt("prepare: zip bomb", 1, "{dir}/bomb.zip")(_zip_bomb)
+attempt("prepare: text file as archive", 1, "{dir}/corpus.zip")(lambda ws: ((ws.dir / "corpus.zip").write_text(
+    "no"), ["prepare", "folder", ws.p("corpus.zip"), "--out", ws.p("prep")])[1])
+
+
+# full disk (a file-size limit: writes fail with EFBIG, as they fail with ENOSPC on a full disk)
+def _limited(ws: Workspace, argv: list[str]) -> list[str]:
+    """Run `argv` in a child process whose files may not pass 20 KB (the outputs need more)."""
+    import resource
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    ws.snapshot_taken = ws.snapshot()
+    proc = subprocess.run([sys.executable, "-m", "vc", *argv], capture_output=True, text=True, preexec_fn=limit,
+                          env=child_env(), cwd=ws.dir)
+    ws.result = (proc.returncode, proc.stdout, proc.stderr)
+    return []
+
+
+attempt("full disk, one file", 1, "{dir}/big.wav")(
+    lambda ws: _limited(ws, ws.one("source.wav", "target.wav", "big.wav")))
+attempt("full disk, batch stops", 1, "{dir}/out/")(
+    lambda ws: _limited(ws, ws.convert(ws.tree(3, 3.0), "-t", ws.p("target.wav"), "-o", ws.p("out"))))
+
+
+# kill -9 of a batch, then the same batch again
+def _kill_then_rerun(ws: Workspace, jobs: int, ready: Callable[[Workspace], bool], long: bool = False) -> list[str]:
+    """Kill -9 a batch when `ready`, check what it left, and give the same batch (one process) to run again."""
+    if long:
+        ws.wav("in/long.wav", voice(130, 31.0, 9))  # over 30 s: written while it is converted
+    else:
+        ws.tree(6, 1.0)
+    argv = ws.convert(ws.p("in"), "-t", ws.p("target.wav"), "-o", ws.p("out"))
+    kill_batch(ws, argv + ["--jobs", str(jobs)], lambda: ready(ws))
+    report = ws.dir / "out" / "vc-report.csv"
+    done = list((ws.dir / "out").rglob("*.wav"))
+    if done and (not report.is_file() or len(report.read_text().splitlines()) - 1 < len(done)):
+        ws.problems.append("the report lost rows of finished files")
+    return argv
+
+
+def _tmp_files(ws: Workspace) -> list[Path]:
+    return [p for p in ws.dir.rglob(".*.tmp")]
+
+
+attempt("kill -9 at start-up", 0)(lambda ws: _kill_then_rerun(ws, 2, lambda w: True))
+attempt("kill -9 of --jobs 2 while workers load", 0)(
+    lambda ws: _kill_then_rerun(ws, 2, lambda w: len(descendants_of_vc(w)) >= 3))
+attempt("kill -9 of --jobs 2 after the first outputs", 0)(
+    lambda ws: _kill_then_rerun(ws, 2, lambda w: len(list((w.dir / "out").rglob("*.wav"))) >= 1))
+attempt("kill -9 while a long file is written", 0)(
+    lambda ws: _kill_then_rerun(ws, 1, lambda w: bool(_tmp_files(w)), long=True))
+
+
+def descendants_of_vc(ws: Workspace) -> set:
+    """The processes of the `vc` that `kill_batch` started (its workers, once spawned)."""
+    procs = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()]
+    mine = [p for p in procs if (s := _stat(p)) and int(s[1]) == os.getpid()]
+    return set().union(*(descendants(p) for p in mine)) if mine else set()
+
+
+# --- running and judging ------------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    name: str
+    code: int | None
+    message: str
+    problems: list[str] = field(default_factory=list)
+    owner: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def judge(a: Attempt, ws: Workspace, before: dict[Path, str], code: int | None, err: str) -> list[str]:
+    problems = list(ws.problems)
+    if "Traceback" in err or code is None:
+        problems.append("traceback")
+    if code != a.code:
+        problems.append(f"exit {code}, not {a.code}")
+    errors = [line for line in err.splitlines() if line.startswith(a.prefix)]
+    if a.code != 0:
+        says = a.says.format(dir=ws.dir)
+        if len(errors) != 1:
+            problems.append(f"{len(errors)} '{a.prefix}' lines, not 1")
+        elif says not in errors[0]:
+            problems.append(f"the error does not say '{says}'")
+    warns = a.warns.format(dir=ws.dir)
+    if a.warns and not any(warns in line for line in err.splitlines() if line.startswith("warning:")):
+        problems.append(f"no warning saying '{warns}'")
+    changed = [p.name for p, h in before.items() if p.name not in MAY_CHANGE | ws.may_change
+               and (not p.is_file() or hashlib.sha256(p.read_bytes()).hexdigest() != h)]
+    if changed:
+        problems.append("changed or removed: " + ", ".join(sorted(changed)[:3]))
+    left = [p.name for p in ws.dir.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".vc-write-test")]
+    if left:
+        problems.append("temporary files left: " + ", ".join(left[:2]))
+    return problems
+
+
+def run_attempt(a: Attempt, folder: Path, checkpoint: Path) -> Outcome:
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o777)  # the permission attacks run as nobody where this runs as root
+    ws = Workspace(folder, checkpoint)
+    try:
+        argv = a.make(ws)
+    except Exception as e:  # an attempt that could not be set up says so
+        return Outcome(a.name, None, f"set-up failed: {type(e).__name__}: {e}", ["set-up failed"], a.owner)
+    before = ws.snapshot_taken if ws.snapshot_taken is not None else ws.snapshot()
+    if ws.result is not None:
+        code, _, err = ws.result
+    else:
+        with unprivileged() if a.name.startswith(("read-only", "unreadable")) else contextlib.nullcontext():
+            code, _, err = run_vc(argv)
+    lines = [line for kind in ("error:", "warning:", "failed:") for line in err.splitlines() if line.startswith(kind)]
+    message = lines[0] if lines else (err.strip().splitlines() or [""])[-1]
+    message = message.replace(str(folder) + "/", "").replace(str(folder), ".")
+    return Outcome(a.name, code, message, judge(a, ws, before, code, err), a.owner)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", default=None, help="run the attempts whose name holds this text")
+    p.add_argument("--times", action="store_true", help="print each attempt's seconds to stderr")
+    args = p.parse_args()
+    import vc
+
+    base = Path(tempfile.mkdtemp(prefix="vc-robustness-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    checkpoint = tiny_checkpoint(base / "tiny.pt")
+    os.chmod(checkpoint, 0o644)
+    print(f"vc from {Path(vc.__file__).parent}; {len(ATTEMPTS)} attempts\n")
+    print("| attempt | outcome | exit code | message |\n|---|---|---|---|")
+    ok = 0
+    for i, a in enumerate(ATTEMPTS):
+        if args.only and args.only not in a.name:
+            continue
+        shutil_copy = base / f"{i:03d}" / "tiny.pt"
+        shutil_copy.parent.mkdir()
+        shutil_copy.write_bytes(checkpoint.read_bytes())
+        start = time.perf_counter()
+        o = run_attempt(a, base / f"{i:03d}", shutil_copy)
+        if args.times:
+            print(f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+        ok += o.ok
+        outcome = "ok" if o.ok else "; ".join(o.problems)
+        print(f"| {a.name} | {outcome} | {o.code} | {o.message[:110].replace('|', '/')} |", flush=True)
+    print(f"\n{ok} of {len(ATTEMPTS)} ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
