@@ -28,13 +28,7 @@ def base():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _marks(a):
-    if a.owner == "lead":  # NaN weights: refused once checkpoint validation lands (vc/checkpoint.py, the lead's)
-        return [pytest.mark.xfail(reason="checkpoint validation of issue 16 is the lead's change", strict=False)]
-    return []
-
-
-@pytest.mark.parametrize("attack", [pytest.param(a, id=a.name, marks=_marks(a)) for a in robustness.ATTEMPTS])
+@pytest.mark.parametrize("attack", [pytest.param(a, id=a.name) for a in robustness.ATTEMPTS])
 def test_attack_is_refused_or_survived(attack, base):
     folder, checkpoint = base
     work = folder / f"{robustness.ATTEMPTS.index(attack):03d}"

@@ -277,7 +277,7 @@ def load_model(checkpoint: str | os.PathLike | None = None, *, vocoder: str | No
 
     `vocoder`: "vocos" (the checkpoint's own neural vocoder; the default when it has one) or "griffin-lim".
     """
-    path = resolve_checkpoint(checkpoint if checkpoint is not None else os.environ.get("VC_CHECKPOINT", "default"))
+    path = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(path)
     net, cfg = build_model(ckpt, path)
     if ckpt.get("vocoder") is not None:

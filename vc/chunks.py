@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import pitch
-from .audio import SILENCE_DBFS, normalize_loudness
+from .audio import SILENCE_DBFS, normalize_loudness, speech_levels
 from .errors import VCError
 from .vocoder import GriffinLim
 
@@ -60,7 +60,7 @@ def convert_chunks(model: "VoiceConverter", blocks: Iterable[np.ndarray], voice:
     phase: torch.Tensor | None = None
     speech = False
     for x in _chunks(blocks, size, step, overlap):
-        if 10 * np.log10(np.max(x ** 2) + 1e-20) < SILENCE_DBFS:
+        if speech_levels(x, c.sample_rate)[0] < SILENCE_DBFS:  # DC and rumble count as silence, as in `load_wav`
             y, phase = np.zeros_like(x), None
         else:
             x = normalize_loudness(x, c.sample_rate, c.target_db)

@@ -32,9 +32,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .prepare import prepare
-
-    from .prepare import ExtractLimits
+    from .prepare import ExtractLimits, prepare
 
     limits = ExtractLimits(ratio=args.max_extract_ratio, max_bytes=args.max_extract_gb * 1e9)
     prepare(args.layout, args.source, args.out, min_speaker_seconds=args.min_speaker_seconds,

@@ -38,8 +38,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def resolve_checkpoint(spec: str | os.PathLike) -> Path:
-    """A shipped model's name -> its verified file; anything else is a path, returned as it is."""
+def resolve_checkpoint(spec: str | os.PathLike | None = None) -> Path:
+    """A shipped model's name -> its verified file; anything else is a path, returned as it is. None: the
+    checkpoint $VC_CHECKPOINT names, else the shipped "default"."""
+    if spec is None:
+        spec = os.environ.get("VC_CHECKPOINT", "default")
     if not isinstance(spec, str) or spec not in MODELS:
         return Path(spec)
     path = shipped_path(spec)

@@ -25,6 +25,7 @@ from .batch import Job, check_paths, target_clips
 from .errors import VCError, VCWarning
 from .files import FATAL_ERRNOS, describe, remove_stale
 from .manifest import Manifest, explain, key, mark, recipe
+from .registry import resolve_checkpoint
 
 REPORT_FIELDS = ["input", "status", "output", "duration_s", "seconds", "error", "warnings"]
 
@@ -133,13 +134,6 @@ def _convert_one(job: Job, wanted: dict, manifest: Path, sample_rate: int | None
     return row
 
 
-def checkpoint_path(checkpoint: str | os.PathLike | None) -> Path:
-    """The checkpoint `load_model` reads for `checkpoint` (None: $VC_CHECKPOINT or the shipped one)."""
-    from .api import DEFAULT_CHECKPOINT
-
-    return Path(checkpoint) if checkpoint is not None else Path(os.environ.get("VC_CHECKPOINT", DEFAULT_CHECKPOINT))
-
-
 def sort_jobs(jobs: Sequence[Job], manifest: Manifest, wanted: dict[Job, dict], overwrite: bool
               ) -> tuple[list[Job], list[Job]]:
     """(to convert, already done). An existing output made otherwise (other targets, model, options, source, or
@@ -173,7 +167,7 @@ def run(jobs: list[Job], targets: Sequence[str], out_dir: str | Path, *, checkpo
     from .api import load_model
 
     out_dir, report = Path(out_dir), Path(report) if report else None
-    clips, model_path = target_clips(targets), checkpoint_path(checkpoint)
+    clips, model_path = target_clips(targets), resolve_checkpoint(checkpoint)
     check_paths(jobs, [("the target clip", c) for c in clips] + [("the checkpoint", model_path)],
                 [("--report", report)] if report else [])
     options = {"pitch_shift": pitch_shift, "match_pitch": match_pitch}

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import torch
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..files import atomic_path
+from ..files import atomic_path, remove_stale
 from .distributed import Dist, StopRequest
 from .monitor import Monitor
 
@@ -125,10 +125,8 @@ class Run:
         return state
 
     def _remove_temporaries(self) -> None:
-        """Temporary files of writes that a kill (-9) cut short: `atomic_path` names them .NAME.XXXX.tmp."""
-        for tmp in self.folder.glob(".*.tmp"):
-            if tmp.is_file():
-                tmp.unlink(missing_ok=True)
+        """Temporary files of writes that a kill (-9) cut short (`vc.files.remove_stale`: their writer is gone)."""
+        remove_stale(self.folder, recursive=False)
 
     def monitor(self, total: int, initial: int, desc: str = "train") -> Monitor:
         return Monitor(self.folder, total, initial, desc=desc, enabled=self.d.main, log=self.log.name, tb=self.tb)
