@@ -102,3 +102,15 @@ def test_whisper_model_refuses_stream_adapt_and_onnx(whisper_run, clips, tmp_pat
 
     with pytest.raises(VCError, match="whisper"):
         export_onnx(whisper_run, tmp_path / "onnx")
+
+
+def test_vc_train_takes_the_whisper_weights_from_the_cli(whisper_run, train_dir, dev_dir, tmp_path, capsys):
+    from vc.cli import main
+
+    weights = whisper_run.parent / "whisper-encoder.pt"
+    args = ["train", str(TINY_WHISPER), "--data", str(train_dir), "--dev", str(dev_dir), "--steps", "2"]
+    assert main([*args, "--out", str(tmp_path / "run"), "--whisper-weights", str(weights)]) == 0
+    assert (tmp_path / "run" / "model.pt").is_file() and not (tmp_path / "run" / "whisper-encoder.pt").exists()
+    assert load_checkpoint(tmp_path / "run" / "model.pt")["config"]["train"]["whisper_weights"] == str(weights)
+    assert main([*args, "--out", str(tmp_path / "bad"), "--whisper-weights", str(tmp_path / "none.pt")]) != 0
+    assert "Whisper encoder weights not found" in capsys.readouterr().err
