@@ -114,3 +114,16 @@ def test_vc_train_takes_the_whisper_weights_from_the_cli(whisper_run, train_dir,
     assert load_checkpoint(tmp_path / "run" / "model.pt")["config"]["train"]["whisper_weights"] == str(weights)
     assert main([*args, "--out", str(tmp_path / "bad"), "--whisper-weights", str(tmp_path / "none.pt")]) != 0
     assert "Whisper encoder weights not found" in capsys.readouterr().err
+
+
+def test_whisper_training_resumes_exactly(whisper_run, train_dir, dev_dir, tmp_path):
+    from vc.training.converter import train
+
+    cfg = load_recipe(TINY_WHISPER).replace(train={"whisper_weights": str(whisper_run.parent / "whisper-encoder.pt")})
+    straight = train(cfg, train_dir, tmp_path / "a", dev=dev_dir)
+    train(cfg, train_dir, tmp_path / "b", dev=dev_dir, until=9)  # stopped part way, as by a kill
+    resumed = train(cfg, train_dir, tmp_path / "b", dev=dev_dir)
+    a, b = (torch.load(p, weights_only=True)["model"] for p in (straight, resumed))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=k)
