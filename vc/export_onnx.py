@@ -11,7 +11,9 @@ float32:
     vocoder:         log_mel (B, n_mels, T) -> log_magnitude, phase (B, n_fft // 2 + 1, T)
 
 The inverse STFT stays outside the vocoder graph: `synthesize` does it in torch, with the framing of `log_mel`
-(ONNX has no inverse STFT). Needs `pip install -e ".[export]"` (onnx, onnxruntime).
+(ONNX has no inverse STFT). Needs `pip install -e ".[export]"` (onnx, onnxruntime). Models with whisper content
+features are refused with one line, for now: their content graph would take the waveform and hold Whisper's log-mel
+front end and encoder, which nobody has yet exported and checked against torch.
 """
 from __future__ import annotations
 
@@ -149,6 +151,9 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, vocoder_ckpt: st
         raise VCError('ONNX export needs onnx and onnxruntime: pip install -e ".[export]"') from None
     ckpt = load_checkpoint(checkpoint)
     net, cfg = build_model(ckpt, checkpoint)
+    if net.features is not None:  # refused, not exported: see the module's docstring
+        raise VCError(f"{checkpoint}: ONNX export of models with whisper content features is not supported yet "
+                      "(export a mel model)")
     if vocoder_ckpt is not None:
         cfg, weights = with_vocoder(cfg, vocoder_ckpt)
     else:

@@ -1,6 +1,7 @@
 """The disentangling auto-encoder: content encoder, speaker encoder, AdaIN decoder, and the adversarial classifier.
 
-All modules take and return (B, C, T) tensors. Mels enter normalized per bin (`VoiceConverterNet.normalize`).
+All modules take and return (B, C, T) tensors. Mels enter normalized per bin (`VoiceConverterNet.normalize`); the
+content encoder reads them too, or with `content_features: whisper` a frozen Whisper encoder's states (`vc.content`).
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .whisper import WhisperDims, WhisperEncoder
 
 
 class CausalConv1d(nn.Conv1d):
@@ -67,7 +69,7 @@ def _norm(window: int):
 
 
 class ContentEncoder(nn.Module):
-    """(B, n_mels, T) -> content code (B, content_dim, ceil(T / 2)).
+    """Content input (B, n_mels or the Whisper states' dim, T) -> content code (B, content_dim, ceil(T / 2)).
 
     Instance norm after every convolution strips per-utterance channel statistics (where timbre lives); the narrow
     bottleneck, instance-normalized too, leaves room for little more than what is said.
@@ -184,16 +186,32 @@ class SpeakerClassifier(nn.Module):
 
 
 class VoiceConverterNet(nn.Module):
-    """The inference network: the three modules plus the per-bin mel statistics of the training data."""
+    """The inference network: the three modules plus the per-bin mel statistics of the training data; with
+    `cfg.content_features == "whisper"`, also the frozen Whisper encoder (`features`, of dims `whisper`) and the
+    per-channel statistics of its states on the training data (`content_mean`, `content_std`)."""
 
-    def __init__(self, cfg: ModelConfig, n_mels: int):
+    def __init__(self, cfg: ModelConfig, n_mels: int, whisper: WhisperDims | None = None):
         super().__init__()
         self.cfg = cfg
-        self.content_encoder = ContentEncoder(cfg, n_mels)
+        channels = n_mels
+        self.features: WhisperEncoder | None = None
+        if cfg.content_features == "whisper":
+            if whisper is None:
+                raise ValueError("a model with whisper content features needs the Whisper encoder's dims")
+            self.features = WhisperEncoder(whisper).requires_grad_(False)
+            channels = whisper.n_state
+        self.content_encoder = ContentEncoder(cfg, channels)
         self.speaker_encoder = SpeakerEncoder(cfg, n_mels)
         self.decoder = Decoder(cfg, n_mels)
         self.register_buffer("mel_mean", torch.zeros(n_mels))
         self.register_buffer("mel_std", torch.ones(n_mels))
+        if self.features is not None:
+            self.register_buffer("content_mean", torch.zeros(channels))
+            self.register_buffer("content_std", torch.ones(channels))
+
+    def standardize(self, states: torch.Tensor) -> torch.Tensor:
+        """Whisper states (B, C, T) -> per-channel standardized with the training data's statistics."""
+        return (states.float() - self.content_mean[:, None]) / self.content_std[:, None]
 
     def normalize(self, mel: torch.Tensor) -> torch.Tensor:
         """log-mel (B, n_mels, T) -> per-bin standardized mel, the model's input and output space."""
@@ -206,6 +224,6 @@ class VoiceConverterNet(nn.Module):
         return mel * self.mel_std[:, None] + self.mel_mean[:, None]
 
     def forward(self, mel: torch.Tensor, ref: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalized mels (B, n_mels, T), references (B, n_mels, T_ref) and pitch features (B, 2, T) ->
-        normalized mel (B, n_mels, T)."""
+        """Content input (B, C, T: the normalized mel, or `vc.content.content_input`), references (B, n_mels, T_ref)
+        and pitch features (B, 2, T) -> normalized mel (B, n_mels, T)."""
         return self.decoder(self.content_encoder(mel), self.speaker_encoder(ref), mel.shape[2], pitch)

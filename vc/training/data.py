@@ -1,4 +1,4 @@
-"""Training data: utterance lists, cached log-mel features, and random segment batches."""
+"""Training data: utterance lists, cached log-mel features (and Whisper states), and random segment batches."""
 from __future__ import annotations
 
 import csv
@@ -92,6 +92,32 @@ def load_features(utts: list[Utterance], cfg: AudioConfig, cache: str | Path | N
     return kept, mels, f0s
 
 
+STATES_VERSION = 1  # bump when what `load_states` computes changes
+
+
+def load_states(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioConfig, encoder, layers: int,
+                encoder_id: str, cache: str | Path | None = None) -> list[torch.Tensor]:
+    """Whisper states (n_state, T) in float16 of every utterance, on the frames of its mel in `mels`
+    (`vc.content.whisper_states`). With `cache`, saved there once and reused while the utterances, the audio config,
+    the feature kind, `layers` and the encoder (`encoder_id`, a digest of its weights) are unchanged."""
+    from ..content import whisper_states  # the training side of `vc.content`; nothing here runs for mel models
+
+    key = hashlib.sha1(json.dumps([STATES_VERSION, "whisper", layers, encoder_id, asdict(cfg),
+                                   [[asdict(u), m.shape[1]] for u, m in zip(utts, mels)]]).encode()).hexdigest()
+    if cache is not None and Path(cache).is_file():
+        try:
+            c = load_checkpoint(cache)
+            if c.get("key") == key:
+                return c["states"]
+        except VCError:
+            pass
+    states = [whisper_states(encoder, load_wav(u.path, cfg), layers, cfg, m.shape[1]).to(torch.float16)
+              for u, m in zip(utts, mels)]
+    if cache is not None:
+        save_checkpoint(cache, {"key": key, "states": states})
+    return states
+
+
 def shard_features(utts: list[Utterance], cfg: AudioConfig, cache: Path, d: Dist, pitch: PitchConfig | None = None):
     """`load_features` with the extraction shared: rank r computes utterances r, r + world, ... into its own cache,
     then every rank reads all the caches, in the order of `utts`."""
@@ -140,23 +166,33 @@ class SegmentSampler:
     def _start(self, i: int, rng: np.random.Generator) -> int:
         return int(rng.integers(0, self.mels[i].shape[1] - self.segment + 1))
 
+    def draw(self, step: int, size: int) -> list[tuple[int, int, int, int]]:
+        """Batch `step`'s (utterance, segment start, reference utterance, reference start) for each of `size`."""
+        rng = np.random.default_rng([self.seed, step])
+        picks = rng.choice(self.index, size=size, p=self.p)
+        out = []
+        for i in picks:
+            i = int(i)
+            same = [j for j in self.by_speaker[self.speaker_ids[i]] if j != i]
+            j = int(rng.choice(same)) if same else i
+            s = self._start(i, rng)
+            out.append((i, s, j, self._start(j, rng)))
+        return out
+
     def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """-> mel (B, n_mels, segment), reference (B, n_mels, segment), speaker ids (B,), float32 log-mels, and the
         segments' pitch features (B, 2, segment) when the sampler has F0 contours."""
-        rng = np.random.default_rng([self.seed, step])
-        picks = rng.choice(self.index, size=size, p=self.p)
         segs, refs, ids, pitch = [], [], [], []
-        for i in picks:
-            i = int(i)
-            spk = self.speaker_ids[i]
-            same = [j for j in self.by_speaker[spk] if j != i]
-            j = int(rng.choice(same)) if same else i
-            s = self._start(i, rng)
+        for i, s, j, r in self.draw(step, size):
             segs.append(self.mels[i][:, s:s + self.segment])
             if self.f0s is not None:
                 pitch.append(features(self.f0s[i][s:s + self.segment].float(), self.pitch))
-            r = self._start(j, rng)
             refs.append(self.mels[j][:, r:r + self.segment])
-            ids.append(spk)
+            ids.append(self.speaker_ids[i])
         return (torch.stack(segs).float(), torch.stack(refs).float(), torch.tensor(ids, dtype=torch.long),
                 torch.stack(pitch) if pitch else None)
+
+    def segments(self, step: int, size: int, frames: list[torch.Tensor]) -> torch.Tensor:
+        """The segments of batch `step` cut from `frames` (one (C, T) per utterance, on the mels' frames: the
+        Whisper states): (B, C, segment) float32."""
+        return torch.stack([frames[i][:, s:s + self.segment] for i, s, _, _ in self.draw(step, size)]).float()

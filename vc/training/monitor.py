@@ -72,10 +72,12 @@ class Monitor:
 
 @torch.no_grad()
 def sample_conversions(net: VoiceConverterNet, cfg: Config, utts: list, mels: list[torch.Tensor],
-                       f0s: list[torch.Tensor], n: int = 2, vocoder=None) -> dict[str, np.ndarray]:
+                       f0s: list[torch.Tensor], n: int = 2, vocoder=None,
+                       states: list[torch.Tensor] | None = None) -> dict[str, np.ndarray]:
     """Up to `n` conversions between different speakers among `utts` (with their log-mels (n_mels, T) and F0
     contours), pitch moved to the target's register, made audible by `vocoder` (log-mel (n_mels, frames) ->
-    waveform; default Griffin-Lim, as no neural vocoder exists while training): {name: waveform (T,)}."""
+    waveform; default Griffin-Lim, as no neural vocoder exists while training): {name: waveform (T,)}. `states`: the
+    utterances' Whisper states, for models with whisper content features."""
     speakers = list(dict.fromkeys(u.speaker for u in utts))
     first = {s: next(i for i, u in enumerate(utts) if u.speaker == s) for s in speakers}
     if len(speakers) < 2:
@@ -94,7 +96,8 @@ def sample_conversions(net: VoiceConverterNet, cfg: Config, utts: list, mels: li
         if cfg.model.pitch:
             f0 = pitch.transpose(f0, pitch.stats([f0s[i].float()], cfg.pitch), pitch.stats([f0s[j].float()], cfg.pitch))
             p = pitch.features(f0, cfg.pitch)[None].to(device)
-        mel = net.denormalize(net.decoder(net.content_encoder(src), net.speaker_encoder(ref), src.shape[2], p))
+        x = src if states is None else net.standardize(states[i][None, :, :SAMPLE_FRAMES].to(device))
+        mel = net.denormalize(net.decoder(net.content_encoder(x), net.speaker_encoder(ref), src.shape[2], p))
         name = f"convert/{k}_{speakers[k]}_to_{speakers[(k + 1) % len(speakers)]}"
         out[name] = vocoder(mel[0].float().cpu()).cpu().numpy()
     net.train(was_training)

