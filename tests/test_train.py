@@ -108,7 +108,12 @@ def test_restart_before_the_first_checkpoint_says_so_and_keeps_one_log_row_per_s
     run = tmp_path / "run"
     run.mkdir()
     (run / "log.jsonl").write_text('{"step": 5, "recon_l1": 9.0}\n{"step": 10, "recon_l1": 9.0}\n{"ste')
-    (run / ".last.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # what kill -9 mid-save leaves
+    from vc.files import _host
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a writer that is gone: its pid, reaped
+    # what kill -9 mid-save leaves: a temporary name as `vc.files.atomic_path` makes it
+    (run / f".last.pt.vc{dead.pid}-{_host()}.k1ll3d.tmp").write_bytes(b"half a checkpoint")
     train(load_recipe(TINY), train_dir, run, dev=dev_dir, until=10)
     out = capsys.readouterr().out
     assert f"no checkpoint yet in {run}: starting at step 0" in out
