@@ -144,7 +144,10 @@ def test_kill_9_leaves_no_temporary_file_and_the_next_run_resumes(train_dir, dev
         time.sleep(0.2)
     proc.kill()
     proc.wait(timeout=30)
-    (tmp_path / ".last.pt.x9x9x9.tmp").write_bytes(b"cut short")  # as if the kill had come mid-save
+    from vc.files import _host
+
+    # as if the kill had come mid-save: the killed writer's temporary name, as `vc.files.atomic_path` makes it
+    (tmp_path / f".last.pt.vc{proc.pid}-{_host()}.x9x9x9.tmp").write_bytes(b"cut short")
     cfg = load_recipe(TINY).replace(train={"steps": 3})
     train(cfg, train_dir, tmp_path, dev=dev_dir)
     assert not list(tmp_path.glob(".*.tmp"))
