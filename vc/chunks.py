@@ -6,7 +6,7 @@ accumulates over the chunks seen so far.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -15,9 +15,6 @@ from . import pitch
 from .audio import SILENCE_DBFS, normalize_loudness, speech_levels
 from .errors import VCError
 from .vocoder import GriffinLim
-
-if TYPE_CHECKING:
-    from .api import Voice, VoiceConverter
 
 
 def _chunks(blocks: Iterable[np.ndarray], size: int, step: int, overlap: int) -> Iterator[np.ndarray]:
@@ -44,11 +41,14 @@ def _gain(y: np.ndarray, previous: np.ndarray | None, overlap: int, sample_rate:
     return gain
 
 
-def convert_chunks(model: "VoiceConverter", blocks: Iterable[np.ndarray], voice: "Voice", *,
+def convert_chunks(model, blocks: Iterable[np.ndarray], voice, *,
                    chunk_seconds: float = 30.0, overlap_seconds: float = 1.0, pitch_shift: float = 0.0,
                    match_pitch: bool = True, timbre_match: float | None = None, name: str = "<audio>"
                    ) -> Iterator[np.ndarray]:
-    """Blocks of float32 at the model's rate (any lengths) -> the converted audio, block by block, as long in all."""
+    """Blocks of float32 at the model's rate (any lengths) -> the converted audio, block by block, as long in all.
+
+    `model`: the `vc.api.VoiceConverter` whose stages convert each chunk; `voice`: its `Voice` of the target (this
+    module does not import `vc.api`, which imports it)."""
     c = model.cfg.audio
     hop = c.hop_length
     size = max(2, round(chunk_seconds * c.sample_rate / hop)) * hop
