@@ -59,15 +59,26 @@ def load_wav(path: str | os.PathLike, cfg: AudioConfig | None = None, *, trim: b
     """
     cfg = cfg or AudioConfig()
     with _open(path) as f:
-        blocks, error = [], None
+        error = None
         try:
-            for block in f.blocks(blocksize=4096, dtype="float32", always_2d=True):  # small: damage loses little
-                blocks.append(block)
-        except Exception as e:  # a damaged file: keep what was read before the damage
-            error = e
-        wav, sr = np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32), f.samplerate
+            wav = f.read(dtype="float32", always_2d=True)
+        except Exception:  # a damaged file: read it again in small blocks and keep what comes before the damage
+            wav, error = _salvage(f)
+        sr = f.samplerate
         check_complete(path, f, len(wav), error)
     return prepare(wav.mean(axis=1), sr, cfg, trim=trim, normalize=normalize, name=str(path))
+
+
+def _salvage(f: sf.SoundFile) -> tuple[np.ndarray, Exception | None]:
+    """What a damaged file holds before its damage: (T, C) float32, and the error that stopped the reading."""
+    f.seek(0)
+    blocks, error = [], None
+    try:
+        for block in f.blocks(blocksize=4096, dtype="float32", always_2d=True):  # small: damage loses little
+            blocks.append(block)
+    except Exception as e:
+        error = e
+    return (np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)), error
 
 
 def declared_frames(path: str | os.PathLike) -> int | None:

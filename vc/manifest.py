@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from .files import sha256
+
 NAME = ".vc-manifest.jsonl"
 PARTS = ("source", "targets", "model", "options")  # the parts of a key, named in messages when they differ
 
@@ -38,14 +40,10 @@ def file_id(path: str | os.PathLike) -> list:
 def content_id(path: str | os.PathLike) -> str | None:
     """The SHA-256 of a file's bytes (the model: a copy, a checkout or a new download of the same weights is the
     same model), or None when it cannot be read."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        return sha256(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def recipe(targets: Sequence[Path], checkpoint: Path, options: dict[str, Any]) -> dict[str, str]:

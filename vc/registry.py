@@ -6,11 +6,11 @@ replaced file is refused with one line rather than converting to noise.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from .errors import VCError
+from .files import sha256
 
 # name -> (file, SHA-256). Re-shipping a model replaces its file and its checksum here, in the same commit.
 MODELS = {
@@ -30,14 +30,6 @@ def shipped_path(name: str) -> Path:
     return FOLDERS[-1] / file
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def resolve_checkpoint(spec: str | os.PathLike | None = None) -> Path:
     """A shipped model's name -> its verified file; anything else is a path, returned as it is. None: the
     checkpoint $VC_CHECKPOINT names, else the shipped "default"."""
@@ -48,7 +40,7 @@ def resolve_checkpoint(spec: str | os.PathLike | None = None) -> Path:
     path = shipped_path(spec)
     if not path.is_file():
         raise VCError(f"{path}: the shipped model '{spec}' is not installed (reinstall vc, or pass a checkpoint path)")
-    if _sha256(path) != MODELS[spec][1]:
+    if sha256(path) != MODELS[spec][1]:
         raise VCError(f"{path}: the shipped model '{spec}' is damaged or was replaced (its SHA-256 differs from "
                       "vc.registry's); reinstall vc or check out the file again")
     return path
