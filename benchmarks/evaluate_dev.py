@@ -8,9 +8,14 @@ fifth, ...) converts between the parallel VCC speakers (SF1, TM1), so that MCD t
 can be measured. Otherwise every second target is a speaker with another clip (for the speaker gap closed) and the
 others are single-clip speakers.
 
+The pairs of `--pairs 40 --seed 0` are kept in benchmarks/dev_pairs.tsv (`--pair-list`, the default when it matches
+--pairs and --seed), so that figures compare across changes of this script; `--write-pairs` rewrites it.
+
 Systems: `source` (no conversion: the floor of speaker similarity, the ceiling of intelligibility and quality),
-`world` (benchmarks/world_vc.py, no learning), `model` (vc.load_model().convert) and `stream` (the causal model of
---stream-checkpoint through the streaming engine, block by block). Converted clips and a TSV per
+`world` (benchmarks/world_vc.py, no learning), `model` (vc.load_model().convert), any number of further models
+(`--model NAME=CHECKPOINT`: the system NAME) and `stream` (the causal model of --stream-checkpoint through the
+streaming engine, block by block). ASR error rates come from every judge of `--asr` (default Whisper base, which
+shares no weights with the converter's Whisper tiny.en content features, then tiny.en as `cer_tiny.en`). Converted clips and a TSV per
 system (re-scorable with `vc evaluate`) go to --out, with results.json; one table compares the systems. Judges and
 measures: see vc/evaluate.py. --probe adds the leakage probe: a fresh classifier naming the dev speaker from pooled
 content codes, next to the same probe on input mels and chance level.
@@ -33,12 +38,33 @@ import vc
 from vc.registry import shipped_path
 from vc.audio import load_wav, normalize_loudness, save_wav
 from vc.config import VOCODERS, AudioConfig
+from vc.content import content_input
 from vc.evaluate import COLUMNS, JUDGES, Row, Scorer, evaluate, format_table, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 GENDER_PAIRS = ["FF", "FM", "MF", "MM"]
 SYSTEMS = ("source", "world", "model", "stream")
 SUBSET_KEYS = ("cos_out_ref", "closer_to_target", "gap_closed", "cer", "pitch_gap_closed")
+PAIR_LIST = ROOT / "benchmarks" / "dev_pairs.tsv"  # make_pairs(dev clips, 40, seed 0), fixed
+PAIR_FIELDS = ("kind", "source", "target", "text", "parallel", "other", "source_speaker", "target_speaker")
+
+
+def write_pairs(path: Path, pairs: list[dict], data: Path) -> None:
+    """The pairs as a TSV, paths relative to the split folder `data`."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(PAIR_FIELDS)
+        for pair in pairs:
+            w.writerow(["" if pair[k] is None else Path(pair[k]).relative_to(data) if isinstance(pair[k], Path)
+                        else pair[k] for k in PAIR_FIELDS])
+
+
+def read_pairs(path: Path, data: Path) -> list[dict]:
+    """The pairs of a `write_pairs` TSV, paths made absolute under `data`."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    paths = ("source", "target", "parallel", "other")
+    return [{k: (data / v if k in paths else v) if v else None for k, v in r.items()} for r in rows]
 
 
 def read_split(root: Path) -> list[dict]:
@@ -99,8 +125,8 @@ def convert_all(system: str, pairs: list[dict], out: Path, args: argparse.Namesp
         return [Row(converted=p["source"], source=p["source"], target=p["target"], text=p["text"],
                     parallel=p["parallel"], other=p["other"]) for p in pairs]
     options = {} if args.timbre_match is None else {"timbre_match": args.timbre_match}
-    if system == "model":
-        model = vc.load_model(args.checkpoint, vocoder=args.vocoder)
+    if system in args.models:
+        model = vc.load_model(args.models[system], vocoder=args.vocoder)
         sr = model.sample_rate
 
         def convert(source: Path, target: Path) -> np.ndarray:
@@ -150,9 +176,10 @@ def leakage_probe(model: vc.VoiceConverter, clips: list[dict], seg: int = 128, s
     labels, split = [], []
     for k, spk in enumerate(speakers):
         for j, path in enumerate(sorted(by_speaker[spk])):
-            mel = model.mel(model.load(path))
+            wav = model.load(path)
+            mel = model.mel(wav)
             with torch.inference_mode():
-                code = model.net.content_encoder(mel)
+                code = model.net.content_encoder(content_input(model.net, wav, mel, model.cfg.audio))
             n = mel.shape[2] // seg
             for i in range(n):
                 for name, x, s in (("content", code, seg // 2), ("mel", mel, seg)):
@@ -180,7 +207,15 @@ def leakage_probe(model: vc.VoiceConverter, clips: list[dict], seg: int = 128, s
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
+    p.add_argument("--checkpoint", default=None, help="the `model` system's checkpoint (default: the shipped one)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT",
+                   help="a further model, scored as the system NAME (repeatable; list NAME in --systems or not)")
+    p.add_argument("--asr", default="base,tiny.en",
+                   help="ASR judges, comma-separated from base, tiny.en: the first gives cer and wer, the others "
+                   "cer_NAME")
+    p.add_argument("--pair-list", default=None,
+                   help=f"pairs TSV (default: {PAIR_LIST.name} when --pairs 40 --seed 0, else drawn)")
+    p.add_argument("--write-pairs", action="store_true", help="write the drawn pairs to --pair-list and stop")
     p.add_argument("--vocoder", default=None, choices=VOCODERS,
                    help="the model's mel-to-waveform stage (default: the checkpoint's own, else griffin-lim)")
     p.add_argument("--stream-checkpoint", default=str(shipped_path("stream")),
@@ -197,14 +232,28 @@ def main() -> None:
     p.add_argument("--no-mcd", action="store_true", help="skip mel-cepstral distortion")
     p.add_argument("--probe", action="store_true", help="also run the content-code leakage probe on the model")
     args = p.parse_args()
+    extra = dict(m.split("=", 1) for m in args.model if "=" in m)
+    if len(extra) != len(args.model) or set(extra) & set(SYSTEMS):
+        p.error("--model: NAME=CHECKPOINT, with a NAME other than " + ", ".join(SYSTEMS))
+    args.models = {"model": args.checkpoint, **extra}
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    if not systems or set(systems) - set(SYSTEMS):
-        p.error(f"--systems: choose from {', '.join(SYSTEMS)}")
+    systems += [name for name in extra if name not in systems]
+    if not systems or set(systems) - set(SYSTEMS) - set(extra):
+        p.error(f"--systems: choose from {', '.join(SYSTEMS)} and the --model names")
+    asr = [a.strip() for a in args.asr.split(",") if a.strip()]
 
     judges = [j for j in JUDGES if not getattr(args, f"no_{j}", False)]
-    scorer = Scorer(judges)  # checks the eval extra before any conversion
-    clips = read_split(Path(args.data))
-    pairs = make_pairs(clips, args.pairs, args.seed)
+    scorer = Scorer(judges, asr=asr[0] if asr else "base")  # checks the eval extra before any conversion
+    more_asr = [Scorer(["asr"], asr=a) for a in asr[1:]] if "asr" in judges else []
+    data = Path(args.data)
+    clips = read_split(data)
+    pair_list = Path(args.pair_list) if args.pair_list else PAIR_LIST
+    if args.write_pairs:
+        write_pairs(pair_list, make_pairs(clips, args.pairs, args.seed), data)
+        print(f"wrote {pair_list}")
+        return
+    fixed = args.pair_list is not None or (args.pairs == 40 and args.seed == 0 and pair_list.is_file())
+    pairs = read_pairs(pair_list, data) if fixed else make_pairs(clips, args.pairs, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -212,12 +261,20 @@ def main() -> None:
         rows = convert_all(system, pairs, out, args)
         write_tsv(out / f"{system}.tsv", rows)
         results[system] = evaluate(rows, scorer=scorer, verbose=True)
+        for judge in more_asr:  # the same rows by another ASR: cer_NAME, wer_NAME, src_cer_NAME
+            other = evaluate(rows, scorer=judge)
+            for row, extra_row in zip(results[system]["rows"], other["rows"]):
+                row.update({f"{k}_{judge.asr}": extra_row[k] for k in ("cer", "wer", "src_cer") if k in extra_row})
+            results[system]["summary"].update({f"{k}_{judge.asr}": v for k, v in other["summary"].items()
+                                               if k in ("cer", "wer", "src_cer")})
         for scope, kinds in (("same-gender", ("FF", "MM")), ("cross-gender", ("FM", "MF"))):
             subset = summarize([r for r, p in zip(results[system]["rows"], pairs) if p["kind"] in kinds])
             results[system]["summary"].update({f"{k} ({scope})": subset[k] for k in SUBSET_KEYS if k in subset})
     summaries = {s: results[s]["summary"] for s in systems}
-    if args.probe and "model" in systems:
-        summaries["model"].update(leakage_probe(vc.load_model(args.checkpoint, vocoder=args.vocoder), clips))
+    if args.probe:
+        for name in systems:
+            if name in args.models:
+                summaries[name].update(leakage_probe(vc.load_model(args.models[name], vocoder=args.vocoder), clips))
     print(f"\n{format_table(summaries)}")
     pairs_json = [{k: str(v) if isinstance(v, Path) else v for k, v in pair.items()} for pair in pairs]
     (out / "results.json").write_text(json.dumps({"args": vars(args), "pairs": pairs_json, "systems": results},

@@ -107,3 +107,20 @@ def test_world_baseline_moves_f0_toward_the_reference(voices):
     assert out.dtype.name == "float32" and len(out) == len(src)
     semitones = 12 * (mean_log_f0(world_f0(out)) - mean_log_f0(world_f0(ref))) / math.log(2)
     assert abs(semitones) < 1.0
+
+
+def test_asr_judge_is_chosen_and_an_unknown_one_is_refused(voices, capsys):
+    pytest.importorskip("jiwer")
+    from vc.evaluate import Scorer
+    from vc.errors import VCError
+
+    with pytest.raises(VCError, match="unknown ASR judge 'large'"):
+        Scorer(["asr"], asr="large")
+    # the default judge is Whisper base: it shares no weights with the converter's Whisper tiny.en content features
+    assert Scorer([]).asr == "base"
+    tsv = voices["root"] / "asr.tsv"
+    tsv.write_text("converted\tsource\ttarget\nhigh2.wav\tlow.wav\thigh.wav\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(tsv), "--asr", "large"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'large'" in capsys.readouterr().err

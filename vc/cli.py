@@ -202,7 +202,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if os.path.realpath(out) == os.path.realpath(args.list):
         raise VCError(f"{out}: the results would replace the list {args.list}; give another --json")
     judges = [j for j in JUDGES if not getattr(args, f"no_{j}", False)]
-    result = evaluate(read_rows(args.list), judges, verbose=not args.quiet)
+    result = evaluate(read_rows(args.list), judges, verbose=not args.quiet, asr=args.asr)
     print_table(result["summary"])
     write_text(out, json.dumps(result, indent=1))
     print(f"wrote {out}")
@@ -332,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("list", help="TSV of conversions, one per line")
     v.add_argument("--json", default=None, help="per-row results and the summary (default: LIST with .json)")
     v.add_argument("--no-speaker", action="store_true", help="skip speaker similarity (resemblyzer)")
-    v.add_argument("--no-asr", action="store_true", help="skip the ASR error rates (Whisper tiny.en)")
+    v.add_argument("--asr", default="base", choices=("base", "tiny.en"),
+                   help="the ASR judge: Whisper base (default; shares no weights with the converter's tiny.en "
+                   "content features) or tiny.en")
+    v.add_argument("--no-asr", action="store_true", help="skip the ASR error rates")
     v.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS quality")
     v.add_argument("--no-mcd", action="store_true", help="skip mel-cepstral distortion to the parallel clips")
     v.add_argument("--quiet", "-q", action="store_true", help="no line per row")

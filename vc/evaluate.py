@@ -1,6 +1,6 @@
 """`vc evaluate`: score conversions with offline judges, row by row, and summarize them.
 
-    vc evaluate LIST.tsv --json scores.json [--no-asr] [--no-dnsmos] [--no-mcd] [--no-speaker]
+    vc evaluate LIST.tsv --json scores.json [--asr base|tiny.en] [--no-asr] [--no-dnsmos] [--no-mcd] [--no-speaker]
 
 A row is one conversion: the converted clip, its source, the target reference it was made with, and optionally the
 source's text, a parallel recording of the same sentence by the target speaker, another clip of the target speaker,
@@ -10,7 +10,8 @@ and the seconds the conversion took. Per row (the judges live in vc/judges.py):
   (cos_out_ref > cos_out_src); with `other`: cos_other_ref (a genuine clip: the ceiling) and
   gap_closed = (cos_out_ref - cos_src_ref) / (cos_other_ref - cos_src_ref), 0 for the unconverted source, 1 at the
   ceiling. The summary gives its mean over rows and, steadier, the same ratio of the means (gap_closed_pooled).
-- asr (Whisper tiny.en): cer, wer of the output's transcript against `text`, else against the source's transcript;
+- asr (Whisper base by default, which shares no weights with the converter's Whisper tiny.en content features;
+  `asr="tiny.en"` for the earlier judge): cer, wer of the output's transcript against `text`, else against the source's transcript;
   src_cer, src_wer: the source's own, against `text`. Text is lowercased and stripped of punctuation first.
 - dnsmos: ovrl, sig, bak of the output; src_ovrl, src_sig, src_bak of the source.
 - mcd: mel-cepstral distortion in dB to `parallel`, after DTW (c1..c24, silence trimmed at both ends only).
@@ -37,6 +38,7 @@ from .audio import load_wav
 from .config import AudioConfig
 from .errors import VCError
 from .judges import (
+    ASR_MODELS,
     JUDGES,
     SAMPLE_RATE,
     SEMITONES_PER_LOG,
@@ -104,12 +106,14 @@ class Scorer:
     """Judges loaded once, on first use, and results cached per file: a source or reference recurs across rows and
     across the systems compared on the same pairs."""
 
-    def __init__(self, judges: Iterable[str] = JUDGES, threads: int | None = None):
-        self.judges = tuple(judges)
+    def __init__(self, judges: Iterable[str] = JUDGES, threads: int | None = None, asr: str = "base"):
+        self.judges, self.asr = tuple(judges), asr
         unknown = set(self.judges) - set(JUDGES)
         if unknown:
             raise VCError(f"unknown judge(s): {', '.join(sorted(unknown))} (choose from: {', '.join(JUDGES)})")
-        require(self.judges)
+        if asr not in ASR_MODELS:
+            raise VCError(f"unknown ASR judge {asr!r} (choose from: {', '.join(ASR_MODELS)})")
+        require(self.judges, asr)
         self.threads = threads or torch.get_num_threads()
         self._models: dict[str, object] = {}
         self._cache: dict[tuple[str, str], object] = {}
@@ -125,8 +129,10 @@ class Scorer:
         if judge not in self._models:
             if judge == "speaker":
                 self._models[judge] = SpeakerJudge()
+            elif judge == "asr":
+                self._models[judge] = AsrJudge(self.threads, self.asr)
             else:
-                self._models[judge] = {"asr": AsrJudge, "dnsmos": DnsmosJudge}[judge](self.threads)
+                self._models[judge] = DnsmosJudge(self.threads)
         return self._models[judge]
 
     def measure(self, name: str, path: Path, fn):
@@ -211,11 +217,11 @@ def summarize(results: list[dict]) -> dict:
 
 
 def evaluate(rows: Iterable[Row | Mapping], judges: Iterable[str] = JUDGES, *, scorer: Scorer | None = None,
-             verbose: bool = False) -> dict:
+             verbose: bool = False, asr: str = "base") -> dict:
     """Score every row: {"judges", "summary", "rows"}. A row whose file is missing or unusable is reported with
     "error" (and a one-line message on stderr) while the others are scored. Pass `scorer` to reuse loaded judges and
-    cached results across calls (its judges then apply)."""
-    scorer = scorer or Scorer(judges)
+    cached results across calls (its judges and ASR model then apply)."""
+    scorer = scorer or Scorer(judges, asr=asr)
     rows = [r if isinstance(r, Row) else Row(**r) for r in rows]
     results = []
     for i, row in enumerate(rows, start=1):
@@ -229,7 +235,7 @@ def evaluate(rows: Iterable[Row | Mapping], judges: Iterable[str] = JUDGES, *, s
             brief = "  ".join(f"{k} {result[k]:.3f}" for k in ("cos_out_ref", "cer", "ovrl", "mcd", "f0_dist_st")
                               if k in result)
             print(f"{i}/{len(rows)} {Path(row.converted).name}  {brief}", flush=True)
-    return {"judges": list(scorer.judges), "summary": summarize(results), "rows": results}
+    return {"judges": list(scorer.judges), "asr": scorer.asr, "summary": summarize(results), "rows": results}
 
 
 def format_table(columns: Mapping[str, Mapping]) -> str:

