@@ -47,3 +47,15 @@ def test_sampler_is_deterministic_and_takes_references_from_other_utterances():
     # the reference comes from the other utterance of the same speaker, never from the segment's own
     assert np.all(seg[:, 0, 0].numpy() != ref[:, 0, 0].numpy())
     assert np.all((seg[:, 0, 0] // 2).numpy() == ids.numpy())
+
+
+def test_speaker_balance_draws_every_speaker_alike():
+    # speaker 0 holds one long utterance, speakers 1 and 2 a short one each: by length speaker 0 takes most draws
+    mels = [torch.zeros(4, 1000), torch.zeros(4, 100), torch.zeros(4, 100)]
+    share = {}
+    for balance in (0.0, 1.0):
+        sampler = SegmentSampler(mels, [0, 1, 2], segment=50, seed=0, speaker_balance=balance)
+        ids = torch.cat([sampler.batch(step, 64)[2] for step in range(50)])
+        share[balance] = torch.bincount(ids, minlength=3).float() / len(ids)
+    assert share[0.0][0] > 0.75
+    assert torch.allclose(share[1.0], torch.full((3,), 1 / 3), atol=0.04)

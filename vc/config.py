@@ -148,6 +148,7 @@ class TrainConfig(_Checked):
     adv_start: int = 1000  # the classifier learns alone before the encoder is pushed against it
     adv_ramp: int = 5000  # steps over which the adversarial weight ramps from 0 to adv_weight
     speaker_ce_weight: float = 0.1  # auxiliary speaker classification on the speaker embedding
+    speaker_balance: float = 0.0  # 0: segments drawn by length; 1: every speaker equally often (`SegmentSampler`)
     freq_warp: float = 0.12  # content input is stretched along frequency by up to +-12% (timbre scrambling)
     bf16: bool = True  # bf16 autocast where it pays (`vc.runtime.fast_bf16`)
     threads: int = 0  # torch threads; 0 keeps torch's default
@@ -163,6 +164,7 @@ class TrainConfig(_Checked):
     _rules = {**_positive("steps", "batch_size", "segment_frames", "lr", "grad_clip", "val_every", "log_every",
                           "checkpoint_minutes"),
               "freq_warp": (lambda c: 0 <= c.freq_warp < 1, "in [0, 1)"),
+              "speaker_balance": (lambda c: 0 <= c.speaker_balance <= 1, "in [0, 1]"),
               "threads": (lambda c: c.threads >= 0, "0 or positive")}
 
 

@@ -280,7 +280,8 @@ class ConverterTrainer:
         self.gen, self.clf_dp = d.wrap(Generator(net, self.spk_head)), d.wrap(self.clf)
         spk_index = {s: i for i, s in enumerate(corpus.speakers)}
         self.sampler = SegmentSampler(corpus.mels, [spk_index[u.speaker] for u in corpus.utts], t.segment_frames,
-                                      t.seed, corpus.f0s if cfg.model.pitch else None, cfg.pitch)
+                                      t.seed, corpus.f0s if cfg.model.pitch else None, cfg.pitch,
+                                      t.speaker_balance)
         self.bf16 = t.bf16 and fast_bf16(d.device)
         net.train(), self.clf.train()
 

@@ -145,12 +145,16 @@ def shard_features(utts: list[Utterance], cfg: AudioConfig, cache: Path, d: Dist
 class SegmentSampler:
     """Random (segment, reference, speaker) batches; batch `step` is the same for a given seed, whatever came before.
 
-    Utterances are drawn in proportion to their length. The reference is a crop of another utterance of the same
-    speaker where there is one, so that the speaker path cannot copy the content.
+    Utterances are drawn in proportion to their length, or, with `speaker_balance` b in (0, 1], a speaker is drawn
+    with probability (1 - b) * its share of the audio + b / number of speakers, then one of its utterances by length:
+    a corpus where a few speakers hold most of the minutes still shows the speaker side every voice. The reference is
+    a crop of another utterance of the same speaker where there is one, so that the speaker path cannot copy the
+    content.
     """
 
     def __init__(self, mels: list[torch.Tensor], speaker_ids: list[int], segment: int, seed: int,
-                 f0s: list[torch.Tensor] | None = None, pitch: PitchConfig | None = None):
+                 f0s: list[torch.Tensor] | None = None, pitch: PitchConfig | None = None,
+                 speaker_balance: float = 0.0):
         keep = [i for i, m in enumerate(mels) if m.shape[1] >= segment]
         if not keep:
             raise VCError(f"no utterance is at least {segment} frames long")
@@ -158,10 +162,15 @@ class SegmentSampler:
         self.pitch = pitch
         self.index = np.array(keep)
         lengths = np.array([mels[i].shape[1] for i in keep], dtype=np.float64)
-        self.p = lengths / lengths.sum()
         self.by_speaker: dict[int, list[int]] = {}
         for i in keep:
             self.by_speaker.setdefault(speaker_ids[i], []).append(i)
+        self.p = lengths / lengths.sum()
+        if speaker_balance > 0:
+            spk = np.array([speaker_ids[i] for i in keep])
+            spk_len = {k: lengths[spk == k].sum() for k in self.by_speaker}
+            within = lengths / np.array([spk_len[k] for k in spk])  # an utterance's share of its speaker's audio
+            self.p = (1 - speaker_balance) * self.p + speaker_balance * within / len(self.by_speaker)
 
     def _start(self, i: int, rng: np.random.Generator) -> int:
         return int(rng.integers(0, self.mels[i].shape[1] - self.segment + 1))
