@@ -1,13 +1,23 @@
+import dataclasses
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from vc.audio import log_mel
 from vc.checkpoint import load_checkpoint
+from vc.cli import main
 from vc.config import AudioConfig, Config, VocoderConfig
 from vc.errors import VCError
+from vc.runtime import fast_bf16
 from vc.vocoder import GriffinLim, NeuralVocoder, Vocos, build_vocoder, load_vocoder, vocoder_weights
-from vc.training.vocoder import VocoderTrainConfig, anti_wrap, train_vocoder, vocoder_loss
+from vc.training import vocoder as training
+from vc.training.discriminator import Adversary, Discriminator, discriminator_loss, feature_matching, generator_loss
+from vc.training.loop import warmup_cosine
+from vc.training.vocoder import (Segments, VocoderTrainConfig, VocoderTrainer, anti_wrap, train_vocoder, vocoder_loss,
+                                 with_adversary)
 
 from conftest import synth_speech, write_speakers
 
@@ -83,3 +93,123 @@ def test_train_vocoder_exports_and_resumes(tmp_path):
     cfg.steps = 6
     train_vocoder(data, out, model_cfg=SMALL, cfg=cfg)  # resumes from vocoder-last.pt
     assert load_checkpoint(out / "vocoder-last.pt")["step"] == 6
+
+
+def test_gan_losses():
+    up, down = [(torch.full((2, 3), 2.0), [])], [(torch.full((2, 3), -2.0), [])]
+    assert discriminator_loss(up, down, "hinge") == 0  # both beyond the margin
+    assert discriminator_loss(down, up, "hinge") == 6
+    assert generator_loss(down, "hinge") == 3 and generator_loss(up, "hinge") == 0
+    assert discriminator_loss(up, down, "lsgan") == 1 + 4 and generator_loss(down, "lsgan") == 9
+    maps = [(torch.zeros(1), [torch.ones(2, 3), torch.zeros(4)])]
+    assert feature_matching(maps, maps) == 0
+    moved = [(torch.zeros(1), [torch.ones(2, 3) + 0.5, torch.zeros(4) - 1])]
+    assert feature_matching(maps, moved) == pytest.approx(1.5)  # summed over layers
+    with pytest.raises(VCError, match="unknown GAN loss"):
+        Adversary(kind="wasserstein")
+
+
+def test_discriminators_judge_each_segment_alone():
+    torch.manual_seed(0)
+    disc = Discriminator(channels=4, periods=(2, 3))
+    wav = torch.randn(3, 6401)  # not a multiple of the periods
+    out = disc(wav)
+    assert len(out) == 3 + 2
+    alone = disc(wav[1:2])
+    for (logits, features), (one, one_features) in zip(out, alone):
+        assert logits.shape[0] == 3 and len(features) == len(one_features)
+        torch.testing.assert_close(logits[1:2], one)  # the period folding keeps segments apart
+
+
+def test_adversary_updates_only_itself_and_learns():
+    torch.manual_seed(0)
+    adversary = Adversary(channels=4, periods=(2,), lr=1e-3)
+    real = torch.from_numpy(np.stack([synth_speech(150, 0.5), synth_speech(230, 0.5)]))
+    gain = torch.ones(1, requires_grad=True)  # a one-parameter generator
+    fake = gain * (real + 0.05 * torch.randn_like(real))
+    d_loss, adv, fm = adversary.losses(fake, real, generator=True)
+    (adv + fm).backward(inputs=[gain], retain_graph=True)
+    grad = gain.grad.clone()
+    assert grad.abs() > 0 and all(p.grad is None for p in adversary.net.parameters())
+    losses = []
+    for _ in range(6):
+        adversary.update(d_loss, lr=1e-3)
+        d_loss, adv, fm = adversary.losses(fake, real, generator=False)
+        assert adv is None and fm is None
+        assert torch.autograd.grad(d_loss, gain, retain_graph=True, allow_unused=True) == (None,)  # fake detached
+        losses.append(d_loss.item())
+    assert torch.equal(gain.grad, grad)  # the discriminator's updates left the generator's gradient alone
+    assert losses[-1] < losses[0]
+
+
+def _segments(cfg: VocoderTrainConfig) -> Segments:
+    wavs = [torch.from_numpy((synth_speech(f0, 1.0) * 32767).astype(np.int16)) for f0 in (120, 200)]
+    return Segments(wavs, [log_mel(w.float() / 32767, AUDIO) for w in wavs], None, AUDIO, cfg)
+
+
+def test_without_adversarial_weight_the_step_is_as_before():
+    cfg = VocoderTrainConfig(steps=3, batch_size=2, segment_frames=32)
+    # the step as it was before adversarial training was added, with the same seed and batches
+    torch.manual_seed(0)
+    ref, sampler = Vocos(AUDIO, SMALL), _segments(cfg)
+    opt = torch.optim.AdamW(ref.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=0.01)
+    for step in range(cfg.steps):
+        opt.param_groups[0]["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps, floor=0.05)
+        loss, _ = vocoder_loss(ref, *sampler.batch(step), cfg.phase_weight, fast_bf16("cpu"))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 5.0)
+        opt.step()
+    # every other adversarial setting changed, but adv_weight 0
+    knobs = dataclasses.replace(cfg, fm_weight=5.0, disc_lr=0.1, disc_start=0, disc_channels=8, mpd=True,
+                                gan_loss="lsgan")
+    torch.manual_seed(0)
+    trainer = VocoderTrainer(Vocos(AUDIO, SMALL), knobs, WITH_SMALL, _segments(knobs), ([], []))
+    for step in range(cfg.steps):
+        values = trainer.step(step)
+    assert trainer.adversary is None and "d" not in values and "discriminator" not in trainer.state()
+    weights = trainer.net.state_dict()
+    for name, value in ref.state_dict().items():
+        assert torch.equal(weights[name], value), name
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(v, b[k]) if isinstance(v, torch.Tensor) else
+                                        _same(v, b[k]) if isinstance(v, dict) else v == b[k] for k, v in a.items())
+
+
+def test_adversarial_training_resumes_exactly_and_exports_the_vocoder_alone(train_dir, tmp_path):
+    cfg = with_adversary(VocoderTrainConfig(steps=4, batch_size=2, segment_frames=32, disc_start=1, disc_channels=8,
+                                            val_every=0, log_every=1))
+    exported = load_checkpoint(train_vocoder(train_dir, tmp_path / "straight", model_cfg=SMALL, cfg=cfg))
+    train_vocoder(train_dir, tmp_path / "split", model_cfg=SMALL, cfg=cfg, until=2)
+    assert load_checkpoint(tmp_path / "split" / "vocoder-last.pt")["step"] == 2
+    train_vocoder(train_dir, tmp_path / "split", model_cfg=SMALL, cfg=cfg)
+    straight, split = (load_checkpoint(tmp_path / run / "vocoder-last.pt") for run in ("straight", "split"))
+    assert straight["step"] == split["step"] == 4
+    for part in ("weights", "optimizer", "discriminator"):
+        assert _same(straight[part], split[part]), part
+    assert straight["discriminator"]["optimizer"]["state"]  # the discriminator was trained, and its Adam state kept
+    # the exported file: the vocoder's weights only
+    assert "discriminator" not in exported and exported["vocoder"].keys() == Vocos(AUDIO, SMALL).state_dict().keys()
+    build_vocoder(exported["vocoder"], Config.from_dict(exported["config"]))
+    rows = [json.loads(r) for r in (tmp_path / "straight" / "vocoder-log.jsonl").read_text().splitlines()]
+    assert "adv" not in rows[0] and all({"d", "adv", "fm"} <= r.keys() for r in rows[1:])
+    assert all(math.isfinite(r["d"]) for r in rows)
+    # the adversarial terms reach the vocoder: without them, the same run ends elsewhere
+    plain = load_checkpoint(train_vocoder(train_dir, tmp_path / "plain", model_cfg=SMALL,
+                                          cfg=dataclasses.replace(cfg, adv_weight=0.0)))
+    assert not _same(plain["vocoder"], exported["vocoder"])
+
+
+def test_train_vocoder_adversarial_options(monkeypatch):
+    seen = []
+    monkeypatch.setattr(training, "train_vocoder", lambda data, out, cfg, **kwargs: seen.append(cfg))
+    for extra, expect in [([], (0.0, 0.2, False, 500)), (["--adversarial"], (0.1, 0.2, False, 500)),
+                          (["--adv-weight", "0.3", "--mpd", "--disc-start", "0"], (0.3, 0.6, True, 0)),
+                          (["--mpd"], (0.1, 0.2, True, 500))]:
+        assert main(["train-vocoder", "--data", "d", "--out", "o", *extra]) == 0
+        cfg = seen.pop()
+        assert (cfg.adv_weight, cfg.fm_weight, cfg.mpd, cfg.disc_start) == pytest.approx(expect), extra
+    with pytest.raises(SystemExit):
+        main(["train-vocoder", "--data", "d", "--out", "o", "--disc-start", "-1"])

@@ -13,7 +13,7 @@ from .config import LAYOUTS, PARTS, VOCODERS, AdaptConfig
 from .convert_cli import add_convert
 from .errors import VCError, VCWarning, reason
 from .files import describe, write_text
-from .options import (BLOCK_MS, COUNT, JOBS, LEARNING_RATE, NON_NEGATIVE, PITCH_SHIFT, POSITIVE, RATIO, STEPS,
+from .options import (BLOCK_MS, COUNT, JOBS, LEARNING_RATE, NON_NEGATIVE, PITCH_SHIFT, POSITIVE, RATIO, STEP, STEPS,
                       THREADS, TIMBRE_MATCH, threads_list)
 
 
@@ -99,16 +99,27 @@ def _add_prepare_and_adapt(sub) -> None:
     a.set_defaults(func=_adapt)
 
 
-def _train_vocoder(args: argparse.Namespace) -> int:
-    from .training.vocoder import VocoderTrainConfig, train_vocoder
+def _vocoder_settings(args: argparse.Namespace):
+    """`vc train-vocoder`'s options as a VocoderTrainConfig."""
+    from .training.vocoder import ADV_WEIGHT, VocoderTrainConfig, with_adversary
 
     cfg = VocoderTrainConfig(threads=args.threads)
     if args.steps is not None:
         cfg.steps = args.steps
     if args.lr is not None:
         cfg.lr = args.lr
+    if args.adversarial or args.adv_weight is not None or args.mpd:
+        cfg = with_adversary(cfg, ADV_WEIGHT if args.adv_weight is None else args.adv_weight, mpd=args.mpd)
+    if args.disc_start is not None:
+        cfg.disc_start = args.disc_start
+    return cfg
+
+
+def _train_vocoder(args: argparse.Namespace) -> int:
+    from .training.vocoder import train_vocoder
+
     try:
-        train_vocoder(args.data, args.out, cfg=cfg, init=args.init, causal=args.causal or None,
+        train_vocoder(args.data, args.out, cfg=_vocoder_settings(args), init=args.init, causal=args.causal or None,
                       finetune_on=args.finetune_on, max_minutes=args.max_minutes)
     except KeyboardInterrupt:  # saved; the loop said how to resume
         return 130
@@ -310,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--threads", type=THREADS, default=0, help="torch threads (0: torch's default)")
     w.add_argument("--causal", action="store_true", help="a streamable vocoder that sees past frames only")
     w.add_argument("--max-minutes", type=POSITIVE, default=None, help="stop (and checkpoint) after this many minutes")
+    w.add_argument("--adversarial", action="store_true", help="train with a multi-resolution discriminator too "
+                   "(for fine-tuning; about 2x slower a step): adversarial loss 0.1, feature matching 0.2")
+    w.add_argument("--adv-weight", type=POSITIVE, default=None,
+                   help="adversarial loss weight (implies --adversarial; default 0.1); feature matching: twice it")
+    w.add_argument("--mpd", action="store_true", help="add the multi-period discriminator (implies --adversarial)")
+    w.add_argument("--disc-start", type=STEP, default=None,
+                   help="steps the discriminator trains alone before the vocoder sees its losses (default 500)")
     w.set_defaults(func=_train_vocoder)
 
     b = sub.add_parser("bench", help="real-time factor, cold start, peak memory and stage shares of a conversion",

@@ -43,6 +43,7 @@ BLOCK_MS = number(float, 1, 10000)
 POSITIVE = number(float, 0, low_open=True)
 NON_NEGATIVE = number(float, 0)  # 0 means "none" for the time budgets that accept it
 STEPS = number(int, 1)
+STEP = number(int, 0)  # a step index: 0 is the first
 COUNT = number(int, 1)
 LEARNING_RATE = number(float, 0, 1, low_open=True)
 RATIO = number(float, 1)

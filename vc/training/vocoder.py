@@ -1,8 +1,17 @@
 """`vc train-vocoder`: train the Vocos-style vocoder on real speech, then fine-tune it on a model's own decoder output.
 
-Losses (no discriminator, so that it trains on a CPU in an hour): L1 on log-mel and on multi-resolution STFT log
-magnitudes of the waveform, spectral convergence, L1 on the predicted log magnitude, and the anti-wrapping phase losses
-of APNet (Ai & Ling 2023: group delay and instantaneous angular frequency) against the true STFT.
+Reconstruction losses (by default there is no discriminator, so that it trains on a CPU in an hour): L1 on log-mel
+and on multi-resolution STFT log magnitudes of the waveform, spectral convergence, L1 on the predicted log magnitude,
+and the anti-wrapping phase losses of APNet (Ai & Ling 2023: group delay and instantaneous angular frequency) against
+the true STFT.
+
+Adversarial training (`adv_weight` > 0, `--adversarial`; meant mainly for fine-tuning), as in Vocos and HiFi-GAN: a
+small multi-resolution discriminator (and optionally a multi-period one, `vc.training.discriminator`) trains beside
+the vocoder; after `disc_start` steps on its own, its hinge loss (`adv_weight`) and feature matching (`fm_weight`) join
+the generator's. `--adversarial` weighs them 0.1 and 0.2 against the mel L1's 2: HiFi-GAN's 1 : 2 : 45, whose
+adversarial and feature-matching terms are sums over sub-discriminators (three here, where they are averaged), gives
+0.13 : 0.27 : 2; a little less, since the reconstruction here has more terms than HiFi-GAN's mel L1. A step costs
+about twice a step without it. The discriminator and its optimizer are in `vocoder-last.pt`, not in `vocoder.pt`.
 """
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ from ..errors import VCError
 from ..runtime import fast_bf16
 from ..vocoder import Vocos, vocoder_weights
 from .data import list_utterances
+from .discriminator import MPD_PERIODS, Adversary
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor
 
@@ -51,6 +61,22 @@ class VocoderTrainConfig:
     checkpoint_minutes: float = 5.0
     val_every: int = 500
     log_every: int = 50
+    # adversarial training (vc.training.discriminator); adv_weight 0: none, and no discriminator is built
+    adv_weight: float = 0.0
+    fm_weight: float = 0.2  # feature matching, while adv_weight > 0
+    disc_lr: float = 2e-4  # the discriminator's peak learning rate (the generator's schedule)
+    disc_start: int = 500  # steps the discriminator trains alone before its losses enter the generator's
+    disc_channels: int = 16
+    mpd: bool = False  # add the multi-period discriminator to the multi-resolution one
+    gan_loss: str = "hinge"  # or "lsgan"
+
+
+ADV_WEIGHT = 0.1  # what --adversarial sets (see the module's docstring)
+
+
+def with_adversary(cfg: VocoderTrainConfig, weight: float = ADV_WEIGHT, **fields: Any) -> VocoderTrainConfig:
+    """`cfg` with adversarial training at `weight` and feature matching at twice it (HiFi-GAN's ratio)."""
+    return dataclasses.replace(cfg, adv_weight=weight, fm_weight=2 * weight, **fields)
 
 
 def anti_wrap(x: torch.Tensor) -> torch.Tensor:
@@ -65,6 +91,13 @@ def _mag(wav: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
 def vocoder_loss(net: Vocos, mel: torch.Tensor, wav: torch.Tensor, phase_weight: float, bf16: bool = False
                  ) -> tuple[torch.Tensor, dict[str, float]]:
     """mel (B, n_mels, frames) and the waveform it belongs to (B, (frames - 1) * hop) -> loss, parts."""
+    loss, parts, _ = reconstruction(net, mel, wav, phase_weight, bf16)
+    return loss, parts
+
+
+def reconstruction(net: Vocos, mel: torch.Tensor, wav: torch.Tensor, phase_weight: float, bf16: bool = False
+                   ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """`vocoder_loss`, and the generated waveform (B, samples)."""
     a = net.audio
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         log_mag, phase = net.spectrum(mel)
@@ -89,7 +122,7 @@ def vocoder_loss(net: Vocos, mel: torch.Tensor, wav: torch.Tensor, phase_weight:
     # pitch pulses fall in it, which a mel does not say; as a loss it only added noise (it stayed at pi / 2).
     loss = (2 * parts["mel"] + parts["mag"] + parts["stft"] + parts["sc"]
             + phase_weight * (parts["gd"] + parts["iaf"]))
-    return loss, {k: float(v.detach()) for k, v in parts.items()}
+    return loss, {k: float(v.detach()) for k, v in parts.items()}, out
 
 
 def load_corpus(data: str | Path, audio: AudioConfig, cache: Path | None = None) -> list[torch.Tensor]:
@@ -161,9 +194,9 @@ class Segments:
 
 
 class VocoderTrainer:
-    """`vc train-vocoder`'s part of the loop: the vocoder and its optimizer, one step on random segments, and
-    copy-synthesis validation."""
-    progress = ("mel", "ip")
+    """`vc train-vocoder`'s part of the loop: the vocoder and its optimizer (and with `cfg.adv_weight`, the
+    discriminator and its), one step on random segments, and copy-synthesis validation."""
+    progress: tuple[str, ...] = ("mel", "ip")
 
     def __init__(self, net: Vocos, cfg: VocoderTrainConfig, config: Config, sampler: "Segments",
                  val: tuple[list[torch.Tensor], list[torch.Tensor]], state: dict[str, Any] | None = None):
@@ -173,6 +206,13 @@ class VocoderTrainer:
             net.load_state_dict(state["weights"])
             self.opt.load_state_dict(state["optimizer"])
         self.bf16 = cfg.bf16 and fast_bf16("cpu")  # the vocoder trains on the CPU
+        self.adversary = None
+        if cfg.adv_weight > 0:
+            self.adversary = Adversary(cfg.disc_channels, MPD_PERIODS if cfg.mpd else (), cfg.disc_lr, cfg.gan_loss,
+                                       (state or {}).get("discriminator"))
+            self.progress = ("mel", "ip", "d")
+        elif state is not None and "discriminator" in state:
+            log.warning("resuming without the checkpoint's discriminator: this run has no adversarial loss")
 
     def step(self, step: int) -> dict[str, float]:
         cfg = self.cfg
@@ -180,16 +220,40 @@ class VocoderTrainer:
             g["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps, floor=0.05)
         mel, wav = self.sampler.batch(step)
         self.net.train()
-        loss, parts = vocoder_loss(self.net, mel, wav, cfg.phase_weight, self.bf16)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.adversary is None:
+            loss, parts = vocoder_loss(self.net, mel, wav, cfg.phase_weight, self.bf16)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+        else:
+            loss, parts = self._adversarial_backward(step, mel, wav)
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
         self.opt.step()
         return {"loss": loss.item(), **parts}
 
+    def _adversarial_backward(self, step: int, mel: torch.Tensor, wav: torch.Tensor
+                              ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The generator's gradients (reconstruction, and after `disc_start` steps the adversarial and feature-matching
+        terms), and the discriminator's update on the same audio."""
+        cfg, adversary = self.cfg, self.adversary
+        loss, parts, out = reconstruction(self.net, mel, wav, cfg.phase_weight, self.bf16)
+        joint = step >= cfg.disc_start
+        d_loss, adv, fm = adversary.losses(out, wav, joint, self.bf16)
+        if joint:
+            loss = loss + cfg.adv_weight * adv + cfg.fm_weight * fm
+            parts.update(adv=float(adv.detach()), fm=float(fm.detach()))
+        self.opt.zero_grad(set_to_none=True)
+        # before the discriminator's update, which changes the weights that this backward pass goes through
+        loss.backward(inputs=list(self.net.parameters()), retain_graph=joint)
+        adversary.update(d_loss, warmup_cosine(step, cfg.disc_lr, cfg.warmup_steps, cfg.steps, floor=0.05))
+        parts["d"] = float(d_loss.detach())
+        return loss, parts
+
     def state(self) -> dict[str, Any]:
-        return {"kind": "vocoder-train", "weights": self.net.state_dict(), "optimizer": self.opt.state_dict(),
-                "config": self.config.to_dict(), "settings": dataclasses.asdict(self.cfg)}
+        state = {"kind": "vocoder-train", "weights": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                 "config": self.config.to_dict(), "settings": dataclasses.asdict(self.cfg)}
+        if self.adversary is not None:
+            state["discriminator"] = self.adversary.state()
+        return state
 
     def validate(self, step: int, monitor: Monitor) -> dict[str, float]:
         return validate(self.net, *self.val, self.config.audio)
