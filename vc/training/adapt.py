@@ -4,6 +4,11 @@ The content encoder (what is said) stays frozen; the speaker encoder and the dec
 enters) learn the new voices from their reconstruction, the reference being another clip of the same speaker, as in
 training. A few minutes of speech per speaker and a few minutes of CPU suffice; the result is an inference checkpoint
 with the original's vocoder, used like any other (`vc convert --checkpoint`).
+
+A model with whisper content features (`model.content_features: whisper`) adapts as it was trained: its own frozen
+Whisper encoder computes the states of the clips once (cached in the run folder beside the mels, keyed by the encoder's
+weights and layer count), and the content encoder reads the standardized states of each batch's segments; the
+frequency warp of training applies to mels only, so they enter unwarped. The Whisper encoder never trains.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from ..model import VoiceConverterNet
 from ..runtime import fast_bf16, resolve_device
 from ..vocoder import load_vocoder
 from .converter import freq_warp
-from .data import SegmentSampler, list_utterances, load_features
+from .data import SegmentSampler, encoder_id, list_utterances, load_features, load_states
 from .distributed import Dist
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
@@ -54,14 +59,17 @@ def trainable(net: VoiceConverterNet, parts: tuple[str, ...] | list[str]) -> lis
 
 class AdaptTrainer:
     """`vc adapt`'s part of the loop: the trainable parts of a converter, their optimizer, one reconstruction step,
-    and audio of conversions between the new speakers as validation."""
+    and audio of conversions between the new speakers as validation. `states`: the Whisper states (C, T) of the
+    utterances of `features`, on their mels' frames, for a model with whisper content features (and only for one)."""
     progress = ("recon_l1",)
 
     def __init__(self, net: VoiceConverterNet, model_cfg: Config, cfg: AdaptConfig, features: tuple[list, list, list],
-                 started: float, vocoder=None, state: dict[str, Any] | None = None):
-        if net.features is not None:  # its reconstruction step feeds the content encoder mels
-            raise VCError("vc adapt does not support models with whisper content features yet")
+                 started: float, vocoder=None, state: dict[str, Any] | None = None, states: list | None = None):
+        if (net.features is None) != (states is None):
+            raise VCError("a model with whisper content features adapts on the Whisper states of its clips, "
+                          "and only such a model does")
         self.net, self.model_cfg, self.cfg, self.started, self.vocoder = net, model_cfg, cfg, started, vocoder
+        self.states = states
         self.utts, self.mels, self.f0s = features
         self.speakers = sorted({u.speaker for u in self.utts})
         self.params = trainable(net, cfg.parts)
@@ -83,12 +91,16 @@ class AdaptTrainer:
         mel, ref, _, pitch = self.sampler.batch(step, cfg.batch_size)
         mel, ref = net.normalize(mel.to(dev)), net.normalize(ref.to(dev))
         pitch = pitch.to(dev) if pitch is not None else None
+        states = (None if self.states is None  # the same segments, cut from the Whisper states
+                  else net.standardize(self.sampler.segments(step, cfg.batch_size, self.states).to(dev)))
         lr = learning_rate(cfg, step, (time.time() - self.started) / self.budget if self.budget else 0.0)
         for group in self.opt.param_groups:
             group["lr"] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
             with torch.set_grad_enabled("content" in cfg.parts):
-                content = net.content_encoder(freq_warp(mel, self.model_cfg.train.freq_warp, rng))
+                # as in training, the warp stretches mels along frequency; Whisper states enter unwarped
+                x = freq_warp(mel, self.model_cfg.train.freq_warp, rng) if states is None else states
+                content = net.content_encoder(x)
             rec = net.decoder(content, net.speaker_encoder(ref), mel.shape[2], pitch)
             loss = (rec.float() - mel).abs().mean()
         self.opt.zero_grad(set_to_none=True)
@@ -104,7 +116,8 @@ class AdaptTrainer:
 
     def validate(self, step: int, monitor: Monitor) -> dict[str, float]:
         monitor.audio(step, sample_conversions(self.net, self.model_cfg, self.utts, self.mels, self.f0s,
-                                               vocoder=self.vocoder), self.model_cfg.audio.sample_rate)
+                                               vocoder=self.vocoder, states=self.states),
+                      self.model_cfg.audio.sample_rate)
         return {}
 
 
@@ -126,6 +139,11 @@ def adapt(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: AdaptC
     net, model_cfg = build_model(ckpt, checkpoint)
     net.to(dev)
     features = load_features(list_utterances(data), model_cfg.audio, r.folder / "features.pt", model_cfg.pitch)
+    states = None
+    if net.features is not None:  # the content encoder's input: the states of the model's own Whisper encoder
+        layers = net.cfg.whisper_layers
+        states = load_states(*features[:2], model_cfg.audio, net.features, layers, encoder_id(net.features),
+                             r.folder / f"states-whisper{layers}.pt")
     speakers = sorted({u.speaker for u in features[0]})
     seconds = {s: sum(m.shape[1] for u, m in zip(features[0], features[1]) if u.speaker == s) / 80 for s in speakers}
     print(f"adapting to {len(speakers)} speaker(s): " + ", ".join(f"{s} {v / 60:.1f} min" for s, v in seconds.items()))
@@ -134,7 +152,7 @@ def adapt(checkpoint: str | Path, data: str | Path, out: str | Path, cfg: AdaptC
     step, spent = (state["step"], state["seconds"]) if state is not None else (0, 0.0)
     started = entered - spent  # the budget counts from the call, features included, and across resumes
     vocoder = load_vocoder("vocos", model_cfg, ckpt["vocoder"]) if ckpt.get("vocoder") is not None else None
-    trainer = AdaptTrainer(net, model_cfg, cfg, features, started, vocoder, state)
+    trainer = AdaptTrainer(net, model_cfg, cfg, features, started, vocoder, state, states)
     monitor = r.monitor(cfg.steps, step, desc="adapt")
     if step == 0:
         trainer.validate(0, monitor)  # the unadapted model, to compare with

@@ -2,7 +2,6 @@
 process, or on several under torchrun (DistributedDataParallel, see `vc.training.distributed`)."""
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,8 @@ from ..model import SpeakerClassifier, VoiceConverterNet
 from ..pitch import features
 from ..runtime import fast_bf16
 from ..whisper import WhisperEncoder, export_weights, load_encoder
-from .data import (SegmentSampler, Utterance, gather_utterances, list_utterances, load_features, load_states,
-                   shard_features)
+from .data import (SegmentSampler, Utterance, encoder_id, gather_utterances, list_utterances, load_features,
+                   load_states, shard_features)
 from .distributed import Dist, setup
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
@@ -186,14 +185,11 @@ def whisper_encoder(cfg: Config, out: Path, d: Dist) -> WhisperEncoder:
 def read_states(cfg: Config, encoder: WhisperEncoder, out: Path, d: Dist, parts: dict[str, tuple[list, list]]):
     """Whisper states of each part's (utterances, mels), cached in `out` beside the mel caches under a key of the
     feature kind, its layers and the encoder's weights. Rank 0 computes the training states; the others read them."""
-    digest = hashlib.sha1()
-    for v in encoder.state_dict().values():
-        digest.update(v.detach().cpu().numpy().tobytes())
-    layers = cfg.model.whisper_layers
+    digest, layers = encoder_id(encoder), cfg.model.whisper_layers
 
     def states(name: str) -> list:
         utts, mels = parts[name]
-        return load_states(utts, mels, cfg.audio, encoder, layers, digest.hexdigest(),
+        return load_states(utts, mels, cfg.audio, encoder, layers, digest,
                            out / f"states-{name}-whisper{layers}.pt") if utts else []
 
     train = states("train") if d.main else None

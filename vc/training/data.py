@@ -95,6 +95,14 @@ def load_features(utts: list[Utterance], cfg: AudioConfig, cache: str | Path | N
 STATES_VERSION = 1  # bump when what `load_states` computes changes
 
 
+def encoder_id(encoder) -> str:
+    """A digest of a Whisper encoder's weights: `load_states`'s `encoder_id`, so that other weights rebuild a cache."""
+    digest = hashlib.sha1()
+    for v in encoder.state_dict().values():
+        digest.update(v.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_states(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioConfig, encoder, layers: int,
                 encoder_id: str, cache: str | Path | None = None) -> list[torch.Tensor]:
     """Whisper states (n_state, T) in float16 of every utterance, on the frames of its mel in `mels`
