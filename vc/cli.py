@@ -275,6 +275,31 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def add_train_vocoder(sub) -> None:
+    """`vc train-vocoder` and its options."""
+    w = sub.add_parser("train-vocoder", help="train the neural vocoder (resumes from OUT/vocoder-last.pt)",
+                       description="Train the Vocos-style vocoder on the audio of --data; with --finetune-on, "
+                       "continue from --init on that converter's own reconstructions. Writes OUT/vocoder.pt; bundle "
+                       "it into a converter with `vc export --vocoder-ckpt`.")
+    w.add_argument("--data", required=True, help="audio: a folder with utterances.tsv, or one folder per speaker")
+    w.add_argument("--out", required=True, help="run folder")
+    w.add_argument("--steps", type=STEPS, default=None, help="training steps (default 12000)")
+    w.add_argument("--init", default=None, help="start from this vocoder file (OUT/vocoder.pt of an earlier run)")
+    w.add_argument("--finetune-on", default=None, help="converter checkpoint whose reconstructions to train on")
+    w.add_argument("--lr", type=LEARNING_RATE, default=None, help="peak learning rate (default 5e-4)")
+    w.add_argument("--threads", type=THREADS, default=0, help="torch threads (0: torch's default)")
+    w.add_argument("--causal", action="store_true", help="a streamable vocoder that sees past frames only")
+    w.add_argument("--max-minutes", type=POSITIVE, default=None, help="stop (and checkpoint) after this many minutes")
+    w.add_argument("--adversarial", action="store_true", help="train with a multi-resolution discriminator too "
+                   "(for fine-tuning; about 2x slower a step): adversarial loss 0.1, feature matching 0.2")
+    w.add_argument("--adv-weight", type=POSITIVE, default=None,
+                   help="adversarial loss weight (implies --adversarial; default 0.1); feature matching: twice it")
+    w.add_argument("--mpd", action="store_true", help="add the multi-period discriminator (implies --adversarial)")
+    w.add_argument("--disc-start", type=STEP, default=None,
+                   help="steps the discriminator trains alone before the vocoder sees its losses (default 500)")
+    w.set_defaults(func=_train_vocoder)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="vc", description="One-shot voice conversion on a CPU.")
     p.add_argument("--version", action="version", version=f"vc {__version__}")
@@ -308,27 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "check them against torch under onnxruntime and time both (pip install -e \".[export]\")")
     e.set_defaults(func=_export)
 
-    w = sub.add_parser("train-vocoder", help="train the neural vocoder (resumes from OUT/vocoder-last.pt)",
-                       description="Train the Vocos-style vocoder on the audio of --data; with --finetune-on, "
-                       "continue from --init on that converter's own reconstructions. Writes OUT/vocoder.pt; bundle "
-                       "it into a converter with `vc export --vocoder-ckpt`.")
-    w.add_argument("--data", required=True, help="audio: a folder with utterances.tsv, or one folder per speaker")
-    w.add_argument("--out", required=True, help="run folder")
-    w.add_argument("--steps", type=STEPS, default=None, help="training steps (default 12000)")
-    w.add_argument("--init", default=None, help="start from this vocoder file (OUT/vocoder.pt of an earlier run)")
-    w.add_argument("--finetune-on", default=None, help="converter checkpoint whose reconstructions to train on")
-    w.add_argument("--lr", type=LEARNING_RATE, default=None, help="peak learning rate (default 5e-4)")
-    w.add_argument("--threads", type=THREADS, default=0, help="torch threads (0: torch's default)")
-    w.add_argument("--causal", action="store_true", help="a streamable vocoder that sees past frames only")
-    w.add_argument("--max-minutes", type=POSITIVE, default=None, help="stop (and checkpoint) after this many minutes")
-    w.add_argument("--adversarial", action="store_true", help="train with a multi-resolution discriminator too "
-                   "(for fine-tuning; about 2x slower a step): adversarial loss 0.1, feature matching 0.2")
-    w.add_argument("--adv-weight", type=POSITIVE, default=None,
-                   help="adversarial loss weight (implies --adversarial; default 0.1); feature matching: twice it")
-    w.add_argument("--mpd", action="store_true", help="add the multi-period discriminator (implies --adversarial)")
-    w.add_argument("--disc-start", type=STEP, default=None,
-                   help="steps the discriminator trains alone before the vocoder sees its losses (default 500)")
-    w.set_defaults(func=_train_vocoder)
+    add_train_vocoder(sub)
 
     b = sub.add_parser("bench", help="real-time factor, cold start, peak memory and stage shares of a conversion",
                        description="Time `vc convert` of one clip end to end (read to write) in fresh processes, "
