@@ -150,6 +150,8 @@ class TrainConfig(_Checked):
     speaker_ce_weight: float = 0.1  # auxiliary speaker classification on the speaker embedding
     speaker_balance: float = 0.0  # 0: segments drawn by length; 1: every speaker equally often (`SegmentSampler`)
     freq_warp: float = 0.12  # content input is stretched along frequency by up to +-12% (timbre scrambling)
+    speaker_warp: float = 0.0  # speaker augmentation: new voices with every frequency scaled by up to +-w
+    speaker_warp_share: float = 0.5  # the share of each batch made new voices when speaker_warp > 0
     bf16: bool = True  # bf16 autocast where it pays (`vc.runtime.fast_bf16`)
     threads: int = 0  # torch threads; 0 keeps torch's default
     num_val_utterances: int = 40
@@ -165,6 +167,8 @@ class TrainConfig(_Checked):
                           "checkpoint_minutes"),
               "freq_warp": (lambda c: 0 <= c.freq_warp < 1, "in [0, 1)"),
               "speaker_balance": (lambda c: 0 <= c.speaker_balance <= 1, "in [0, 1]"),
+              "speaker_warp": (lambda c: 0 <= c.speaker_warp < 0.5, "in [0, 0.5)"),
+              "speaker_warp_share": (lambda c: 0 <= c.speaker_warp_share <= 1, "in [0, 1]"),
               "threads": (lambda c: c.threads >= 0, "0 or positive")}
 
 

@@ -26,7 +26,7 @@ from ..errors import VCError
 from ..model import VoiceConverterNet
 from ..runtime import fast_bf16, resolve_device
 from ..vocoder import load_vocoder
-from .converter import freq_warp
+from .augment import freq_warp
 from .data import SegmentSampler, encoder_id, list_utterances, load_features, load_states
 from .distributed import Dist
 from .loop import Run, Schedule, seed, warmup_cosine

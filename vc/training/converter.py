@@ -19,31 +19,12 @@ from ..model import SpeakerClassifier, VoiceConverterNet
 from ..pitch import features
 from ..runtime import fast_bf16
 from ..whisper import WhisperEncoder, export_weights, load_encoder
+from .augment import freq_warp, new_voices
 from .data import (SegmentSampler, Utterance, encoder_id, gather_utterances, list_utterances, load_features,
                    load_states, shard_features)
 from .distributed import Dist, setup
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
-
-
-def freq_warp(mel: torch.Tensor, max_warp: float, rng: np.random.Generator) -> torch.Tensor:
-    """Stretch each normalized mel (B, n_mels, T) along frequency by a random factor in [1 - w, 1 + w].
-
-    Fed to the content encoder only: formants move while what is said stays, so timbre becomes useless to it.
-    """
-    if max_warp <= 0:
-        return mel
-    out = torch.empty_like(mel)
-    n = mel.shape[1]
-    for b in range(mel.shape[0]):
-        size = max(2, round(n * (1 + rng.uniform(-max_warp, max_warp))))
-        x = F.interpolate(mel[b:b + 1].transpose(1, 2), size=size, mode="linear", align_corners=True)[0].T
-        if size >= n:
-            out[b] = x[:n]
-        else:
-            out[b, :size] = x
-            out[b, size:] = mel[b].min()
-    return out
 
 
 def adv_weight(cfg: Config, step: int) -> float:
@@ -288,6 +269,8 @@ class ConverterTrainer:
         rng = np.random.default_rng([t.seed, draw, 1])
         mel, ref, ids, pitch = (x.to(d.device) if x is not None else None
                                 for x in self.sampler.batch(draw, t.batch_size))
+        mel, ref, pitch, changed = new_voices(mel, ref, pitch, t.speaker_warp, t.speaker_warp_share,
+                                              np.random.default_rng([t.seed, draw, 2]), cfg.audio, cfg.pitch)
         mel, ref = net.normalize(mel), net.normalize(ref)
         lr = learning_rate(cfg, step)
         for group in self.opt_g.param_groups + self.opt_c.param_groups:
@@ -305,7 +288,9 @@ class ConverterTrainer:
             # this is bounded, unlike maximizing the classifier's cross-entropy, so training stays stable.
             # (The classifier's own gradients from this term are discarded: opt_c zeroes them below.)
             adv = -F.log_softmax(self.clf(content).float(), dim=1).mean() - math.log(cfg.model.n_speakers)
-            spk_ce = F.cross_entropy(spk_logits, ids)
+            # the speaker head names recorded voices only: a new voice (`new_voices`) is none of them
+            kept = ~changed.to(ids.device)
+            spk_ce = F.cross_entropy(spk_logits[kept], ids[kept]) if kept.any() else spk_logits.sum() * 0
             loss = recon + alpha * adv + t.speaker_ce_weight * spk_ce
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
