@@ -95,6 +95,8 @@ class ModelConfig(_Checked):
     n_speakers: int = 1  # training speakers; sized from the data by `vc train`
     content_features: str = "mel"  # the content encoder's input: "mel", or "whisper" (a frozen Whisper encoder's
     whisper_layers: int = 0  # states, `vc.content`); with "whisper", the encoder blocks run (0: all, then its norm)
+    content: str = "in"  # the bottleneck: "in" (instance norm) or "vq" (instance norm, then a codebook of units)
+    codebook_size: int = 64  # with content "vq": the number of units
 
     _rules = {**_positive("channels", "kernel_size", "content_dim", "speaker_blocks", "speaker_dim",
                           "decoder_blocks", "classifier_channels", "n_speakers"),
@@ -105,7 +107,10 @@ class ModelConfig(_Checked):
               "content_features": (lambda c: c.content_features == "mel" or (c.content_features == "whisper"
                                                                            and not c.causal),
                                    "'mel' or 'whisper' (whisper is not causal: not with causal)"),
-              "whisper_layers": (lambda c: c.whisper_layers >= 0, "0 (all) or positive")}
+              "whisper_layers": (lambda c: c.whisper_layers >= 0, "0 (all) or positive"),
+              "content": (lambda c: c.content == "in" or (c.content == "vq" and not c.causal),
+                          "'in' or 'vq' (vq is not causal: not with causal)"),
+              "codebook_size": (lambda c: c.codebook_size >= 2, "at least 2")}
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,7 @@ class TrainConfig(_Checked):
     freq_warp: float = 0.12  # content input is stretched along frequency by up to +-12% (timbre scrambling)
     speaker_warp: float = 0.0  # speaker augmentation: new voices with every frequency scaled by up to +-w
     speaker_warp_share: float = 0.5  # the share of each batch made new voices when speaker_warp > 0
+    vq_commitment: float = 0.25  # with model.content "vq": weight of the commitment term (the codebook term has 1)
     bf16: bool = True  # bf16 autocast where it pays (`vc.runtime.fast_bf16`)
     threads: int = 0  # torch threads; 0 keeps torch's default
     num_val_utterances: int = 40

@@ -68,6 +68,48 @@ def _norm(window: int):
     return instance_norm if window <= 0 else (lambda x: window_norm(x, window))
 
 
+class VectorQuantizer(nn.Module):
+    """A codebook of `size` units: each frame of a content code (B, dim, T) is replaced by its nearest unit, with the
+    straight-through estimator (the gradient passes as if nothing had been replaced). In training, `losses` holds
+    the codebook term (units pulled toward the frames they stand for) and the commitment term (frames pulled toward
+    their unit), and units no frame chose for a while restart on a random frame of the batch (dead-code restart,
+    as in Jukebox), so that the whole codebook stays in use."""
+
+    def __init__(self, size: int, dim: int, decay: float = 0.99):
+        super().__init__()
+        self.codebook = nn.Parameter(torch.randn(size, dim))
+        self.decay = decay
+        self.register_buffer("usage", torch.ones(size))  # a running mean of how often each unit is chosen
+        self.losses: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.perplexity = 0.0
+
+    def codes(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, dim, T) -> the index of each frame's nearest unit (B, T)."""
+        flat = z.transpose(1, 2).reshape(-1, z.shape[1])
+        book = self.codebook.float()
+        dist = (flat * flat).sum(1, keepdim=True) - 2 * flat @ book.T + (book * book).sum(1)[None]
+        return dist.argmin(dim=1).view(z.shape[0], z.shape[2])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = z.float()
+        idx = self.codes(z)
+        q = F.embedding(idx, self.codebook.float()).transpose(1, 2)  # (B, dim, T)
+        if self.training and self.codebook.requires_grad and torch.is_grad_enabled():
+            self.losses = (F.mse_loss(q, z.detach()), F.mse_loss(z, q.detach()))
+            with torch.no_grad():
+                counts = torch.bincount(idx.flatten(), minlength=self.codebook.shape[0]).float()
+                p = counts / counts.sum()
+                self.perplexity = float(torch.exp(-(p * (p + 1e-10).log()).sum()))
+                self.usage.mul_(self.decay).add_(p * (1 - self.decay) * len(p))
+                dead = torch.nonzero(self.usage < 0.03).flatten()
+                if len(dead):
+                    frames = z.detach().transpose(1, 2).reshape(-1, z.shape[1])
+                    pick = torch.randint(0, frames.shape[0], (len(dead),), device=z.device)
+                    self.codebook.data[dead] = frames[pick].to(self.codebook.dtype)
+                    self.usage[dead] = 1.0
+        return z + (q - z).detach()
+
+
 class ContentEncoder(nn.Module):
     """Content input (B, n_mels or the Whisper states' dim, T) -> content code (B, content_dim, ceil(T / 2)).
 
@@ -83,6 +125,8 @@ class ContentEncoder(nn.Module):
         self.blocks = nn.ModuleList(_conv(c, c, k, stride=2 if i == 1 else 1, causal=causal)
                                     for i in range(cfg.content_blocks))
         self.conv_out = _conv(c, cfg.content_dim, 1)
+        # model.content "vq": the instance-normalized code then goes through a codebook of units (a discrete code)
+        self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.content_dim) if cfg.content == "vq" else None
         w = cfg.norm_window if causal else 0  # in mel frames; layers at the halved rate use half as many
         self.norm_high, self.norm_low = _norm(w), _norm(w // 2)
 
@@ -91,7 +135,8 @@ class ContentEncoder(nn.Module):
         for i, block in enumerate(self.blocks):
             h = _act((self.norm_high if i == 0 else self.norm_low)(block(x)))
             x = (_halve(x, self.causal) if block.stride[0] == 2 else x) + h
-        return self.norm_low(self.conv_out(x))
+        z = self.norm_low(self.conv_out(x))
+        return self.quantizer(z) if self.quantizer is not None else z
 
 
 class SpeakerEncoder(nn.Module):

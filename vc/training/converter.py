@@ -292,6 +292,9 @@ class ConverterTrainer:
             kept = ~changed.to(ids.device)
             spk_ce = F.cross_entropy(spk_logits[kept], ids[kept]) if kept.any() else spk_logits.sum() * 0
             loss = recon + alpha * adv + t.speaker_ce_weight * spk_ce
+            vq = net.content_encoder.quantizer  # model.content "vq": the codebook and commitment terms
+            if vq is not None:
+                loss = loss + vq.losses[0] + t.vq_commitment * vq.losses[1]
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.gen_params, t.grad_clip)
@@ -303,7 +306,8 @@ class ConverterTrainer:
         torch.nn.utils.clip_grad_norm_(self.clf.parameters(), t.grad_clip)
         self.opt_c.step()
         return {"recon_l1": recon.item(), "adv": adv.item(), "adv_weight": alpha, "clf_ce": clf_loss.item(),
-                "spk_ce": spk_ce.item(), "grad_norm": float(gnorm), "lr": lr}
+                "spk_ce": spk_ce.item(), "grad_norm": float(gnorm), "lr": lr,
+                **({"vq_perplexity": vq.perplexity} if vq is not None else {})}
 
     def state(self) -> dict[str, Any]:
         return {"kind": "training", "config": self.cfg.to_dict(), "speakers": self.corpus.speakers,
