@@ -40,6 +40,7 @@ from vc.audio import load_wav, normalize_loudness, save_wav
 from vc.config import VOCODERS, AudioConfig
 from vc.content import content_input
 from vc.evaluate import COLUMNS, JUDGES, Row, Scorer, evaluate, format_table, summarize
+from vc.training.input_check import colored_noise, mix
 
 ROOT = Path(__file__).resolve().parents[1]
 GENDER_PAIRS = ["FF", "FM", "MF", "MM"]
@@ -117,6 +118,21 @@ def make_pairs(clips: list[dict], n: int, seed: int) -> list[dict]:
                     source_speaker=src["speaker"], target_speaker=tgt_speaker)
         pairs.append(pair)
     return pairs
+
+
+def noisy_sources(pairs: list[dict], snr_db: float, folder: Path) -> list[dict]:
+    """The pairs with each source replaced by a copy with coloured noise `snr_db` below it (seed 90000 + pair
+    index: the noise of the input-check fit and of any training uses other seeds), written to `folder`."""
+    cfg = AudioConfig()
+    out = []
+    for i, p in enumerate(pairs):
+        rng = np.random.default_rng(90000 + i)
+        wav = load_wav(p["source"], cfg, trim=False)
+        noisy = mix(wav, colored_noise(len(wav), float(rng.uniform(0, 2)), rng), snr_db)
+        path = save_wav(folder / f"{i:02d}_{Path(p['source']).stem}_{snr_db:g}dB.wav",
+                        (noisy / max(1.0, float(np.abs(noisy).max()))).astype(np.float32), cfg.sample_rate)
+        out.append({**p, "source": path})
+    return out
 
 
 def convert_all(system: str, pairs: list[dict], out: Path, args: argparse.Namespace) -> list[Row]:
@@ -231,6 +247,9 @@ def main() -> None:
     p.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")
     p.add_argument("--no-mcd", action="store_true", help="skip mel-cepstral distortion")
     p.add_argument("--probe", action="store_true", help="also run the content-code leakage probe on the model")
+    p.add_argument("--noise-snr", type=float, default=None, metavar="DB",
+                   help="convert noisy copies of the sources: coloured noise (1/f^b, b in 0..2, seeded per pair "
+                   "with seeds no training uses) this many dB below the speech; CER against the clean text")
     args = p.parse_args()
     extra = dict(m.split("=", 1) for m in args.model if "=" in m)
     if len(extra) != len(args.model) or set(extra) & set(SYSTEMS):
@@ -256,6 +275,8 @@ def main() -> None:
     pairs = read_pairs(pair_list, data) if fixed else make_pairs(clips, args.pairs, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.noise_snr is not None:
+        pairs = noisy_sources(pairs, args.noise_snr, out / "noisy-sources")
     results = {}
     for system in systems:
         rows = convert_all(system, pairs, out, args)
