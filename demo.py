@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no analytics calls home
@@ -41,25 +42,33 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
             raise gr.Error(f"The {role} clip is {seconds:.0f} s long; this demo takes up to {max_seconds:.0f} s.")
         return path
 
+    def named(message: str, source, target, target2) -> str:
+        """A message naming each clip by its role, not by its temporary upload path."""
+        for path, role in ((source, "source"), (target, "target"), (target2, "second target")):
+            if path:
+                message = message.replace(str(path), f"{role} clip ({Path(path).name})")
+        return message
+
     def convert(source, target, target2, mix, pitch_shift=0.0, match_pitch=True, timbre_match=None):
         plots.plt.close("all")
         try:
-            check(source, "source")
-            check(target, "target")
-            voice = first = model.embed(target)
-            if target2 and mix > 0:
-                check(target2, "second target")
-                voice = first.mix(model.embed(target2), mix)
-            out = model.convert(source, voice, pitch_shift=float(pitch_shift or 0), match_pitch=bool(match_pitch),
-                                timbre_match=float(timbre_match))
+            with warnings.catch_warnings(record=True) as caught:  # shown, never blocking (e.g. the input check)
+                warnings.simplefilter("always", vc.VCWarning)
+                check(source, "source")
+                check(target, "target")
+                voice = first = model.embed(target)
+                if target2 and mix > 0:
+                    check(target2, "second target")
+                    voice = first.mix(model.embed(target2), mix)
+                out = model.convert(source, voice, pitch_shift=float(pitch_shift or 0),
+                                    match_pitch=bool(match_pitch), timbre_match=float(timbre_match))
+            for w in caught:
+                if issubclass(w.category, vc.VCWarning):
+                    gr.Warning(named(str(w.message), source, target, target2))
             clips = {"source": model.load(source), "target": model.load(target), "output": vc.audio.prepare(
                 out, model.sample_rate, model.cfg.audio)}
-        except vc.VCError as e:  # one line naming the clip by its role, not by its temporary upload path
-            message = str(e)
-            for path, role in ((source, "source"), (target, "target"), (target2, "second target")):
-                if path:
-                    message = message.replace(str(path), f"{role} clip ({Path(path).name})")
-            raise gr.Error(message) from None
+        except vc.VCError as e:
+            raise gr.Error(named(str(e), source, target, target2)) from None
         e_src, e_out = model.embed(clips["source"]).embedding, model.embed(clips["output"]).embedding
         points = {"source": e_src, "target": first.embedding}
         if target2 and mix > 0:

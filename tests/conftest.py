@@ -11,6 +11,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _no_input_check(monkeypatch):
+    """The shipped input check (vc.input_check) is off, as with VC_INPUT_CHECK=0: most tests convert synthetic
+    buzzes, which it rightly finds unlike speech. tests/test_input_check.py turns it back on."""
+    monkeypatch.setenv("VC_INPUT_CHECK", "0")
+
+
 def synth_speech(f0: float, seconds: float = 2.0, sr: int = 16000, seed: int = 0) -> np.ndarray:
     """A voiced, syllable-modulated harmonic signal with a speaker-dependent spectral tilt, float32 (T,)."""
     rng = np.random.default_rng(seed)

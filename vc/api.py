@@ -26,7 +26,8 @@ from .checkpoint import build_model, check_weights, load_checkpoint
 from .chunks import convert_chunks
 from .config import Config
 from .content import content_input
-from .errors import VCError
+from .errors import VCError, warn
+from .input_check import InputCheck, load_checker
 from .model import VoiceConverterNet
 from .pitch import PitchStats
 from .registry import resolve_checkpoint
@@ -46,6 +47,7 @@ class Voice:
     embedding: torch.Tensor
     pitch: PitchStats | None = None
     spectrum: torch.Tensor | None = None  # mean log-mel (n_mels,) of the clips' speech frames
+    checks: tuple[InputCheck, ...] = ()  # the input check of each clip (`VoiceConverter.check_input`), where run
 
     def mix(self, other: "Voice", weight: float) -> "Voice":
         """(1 - weight) of this voice and `weight` of the other: embeddings, log-F0 statistics and mean spectra
@@ -58,7 +60,7 @@ class Voice:
         spectrum = self.spectrum if self.spectrum is not None else other.spectrum
         if self.spectrum is not None and other.spectrum is not None:
             spectrum = (1 - weight) * self.spectrum + weight * other.spectrum
-        return Voice(emb, stats, spectrum)
+        return Voice(emb, stats, spectrum, self.checks + other.checks)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,23 @@ class VoiceConverter:
         self.vocoder = load_vocoder(self.vocoder_name, cfg, vocoder_weights)
         if self.vocoder_name != "griffin-lim":
             self.vocoder.net.to(device)
+        self.checker = load_checker()  # the input check (`vc.input_check`); None where it is not installed
+        self.last_checks: dict[str, InputCheck] = {}  # the last `convert`'s, by role ("source")
+
+    def check_input(self, audio: Audio, *, role: str = "source") -> InputCheck | None:
+        """How unlike one person speaking a clip is (`vc.input_check`): its `InputCheck`, and one warning line when
+        it is unusual. None where no check is installed. It never raises for what it finds: conversion goes on."""
+        name = str(audio) if isinstance(audio, (str, os.PathLike)) else f"<{role}>"
+        return self._check(self.load(audio, trim=False) if self.checker is not None else None, name, role)
+
+    def _check(self, wav: np.ndarray | None, name: str, role: str) -> InputCheck | None:
+        """`check_input` of a clip already loaded (prepared at the model's rate)."""
+        if wav is None or self.checker is None or self.checker.audio.sample_rate != self.sample_rate:
+            return None
+        found = self.checker.check(wav)
+        if found.unusual:
+            warn(found.message(name, role))
+        return found
 
     @property
     def sample_rate(self) -> int:
@@ -138,12 +157,16 @@ class VoiceConverter:
         if len(targets) == 0:
             raise VCError("no target clip given")
         wavs = [self.load(t, trim=True) for t in targets]
+        # checked as recorded, before the trim: pauses and the quiet before and after are part of the evidence
+        checks = [self._check(self.load(t, trim=False), str(t) if isinstance(t, (str, os.PathLike)) else "<target>",
+                              "target clip") for t in targets] if self.checker is not None else []
         mels = [log_mel(w, self.cfg.audio) for w in wavs]
         embs = [self.net.speaker_encoder(self.net.normalize(m.to(self.device)[None]))[0] for m in mels]
         stats = pitch.stats([pitch.track(w, self.cfg.audio, self.cfg.pitch)[0] for w in wavs], self.cfg.pitch)
         db = self.cfg.convert.speech_frames_db
         spectrum = torch.stack([timbre.speech_spectrum(m, db) for m in mels]).mean(dim=0)
-        return Voice(torch.stack(embs).mean(dim=0).cpu(), stats, spectrum)
+        checked = tuple(c for c in checks if c is not None)
+        return Voice(torch.stack(embs).mean(dim=0).cpu(), stats, spectrum, checked)
 
     @torch.inference_mode()
     def encode(self, wav: np.ndarray) -> Content:
@@ -218,11 +241,13 @@ class VoiceConverter:
         check_options(pitch_shift, timbre_match)
         voice = self.voice(target)
         wav = self.load(source, trim=False)
+        name = str(source) if isinstance(source, (str, os.PathLike)) else "<source>"
+        found = self._check(wav, name, "source")
+        self.last_checks = {"source": found} if found is not None else {}
         content = self.encode(wav)
         p = self.source_pitch(wav, voice, pitch_shift=pitch_shift, match_pitch=match_pitch)
         mel = self.decode(content, voice, p, timbre_match=timbre_match)
-        return self.finish(self.vocode(mel, len(wav)), str(source) if isinstance(source, (str, os.PathLike)) else
-                           "<conversion>")
+        return self.finish(self.vocode(mel, len(wav)), name if name != "<source>" else "<conversion>")
 
     def reconstruct_mel(self, wav: np.ndarray) -> torch.Tensor:
         """Teacher-forced reconstruction of a (prepared) clip in its own voice and pitch: log-mel (n_mels, frames)
@@ -260,6 +285,11 @@ class VoiceConverter:
         if seconds <= chunk_seconds:
             blocks: Iterable[np.ndarray] = [self.convert(source, voice, **options)]
         else:
+            if self.checker is not None:  # a long file: its first chunk is checked
+                head = next(read_blocks(source, self.sample_rate, block_seconds=chunk_seconds))
+                found = self._check(prepare(head, self.sample_rate, self.cfg.audio, trim=False), str(source),
+                                    "source")
+                self.last_checks = {"source": found} if found is not None else {}
             blocks = convert_chunks(self, read_blocks(source, self.sample_rate), voice, chunk_seconds=chunk_seconds,
                                     name=str(source), **options)
         rate = sample_rate or self.sample_rate

@@ -27,7 +27,7 @@ from .files import FATAL_ERRNOS, describe, remove_stale
 from .manifest import Manifest, explain, key, mark, recipe
 from .registry import resolve_checkpoint
 
-REPORT_FIELDS = ["input", "status", "output", "duration_s", "seconds", "error", "warnings"]
+REPORT_FIELDS = ["input", "status", "output", "duration_s", "seconds", "error", "warnings", "input_check"]
 
 
 @dataclass
@@ -118,6 +118,8 @@ def _convert_one(job: Job, wanted: dict, manifest: Path, sample_rate: int | None
                                                     **_worker["options"])
             mark(manifest, job.output, wanted, "after")
             row.update(status="converted", duration_s=round(seconds, 3))
+            found = _worker["model"].last_checks.get("source")  # how unlike one person speaking (vc.input_check)
+            row["input_check"] = f"{found.score:.3f}" if found is not None else ""
         except VCError as e:
             row.update(status="failed", error=str(e))
         except OSError as e:  # inputs are read through audio._open, which names them: an OSError is the output's
