@@ -85,3 +85,14 @@ def test_batch_report_has_the_input_check_column_and_the_warning(tmp_path, capsy
     assert "does not sound like one person speaking" in rows["noise.wav"]["warnings"]
     assert float(rows["speech.wav"]["input_check"]) <= checker.threshold and rows["speech.wav"]["warnings"] == ""
     assert (tmp_path / "out" / "noise.wav").is_file()  # warned, never blocked
+
+
+def test_a_damaged_shipped_check_is_refused_with_one_line(tmp_path, monkeypatch):
+    import vc.input_check as ic
+    bad = tmp_path / "input_check.pt"
+    data = bytearray(SHIPPED.read_bytes())
+    data[-100] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    monkeypatch.setattr(ic, "SHIPPED", bad)
+    with pytest.raises(vc.VCError, match="input_check.pt: the shipped input check is damaged"):
+        ic.load_checker()

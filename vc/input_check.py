@@ -26,11 +26,16 @@ from torch import nn
 
 from .audio import log_mel
 from .config import AudioConfig, PitchConfig
+from .errors import VCError
+from .files import sha256
 from .pitch import contour, yin
+from .registry import FOLDERS
 
 CUES = ("ae_error", "ae_error_p90", "level_range", "quiet_share", "dip_median", "dip_low", "flatness",
         "level_change", "f0_jumps")
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "input_check.pt"
+SHIPPED = next((f / "input_check.pt" for f in FOLDERS if (f / "input_check.pt").is_file()),
+               FOLDERS[-1] / "input_check.pt")  # package data beside the shipped models (`vc.registry`)
+SHIPPED_SHA256 = "84ad1b8d1443e007fdc1dbf33b48b16d23788dbfd99eacacee1d3bbfb27bd777"
 ACTIVE_DB = 35.0  # frames within this of the clip's loudest are "active" for the cues taken over active frames
 
 
@@ -138,4 +143,7 @@ def load_checker(path: str | os.PathLike | None = None) -> InputChecker | None:
     path = Path(path)
     if not path.is_file():
         return None
+    if path == SHIPPED and sha256(path) != SHIPPED_SHA256:
+        raise VCError(f"{path}: the shipped input check is damaged or was replaced (its SHA-256 differs from "
+                      "vc.input_check's); reinstall vc or check out the file again")
     return _load(str(path), path.stat().st_mtime)
