@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, Union
@@ -26,7 +27,7 @@ from .checkpoint import build_model, check_weights, load_checkpoint
 from .chunks import convert_chunks
 from .config import Config
 from .content import content_input
-from .errors import VCError, warn
+from .errors import VCError, VCWarning, warn
 from .input_check import InputCheck, load_checker
 from .model import VoiceConverterNet
 from .pitch import PitchStats
@@ -109,11 +110,13 @@ class VoiceConverter:
         name = str(audio) if isinstance(audio, (str, os.PathLike)) else f"<{role}>"
         return self._check(self.load(audio, trim=False) if self.checker is not None else None, name, role)
 
-    def _check(self, wav: np.ndarray | None, name: str, role: str) -> InputCheck | None:
-        """`check_input` of a clip already loaded (prepared at the model's rate)."""
+    def _check(self, wav: np.ndarray | None, name: str, role: str, analysis=None) -> InputCheck | None:
+        """`check_input` of a clip already loaded (prepared at the model's rate); `analysis`: its `pitch.analyse`
+        with the model's settings, reused where the checker's settings are the same."""
         if wav is None or self.checker is None or self.checker.audio.sample_rate != self.sample_rate:
             return None
-        found = self.checker.check(wav)
+        same = self.checker.audio == self.cfg.audio and self.checker.pitch == self.cfg.pitch
+        found = self.checker.check(wav, analysis if same else None)
         if found.unusual:
             warn(found.message(name, role))
         return found
@@ -157,9 +160,13 @@ class VoiceConverter:
         if len(targets) == 0:
             raise VCError("no target clip given")
         wavs = [self.load(t, trim=True) for t in targets]
-        # checked as recorded, before the trim: pauses and the quiet before and after are part of the evidence
-        checks = [self._check(self.load(t, trim=False), str(t) if isinstance(t, (str, os.PathLike)) else "<target>",
-                              "target clip") for t in targets] if self.checker is not None else []
+        # checked as recorded, before the trim: pauses and the quiet before and after are part of the evidence. The
+        # clip is read again untrimmed, quietly: the trimmed read above has already warned about the file itself
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VCWarning)
+            untrimmed = [self.load(t, trim=False) for t in targets] if self.checker is not None else []
+        checks = [self._check(w, str(t) if isinstance(t, (str, os.PathLike)) else "<target>", "target clip")
+                  for w, t in zip(untrimmed, targets)]
         mels = [log_mel(w, self.cfg.audio) for w in wavs]
         embs = [self.net.speaker_encoder(self.net.normalize(m.to(self.device)[None]))[0] for m in mels]
         stats = pitch.stats([pitch.track(w, self.cfg.audio, self.cfg.pitch)[0] for w in wavs], self.cfg.pitch)
@@ -242,10 +249,12 @@ class VoiceConverter:
         voice = self.voice(target)
         wav = self.load(source, trim=False)
         name = str(source) if isinstance(source, (str, os.PathLike)) else "<source>"
-        found = self._check(wav, name, "source")
+        analysis = pitch.analyse(wav, self.cfg.audio, self.cfg.pitch)  # YIN once: the F0 and the input check
+        found = self._check(wav, name, "source", analysis)
         self.last_checks = {"source": found} if found is not None else {}
         content = self.encode(wav)
-        p = self.source_pitch(wav, voice, pitch_shift=pitch_shift, match_pitch=match_pitch)
+        f0 = pitch.contour(*analysis, self.sample_rate, float(analysis[2].max()), self.cfg.pitch)[0]
+        p = self.source_pitch(wav, voice, pitch_shift=pitch_shift, match_pitch=match_pitch, f0=f0)
         mel = self.decode(content, voice, p, timbre_match=timbre_match)
         return self.finish(self.vocode(mel, len(wav)), name if name != "<source>" else "<conversion>")
 

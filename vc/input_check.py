@@ -28,7 +28,7 @@ from .audio import log_mel
 from .config import AudioConfig, PitchConfig
 from .errors import VCError
 from .files import sha256
-from .pitch import contour, yin
+from .pitch import analyse, contour
 from .registry import FOLDERS
 
 CUES = ("ae_error", "ae_error_p90", "level_range", "quiet_share", "dip_median", "dip_low", "flatness",
@@ -69,15 +69,14 @@ class CheckAutoEncoder(nn.Module):
 
 
 @torch.inference_mode()
-def cues(wav: np.ndarray, ae: CheckAutoEncoder, audio: AudioConfig, pitch_cfg: PitchConfig) -> np.ndarray:
-    """A prepared clip (T,) at the model's rate -> the values of `CUES`, float64."""
+def cues(wav: np.ndarray, ae: CheckAutoEncoder, audio: AudioConfig, pitch_cfg: PitchConfig,
+         analysis: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+    """A prepared clip (T,) at the model's rate -> the values of `CUES`, float64. `analysis`: the clip's
+    `vc.pitch.analyse` where the caller has it already (a conversion tracks the source's F0 from it too)."""
     mel = log_mel(wav, audio)
     x = ae.normalize(mel[None])
     err = (ae(x) - x).abs().mean(dim=1)[0].numpy()  # per frame
-    hop, width = audio.hop_length, pitch_cfg.frame_length
-    sig = F.pad(torch.as_tensor(wav, dtype=torch.float32), (width // 2, width // 2))
-    sig = F.pad(sig, (0, max(0, width - sig.shape[0])))
-    period, best, level = yin(sig.unfold(0, width, hop), audio.sample_rate, pitch_cfg)
+    period, best, level = analysis if analysis is not None else analyse(wav, audio, pitch_cfg)
     f0, _ = contour(period, best, level, audio.sample_rate, float(level.max()), pitch_cfg)
     lv, dip = level.numpy(), best.numpy()
     active = lv > lv.max() - ACTIVE_DB
@@ -122,9 +121,11 @@ class InputChecker:
         z = (values - self.mean) / self.std
         return float(1 / (1 + np.exp(-(z @ self.weights + self.bias))))
 
-    def check(self, wav: np.ndarray) -> InputCheck:
-        """A prepared clip (T,) at the checker's sample rate -> its `InputCheck`."""
-        score = self.score_cues(cues(wav, self.ae, self.audio, self.pitch))
+    def check(self, wav: np.ndarray, analysis: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+              ) -> InputCheck:
+        """A prepared clip (T,) at the checker's sample rate (and its `vc.pitch.analyse` with the checker's settings,
+        where the caller has it) -> its `InputCheck`."""
+        score = self.score_cues(cues(wav, self.ae, self.audio, self.pitch, analysis))
         return InputCheck(score, score > self.threshold)
 
 

@@ -20,13 +20,21 @@ def track(wav: torch.Tensor | np.ndarray, audio: AudioConfig | None = None, cfg:
     """(T,) waveform -> F0 in Hz (frames,) with 0 where unvoiced, and the voiced mask (frames,), frames = T // hop + 1.
     """
     audio, cfg = audio or AudioConfig(), cfg or PitchConfig()
+    period, best, level = analyse(wav, audio, cfg)
+    return contour(period, best, level, audio.sample_rate, float(level.max()), cfg)
+
+
+def analyse(wav: torch.Tensor | np.ndarray, audio: AudioConfig | None = None, cfg: PitchConfig | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(T,) waveform -> `yin` on frames centred on the mel frames (frames = T // hop + 1): period, dip depth and
+    level, each (frames,). `track` makes the F0 of them; the input check (`vc.input_check`) reads them too."""
+    audio, cfg = audio or AudioConfig(), cfg or PitchConfig()
     hop, frame_length = audio.hop_length, cfg.frame_length
     x = torch.as_tensor(wav, dtype=torch.float32).flatten()
     frames = x.shape[0] // hop + 1
     x = F.pad(x, (frame_length // 2, frame_length // 2))
     x = F.pad(x, (0, max(0, (frames - 1) * hop + frame_length - x.shape[0])))
-    period, best, level = yin(x.unfold(0, frame_length, hop)[:frames], audio.sample_rate, cfg)
-    return contour(period, best, level, audio.sample_rate, float(level.max()), cfg)
+    return yin(x.unfold(0, frame_length, hop)[:frames], audio.sample_rate, cfg)
 
 
 def yin(fr: torch.Tensor, sample_rate: int, cfg: PitchConfig | None = None
