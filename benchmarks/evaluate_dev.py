@@ -40,7 +40,7 @@ from vc.audio import load_wav, normalize_loudness, save_wav
 from vc.config import VOCODERS, AudioConfig
 from vc.content import content_input
 from vc.evaluate import COLUMNS, JUDGES, Row, Scorer, evaluate, format_table, summarize
-from vc.training.input_check import colored_noise, mix
+from vc.training.corrupt import colored_noise, mix, reverberate, room_impulse
 
 ROOT = Path(__file__).resolve().parents[1]
 GENDER_PAIRS = ["FF", "FM", "MF", "MM"]
@@ -120,25 +120,38 @@ def make_pairs(clips: list[dict], n: int, seed: int) -> list[dict]:
     return pairs
 
 
-def noisy_sources(pairs: list[dict], snr_db: float, folder: Path) -> list[dict]:
-    """The pairs with each source replaced by a copy with coloured noise `snr_db` below it (seed 90000 + pair
-    index: the noise of the input-check fit and of any training uses other seeds), written to `folder`."""
+def noisy_sources(pairs: list[dict], snr_db: float, folder: Path, reverb: bool = False,
+                  targets: bool = False) -> list[dict]:
+    """The pairs with a copy of each source (`input_source`: what is converted; the judges still compare with the
+    clean clips) with coloured noise `snr_db` below it (seed 90000 + pair index: the noise of the input-check fit
+    and of denoising training uses other seeds), written to `folder`. With `reverb`, the clip is first heard in a
+    simulated room (seed 95000 + pair index; training's rooms come from its own seed). With `targets`, the target
+    clips get the same treatment (`input_target`; seeds 190000 and 195000 + pair index)."""
     cfg = AudioConfig()
+
+    def corrupted(path: str, seed: int, tag: str) -> Path:
+        rng = np.random.default_rng(seed)
+        wav = load_wav(path, cfg, trim=False)
+        noise = colored_noise(len(wav), float(rng.uniform(0, 2)), rng)
+        if reverb:
+            wav = reverberate(wav.astype(np.float64), room_impulse(np.random.default_rng(seed + 5000), cfg.sample_rate))
+        noisy = mix(wav, noise, snr_db)
+        return save_wav(folder / f"{tag}_{Path(path).stem}_{snr_db:g}dB{'_room' if reverb else ''}.wav",
+                        (noisy / max(1.0, float(np.abs(noisy).max()))).astype(np.float32), cfg.sample_rate)
+
     out = []
     for i, p in enumerate(pairs):
-        rng = np.random.default_rng(90000 + i)
-        wav = load_wav(p["source"], cfg, trim=False)
-        noisy = mix(wav, colored_noise(len(wav), float(rng.uniform(0, 2)), rng), snr_db)
-        path = save_wav(folder / f"{i:02d}_{Path(p['source']).stem}_{snr_db:g}dB.wav",
-                        (noisy / max(1.0, float(np.abs(noisy).max()))).astype(np.float32), cfg.sample_rate)
-        out.append({**p, "source": path})
+        changed = {"input_source": corrupted(p["source"], 90000 + i, f"{i:02d}")}
+        if targets:
+            changed["input_target"] = corrupted(p["target"], 190000 + i, f"{i:02d}t")
+        out.append({**p, **changed})
     return out
 
 
 def convert_all(system: str, pairs: list[dict], out: Path, args: argparse.Namespace) -> list[Row]:
     """Rows to score for one system; converted clips are written to out/system/."""
     if system == "source":
-        return [Row(converted=p["source"], source=p["source"], target=p["target"], text=p["text"],
+        return [Row(converted=p.get("input_source", p["source"]), source=p["source"], target=p["target"], text=p["text"],
                     parallel=p["parallel"], other=p["other"]) for p in pairs]
     options = {} if args.timbre_match is None else {"timbre_match": args.timbre_match}
     if system in args.models:
@@ -163,7 +176,7 @@ def convert_all(system: str, pairs: list[dict], out: Path, args: argparse.Namesp
     rows = []
     for i, p in enumerate(pairs):
         t0 = time.perf_counter()
-        wav = convert(p["source"], p["target"])
+        wav = convert(p.get("input_source", p["source"]), p.get("input_target", p["target"]))
         seconds = time.perf_counter() - t0
         path = save_wav(out / system / f"{i:02d}_{p['kind']}_{p['source_speaker']}_to_{p['target_speaker']}.wav",
                         wav, sr)
@@ -250,6 +263,10 @@ def main() -> None:
     p.add_argument("--noise-snr", type=float, default=None, metavar="DB",
                    help="convert noisy copies of the sources: coloured noise (1/f^b, b in 0..2, seeded per pair "
                    "with seeds no training uses) this many dB below the speech; CER against the clean text")
+    p.add_argument("--reverb", action="store_true",
+                   help="with --noise-snr: put each noisy source in a simulated room first (seeded as the noise)")
+    p.add_argument("--noisy-targets", action="store_true",
+                   help="with --noise-snr: corrupt the target (reference) clips too")
     args = p.parse_args()
     extra = dict(m.split("=", 1) for m in args.model if "=" in m)
     if len(extra) != len(args.model) or set(extra) & set(SYSTEMS):
@@ -276,7 +293,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.noise_snr is not None:
-        pairs = noisy_sources(pairs, args.noise_snr, out / "noisy-sources")
+        pairs = noisy_sources(pairs, args.noise_snr, out / "noisy-sources", args.reverb, args.noisy_targets)
     results = {}
     for system in systems:
         rows = convert_all(system, pairs, out, args)

@@ -19,7 +19,8 @@ import numpy as np
 
 from vc.audio import load_wav, prepare
 from vc.input_check import load_checker
-from vc.training.input_check import KINDS, anomaly, colored_noise, crop, mix
+from vc.training.corrupt import colored_noise, mix
+from vc.training.input_check import KINDS, anomaly, crop
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,8 @@ from vc.audio import prepare
 from vc.cli import main
 from vc.config import AudioConfig
 from vc.input_check import SHIPPED, load_checker
-from vc.training.input_check import colored_noise, fit, music, tones
+from vc.training.corrupt import colored_noise
+from vc.training.input_check import fit, music, tones
 
 from conftest import ROOT
 

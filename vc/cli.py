@@ -27,7 +27,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.whisper_weights is not None:
         cfg = cfg.replace(train={"whisper_weights": args.whisper_weights})
     try:
-        train(cfg, args.data, args.out, dev=args.dev, max_minutes=args.max_minutes, device=args.device)
+        train(cfg, args.data, args.out, dev=args.dev, max_minutes=args.max_minutes, until=args.until,
+              device=args.device)
     except KeyboardInterrupt:
         return 130
     return 0
@@ -316,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dev", default=None, help="validation split (default: a 'dev' folder beside --data, if any)")
     t.add_argument("--steps", type=STEPS, default=None, help="override the recipe's number of steps")
     t.add_argument("--max-minutes", type=POSITIVE, default=None, help="stop (and checkpoint) after this many minutes")
+    t.add_argument("--until", type=STEPS, default=None, help="stop (and checkpoint) at this step: a later run resumes")
     t.add_argument("--whisper-weights", default=None, help="for model.content_features whisper: the encoder file "
                    "(vc.whisper.export_weights) instead of the recipe's train.whisper_weights")
     t.add_argument("--device", default="auto", help="cpu, cuda, or auto (the GPU where there is one); under "

@@ -157,6 +157,10 @@ class TrainConfig(_Checked):
     freq_warp: float = 0.12  # content input is stretched along frequency by up to +-12% (timbre scrambling)
     speaker_warp: float = 0.0  # speaker augmentation: new voices with every frequency scaled by up to +-w
     speaker_warp_share: float = 0.5  # the share of each batch made new voices when speaker_warp > 0
+    denoise: float = 0.0  # denoising: the share of each batch whose content input (and F0) comes from a corrupted
+    # copy of the clip (`vc.training.corrupt`: noise, babble, rooms, band limits, codecs); the target stays clean
+    denoise_ref: float = 0.0  # the share of references taken from a corrupted copy: the voice, not the room
+    denoise_copies: int = 2  # corrupted copies of every training clip, cached with their features
     vq_commitment: float = 0.25  # with model.content "vq": weight of the commitment term (the codebook term has 1)
     bf16: bool = True  # bf16 autocast where it pays (`vc.runtime.fast_bf16`)
     threads: int = 0  # torch threads; 0 keeps torch's default
@@ -175,6 +179,9 @@ class TrainConfig(_Checked):
               "speaker_balance": (lambda c: 0 <= c.speaker_balance <= 1, "in [0, 1]"),
               "speaker_warp": (lambda c: 0 <= c.speaker_warp < 0.5, "in [0, 0.5)"),
               "speaker_warp_share": (lambda c: 0 <= c.speaker_warp_share <= 1, "in [0, 1]"),
+              "denoise": (lambda c: 0 <= c.denoise <= 1, "in [0, 1]"),
+              "denoise_ref": (lambda c: 0 <= c.denoise_ref <= 1, "in [0, 1]"),
+              "denoise_copies": (lambda c: c.denoise_copies >= 1, "at least 1"),
               "threads": (lambda c: c.threads >= 0, "0 or positive")}
 
 

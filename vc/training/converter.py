@@ -3,7 +3,7 @@ process, or on several under torchrun (DistributedDataParallel, see `vc.training
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,14 @@ from ..pitch import features
 from ..runtime import fast_bf16
 from ..whisper import WhisperEncoder, export_weights, load_encoder
 from .augment import freq_warp, new_voices
-from .data import (SegmentSampler, Utterance, encoder_id, gather_utterances, list_utterances, load_features,
-                   load_states, shard_features)
+from .data import (SegmentSampler, Utterance, encoder_id, gather_utterances, list_utterances, load_corrupted,
+                   load_features, load_states, shard_features)
 from .distributed import Dist, setup
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
+
+
+RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies")  # what a resumed run takes from the recipe
 
 
 def adv_weight(cfg: Config, step: int) -> float:
@@ -143,6 +146,8 @@ class Corpus:
     held: tuple[list[int], list[torch.Tensor]]
     dev: tuple[list[Utterance], list[torch.Tensor], list[torch.Tensor]]
     states: tuple[list, list, list] | None = None  # Whisper states of the training, held-out and dev utterances
+    corrupted: list[tuple[list, list, list | None]] = field(default_factory=list)  # (mels, f0s, states) of each
+    # corrupted copy of the training utterances (`train.denoise`)
 
 
 def whisper_encoder(cfg: Config, out: Path, d: Dist) -> WhisperEncoder:
@@ -205,8 +210,19 @@ def read_corpus(cfg: Config, folders: list[Path], out: Path, dev: str | Path | N
               f"{len(dev_set[0])} dev utterances" + (f"; {d.world} processes" if d.world > 1 else ""))
     states = None if encoder is None else read_states(cfg, encoder, out, d, {
         "train": (train_utts, mels), "held": (held_utts, held_mels), "dev": dev_set[:2]})
+    corrupted = []
+    if t.denoise > 0 or t.denoise_ref > 0:
+        digest = encoder_id(encoder) if encoder is not None else ""
+        for copy in range(t.denoise_copies):
+            cache = out / f"corrupted{copy}-{cfg.model.content_features}{cfg.model.whisper_layers}.pt"
+            if d.main:  # rank 0 computes each copy; the others read it
+                part = load_corrupted(train_utts, mels, cfg.audio, cfg.pitch, t.seed, copy, encoder,
+                                      cfg.model.whisper_layers, digest, cache)
+            d.barrier()
+            corrupted.append(part if d.main else load_corrupted(train_utts, mels, cfg.audio, cfg.pitch, t.seed, copy,
+                                                                encoder, cfg.model.whisper_layers, digest, cache))
     return Corpus(speakers, train_utts, mels, f0s, ([spk_index[u.speaker] for u in held_utts], held_mels), dev_set,
-                  states)
+                  states, corrupted)
 
 
 def channel_stats(frames: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,21 +283,27 @@ class ConverterTrainer:
         torch.manual_seed(t.seed * 1_000_003 + step)  # dropout depends on the step only: resume is exact
         draw = step * d.world + d.rank  # every rank its own batches; one process draws as it always did
         rng = np.random.default_rng([t.seed, draw, 1])
-        mel, ref, ids, pitch = (x.to(d.device) if x is not None else None
-                                for x in self.sampler.batch(draw, t.batch_size))
+        mel, ref, ids, pitch = self.sampler.batch(draw, t.batch_size)
+        states = self.sampler.segments(draw, t.batch_size, self.states) if self.states is not None else None
+        content_mel = mel  # what a mel content encoder reads: the target itself, or a corrupted copy (denoising)
+        if self.corpus.corrupted:
+            content_mel, ref, pitch, states = self.sampler.corrupted(draw, t.batch_size, self.corpus.corrupted,
+                                                                     t.denoise, t.denoise_ref, mel, ref, pitch, states)
+        mel, ref, ids, pitch, content_mel = (x.to(d.device) if x is not None else None
+                                             for x in (mel, ref, ids, pitch, content_mel))
         mel, ref, pitch, changed = new_voices(mel, ref, pitch, t.speaker_warp, t.speaker_warp_share,
                                               np.random.default_rng([t.seed, draw, 2]), cfg.audio, cfg.pitch)
         mel, ref = net.normalize(mel), net.normalize(ref)
+        content_mel = net.normalize(content_mel) if self.corpus.corrupted else mel
         lr = learning_rate(cfg, step)
         for group in self.opt_g.param_groups + self.opt_c.param_groups:
             group["lr"] = lr
         alpha = adv_weight(cfg, step)
-        states = (None if self.states is None  # the batch's segments, cut from the Whisper states
-                  else net.standardize(self.sampler.segments(draw, t.batch_size, self.states).to(d.device)))
+        states = net.standardize(states.to(d.device)) if states is not None else None  # cut from the Whisper states
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             # freq_warp stretches the mel along frequency (timbre scrambling): Whisper states have no frequency axis
             # to stretch, so they enter unwarped
-            x = freq_warp(mel, t.freq_warp, rng) if states is None else states
+            x = freq_warp(content_mel, t.freq_warp, rng) if states is None else states
             content, spk, rec, spk_logits = self.gen(x, ref, pitch)
             recon = (rec.float() - mel).abs().mean()
             # The encoder is pushed toward a classifier that cannot tell speakers apart (uniform output);
@@ -347,8 +369,9 @@ def _train(cfg: Config, data: str | Path | list[str | Path], out: Path, dev: str
     folders = [Path(data)] if isinstance(data, (str, Path)) else [Path(f) for f in data]
     run = Run(out, d)
     state = run.resume()
-    if state is not None:  # a resumed run may be extended; everything else is the run's own
-        cfg = read_config(state, run.last).replace(train={"steps": cfg.train.steps})
+    if state is not None:  # a resumed run may be extended, or go on as denoising training (a fine-tune of a clean
+        # run); everything else is the run's own
+        cfg = read_config(state, run.last).replace(train={k: getattr(cfg.train, k) for k in RECIPE_ON_RESUME})
     t = cfg.train
     seed(t.seed, t.threads)
     encoder = whisper_encoder(cfg, out, d) if cfg.model.content_features == "whisper" else None

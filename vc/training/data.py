@@ -126,6 +126,48 @@ def load_states(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioConfi
     return states
 
 
+CORRUPTED_VERSION = 1  # bump when what `load_corrupted` computes changes
+
+
+def load_corrupted(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioConfig, pitch: PitchConfig,
+                   seed: int, copy: int, encoder=None, layers: int = 0, encoder_id: str = "",
+                   cache: str | Path | None = None, babble_clips: int = 120
+                   ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None]:
+    """Corrupted copy number `copy` of every utterance (`vc.training.corrupt.Corruption`, drawn from `seed`, `copy`
+    and the utterance's index): its log-mel (n_mels, T) in float16, F0 (T,) and, with a Whisper `encoder`, its
+    states (n_state, T) in float16, on the same frames as the clean mel in `mels`. Cached in `cache` under a key of
+    all that, as `load_states` does. The rooms (a second each to simulate at most) are a pool of one per ten
+    utterances, 8 to 200."""
+    from ..content import whisper_states
+    from .corrupt import Corruption, room_impulse
+
+    rooms = min(200, max(8, len(utts) // 10))
+    key = hashlib.sha1(json.dumps([CORRUPTED_VERSION, seed, copy, rooms, babble_clips, layers, encoder_id,
+                                   asdict(cfg), asdict(pitch),
+                                   [[asdict(u), m.shape[1]] for u, m in zip(utts, mels)]]).encode()).hexdigest()
+    if cache is not None and Path(cache).is_file():
+        try:
+            c = load_checkpoint(cache)
+            if c.get("key") == key:
+                return c["mels"], c["f0s"], c["states"]
+        except VCError:
+            pass
+    rng = np.random.default_rng([seed, copy, 0])
+    pool = [load_wav(utts[i].path, cfg) for i in rng.choice(len(utts), min(babble_clips, len(utts)), replace=False)]
+    corrupt = Corruption([room_impulse(rng, cfg.sample_rate) for _ in range(rooms)], pool, cfg.sample_rate,
+                         target_db=cfg.target_db)
+    out_mels, f0s, states = [], [], [] if encoder is not None else None
+    for i, (u, m) in enumerate(zip(utts, mels)):
+        wav = corrupt(load_wav(u.path, cfg), np.random.default_rng([seed, copy, 1, i]))
+        out_mels.append(log_mel(wav, cfg).to(torch.float16))
+        f0s.append(track(wav, cfg, pitch)[0])
+        if states is not None:
+            states.append(whisper_states(encoder, wav, layers, cfg, m.shape[1]).to(torch.float16))
+    if cache is not None:
+        save_checkpoint(cache, {"key": key, "mels": out_mels, "f0s": f0s, "states": states})
+    return out_mels, f0s, states
+
+
 def shard_features(utts: list[Utterance], cfg: AudioConfig, cache: Path, d: Dist, pitch: PitchConfig | None = None):
     """`load_features` with the extraction shared: rank r computes utterances r, r + world, ... into its own cache,
     then every rank reads all the caches, in the order of `utts`."""
@@ -213,3 +255,27 @@ class SegmentSampler:
         """The segments of batch `step` cut from `frames` (one (C, T) per utterance, on the mels' frames: the
         Whisper states): (B, C, segment) float32."""
         return torch.stack([frames[i][:, s:s + self.segment] for i, s, _, _ in self.draw(step, size)]).float()
+
+    def corrupted(self, step: int, size: int, copies: list[tuple[list, list, list | None]], share: float,
+                  ref_share: float, mel: torch.Tensor, ref: torch.Tensor, pitch: torch.Tensor | None,
+                  states: torch.Tensor | None):
+        """Batch `step` (`batch`, `segments`) with items swapped for their corrupted copies (`load_corrupted`, one
+        (mels, f0s, states) per copy): about `share` of the items take their content input (a copy's states, or its
+        mel) and pitch features from a copy, about `ref_share` their reference. The target, `mel`, stays clean.
+        -> content mel, reference, pitch features, states: new tensors."""
+        rng = np.random.default_rng([self.seed, step, 3])
+        content, ref = mel.clone(), ref.clone()
+        pitch = pitch.clone() if pitch is not None else None
+        states = states.clone() if states is not None else None
+        n = self.segment
+        for b, (i, s, j, r) in enumerate(self.draw(step, size)):
+            if rng.random() < share:
+                c_mels, c_f0s, c_states = copies[int(rng.integers(len(copies)))]
+                content[b] = c_mels[i][:, s:s + n].float()
+                if pitch is not None:
+                    pitch[b] = features(c_f0s[i][s:s + n].float(), self.pitch)
+                if states is not None:
+                    states[b] = c_states[i][:, s:s + n].float()
+            if rng.random() < ref_share:
+                ref[b] = copies[int(rng.integers(len(copies)))][0][j][:, r:r + n].float()
+        return content, ref, pitch, states

@@ -20,18 +20,10 @@ from ..audio import load_wav, log_mel, prepare
 from ..checkpoint import save_checkpoint
 from ..config import AudioConfig, PitchConfig
 from ..input_check import CUES, CheckAutoEncoder, InputChecker, cues
+from .corrupt import colored_noise, mix
 from .data import gather_utterances
 
 KINDS = ("music", "tones", "noise", "overlap", "noisy")
-
-
-def colored_noise(n: int, beta: float, rng: np.random.Generator) -> np.ndarray:
-    """Noise whose power falls as 1 / f^beta (0 white, 1 pink, 2 brown), peak 0.3."""
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.arange(len(spec), dtype=np.float64)
-    f[0] = 1.0
-    x = np.fft.irfft(spec / f ** (beta / 2), n)
-    return 0.3 * x / (np.abs(x).max() + 1e-9)
 
 
 def music(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -62,14 +54,6 @@ def tones(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
         low, high = rng.choice([697, 770, 852, 941]), rng.choice([1209, 1336, 1477])
         x = np.sin(2 * np.pi * low * t) + np.sin(2 * np.pi * high * t)
     return 0.3 * x / np.abs(x).max()
-
-
-def mix(a: np.ndarray, b: np.ndarray, snr_db: float) -> np.ndarray:
-    """`a` with `b` added `snr_db` below it (mean power over their common length)."""
-    n = min(len(a), len(b))
-    a, b = a[:n], b[:n]
-    gain = np.sqrt(np.mean(a ** 2) / (np.mean(b ** 2) + 1e-12) / 10 ** (snr_db / 10))
-    return a + gain * b
 
 
 def crop(wav: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndarray:

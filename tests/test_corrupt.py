@@ -1,0 +1,118 @@
+"""Denoising training: the corruptions keep a clip's length and timing, and `train.denoise` trains on corrupted
+content inputs and references against clean targets."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vc.config import load_recipe
+from vc.training.corrupt import (Corruption, babble, band_limit, codec, colored_noise, mix, reverberate,
+                                 room_impulse)
+from vc.training.data import SegmentSampler
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 16000
+
+
+def _voice(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
+    """Noise bursts at a syllable rate, low-passed: no period, so a cross-correlation finds the one true lag."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    x = np.convolve(rng.standard_normal(len(t)), np.hanning(5) / 2.5, mode="same")
+    return (0.1 * x * (0.2 + np.sin(2 * np.pi * 3 * t) ** 2)).astype(np.float64)
+
+
+def _lag(a: np.ndarray, b: np.ndarray) -> int:
+    n = len(a)
+    c = np.fft.irfft(np.fft.rfft(a, 2 * n) * np.conj(np.fft.rfft(b, 2 * n)), 2 * n)
+    k = int(np.argmax(c))
+    return k if k < n else k - 2 * n
+
+
+def test_mix_puts_the_noise_the_asked_snr_below_the_signal():
+    rng = np.random.default_rng(0)
+    x = _voice()
+    noise = colored_noise(len(x), 1.0, rng)
+    y = mix(x, noise, 10.0)
+    snr = 10 * np.log10(np.mean(x ** 2) / np.mean((y - x) ** 2))
+    assert snr == pytest.approx(10.0, abs=0.01)
+
+
+def test_room_reverb_keeps_length_timing_and_power_and_adds_a_tail():
+    rng = np.random.default_rng(1)
+    rir = room_impulse(rng, SR, rt60=(0.6, 0.6))
+    assert np.argmax(np.abs(rir)) == 0 and len(rir) > 0.2 * SR  # direct sound first, then a tail
+    x = _voice()
+    y = reverberate(x, rir)
+    assert y.shape == x.shape
+    assert _lag(y, x) == 0
+    assert np.mean(y ** 2) == pytest.approx(np.mean(x ** 2), rel=1e-6)
+    assert not np.allclose(y, x, atol=1e-3)
+
+
+def test_band_limit_and_codecs_keep_timing_and_band_limit_removes_the_top():
+    rng = np.random.default_rng(2)
+    x = _voice()
+    for _ in range(4):  # both codecs, several bitrates
+        y = codec(x, SR, rng)
+        assert y.shape == x.shape and _lag(y, x) == 0
+    y = band_limit(x, SR, rng)
+    assert y.shape == x.shape and _lag(y, x) == 0
+    top = np.abs(np.fft.rfft(y))[int(len(y) * 6500 / SR):].sum() / np.abs(np.fft.rfft(x))[int(len(x) * 6500 / SR):].sum()
+    assert top < 0.05
+
+
+def test_babble_is_several_clips_at_once_and_the_chain_keeps_the_clip_aligned():
+    rng = np.random.default_rng(3)
+    speech = [_voice(1.0, seed) for seed in range(1, 5)]
+    b = babble(3 * SR, speech, rng)
+    assert b.shape == (3 * SR,) and np.abs(b).max() > 0
+    chain = Corruption([room_impulse(rng, SR)], speech, SR, p_reverb=1.0, p_noise=1.0, snr_db=(20, 20))
+    x = _voice().astype(np.float32)
+    y = chain(x, rng)
+    assert y.shape == x.shape and y.dtype == np.float32 and _lag(y, x) == 0
+    assert not np.allclose(y / np.abs(y).max(), x / np.abs(x).max(), atol=1e-2)
+
+
+def test_sampler_swaps_content_pitch_and_references_for_corrupted_copies_and_keeps_the_target():
+    from vc.config import PitchConfig
+    mels = [torch.full((4, 40), float(i)) for i in range(3)]
+    f0s = [torch.full((40,), 100.0) for _ in range(3)]
+    noisy = ([m + 100 for m in mels], [torch.full((40,), 200.0) for _ in range(3)], [torch.full((2, 40), -1.0)] * 3)
+    sampler = SegmentSampler(mels, [0, 0, 1], 16, seed=0, f0s=f0s, pitch=PitchConfig())
+    mel, ref, _, pitch = sampler.batch(5, 8)
+    states = sampler.segments(5, 8, [torch.zeros(2, 40)] * 3)
+    content, ref2, pitch2, states2 = sampler.corrupted(5, 8, [noisy], 1.0, 0.0, mel, ref, pitch, states)
+    assert (content == mel + 100).all() and (states2 == -1).all() and not torch.equal(pitch2, pitch)
+    assert torch.equal(ref2, ref) and mel.max() < 100  # references and targets untouched
+    _, ref3, _, states3 = sampler.corrupted(5, 8, [noisy], 0.0, 1.0, mel, ref, pitch, states)
+    assert (ref3 == ref + 100).all() and torch.equal(states3, states)
+
+
+def test_denoising_training_runs_and_keeps_the_settings(train_dir, dev_dir, tmp_path):
+    from vc.training.converter import train
+    cfg = load_recipe(ROOT / "recipes" / "tiny.yaml").replace(
+        train={"denoise": 0.5, "denoise_ref": 0.5, "denoise_copies": 1, "steps": 10})
+    path = train(cfg, train_dir, tmp_path, dev=dev_dir)
+    saved = torch.load(path, weights_only=True)
+    assert saved["config"]["train"]["denoise"] == 0.5 and saved["config"]["train"]["denoise_ref"] == 0.5
+    assert (tmp_path / "corrupted0-mel0.pt").is_file()
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_a_clean_run_stopped_with_until_and_resumed_with_a_denoising_recipe_goes_on_as_denoising_training(
+        train_dir, dev_dir, tmp_path):
+    from vc.checkpoint import load_checkpoint
+    from vc.cli import main
+    from vc.training.converter import train
+    args = ["train", str(ROOT / "recipes" / "tiny.yaml"), "--data", str(train_dir), "--dev", str(dev_dir),
+            "--out", str(tmp_path), "--steps", "10"]
+    assert main([*args, "--until", "6"]) == 0
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 6 and not list(tmp_path.glob("corrupted*"))
+    clean = load_recipe(ROOT / "recipes" / "tiny.yaml").replace(train={"steps": 10})
+    path = train(clean.replace(train={"denoise": 0.5, "denoise_copies": 1}), train_dir, tmp_path, dev=dev_dir)
+    saved = torch.load(path, weights_only=True)
+    assert saved["config"]["train"]["denoise"] == 0.5
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 10
+    assert (tmp_path / "corrupted0-mel0.pt").is_file()
