@@ -14,7 +14,7 @@ from .convert_cli import add_convert
 from .errors import VCError, VCWarning, reason
 from .files import describe, write_text
 from .options import BLOCK_MS, COUNT, PITCH_SHIFT, POSITIVE, TIMBRE_MATCH, threads_list
-from .train_cli import add_prepare_and_adapt, add_train, add_train_vocoder
+from .cli_train import add_prepare_and_adapt, add_train, add_train_vocoder
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
