@@ -55,6 +55,17 @@ def gather_utterances(roots: str | Path | list[str | Path]) -> list[Utterance]:
     return list(found.values())
 
 
+def read_cache(cache: str | Path | None, key: str) -> dict | None:
+    """A feature cache's contents when `cache` exists, reads, and was written under `key`; else None (rebuild it)."""
+    if cache is None or not Path(cache).is_file():
+        return None
+    try:
+        c = load_checkpoint(cache)
+    except VCError:
+        return None
+    return c if c.get("key") == key else None
+
+
 FEATURES_VERSION = 2  # bump when what `load_features` computes changes, so that old caches are rebuilt
 
 
@@ -68,13 +79,9 @@ def load_features(utts: list[Utterance], cfg: AudioConfig, cache: str | Path | N
     pitch = pitch or PitchConfig()
     key = hashlib.sha1(json.dumps([FEATURES_VERSION, asdict(cfg), asdict(pitch), [asdict(u) for u in utts]]
                                   ).encode()).hexdigest()
-    if cache is not None and Path(cache).is_file():
-        try:
-            c = load_checkpoint(cache)
-            if c.get("key") == key:
-                return [Utterance(p, s) for p, s in c["utts"]], c["mels"], c["f0s"]
-        except VCError:
-            pass
+    c = read_cache(cache, key)
+    if c is not None:
+        return [Utterance(p, s) for p, s in c["utts"]], c["mels"], c["f0s"]
     kept, mels, f0s = [], [], []
     for u in utts:
         try:
@@ -112,13 +119,9 @@ def load_states(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioConfi
 
     key = hashlib.sha1(json.dumps([STATES_VERSION, "whisper", layers, encoder_id, asdict(cfg),
                                    [[asdict(u), m.shape[1]] for u, m in zip(utts, mels)]]).encode()).hexdigest()
-    if cache is not None and Path(cache).is_file():
-        try:
-            c = load_checkpoint(cache)
-            if c.get("key") == key:
-                return c["states"]
-        except VCError:
-            pass
+    c = read_cache(cache, key)
+    if c is not None:
+        return c["states"]
     states = [whisper_states(encoder, load_wav(u.path, cfg), layers, cfg, m.shape[1]).to(torch.float16)
               for u, m in zip(utts, mels)]
     if cache is not None:
@@ -145,13 +148,9 @@ def load_corrupted(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioCo
     key = hashlib.sha1(json.dumps([CORRUPTED_VERSION, seed, copy, rooms, babble_clips, layers, encoder_id,
                                    asdict(cfg), asdict(pitch),
                                    [[asdict(u), m.shape[1]] for u, m in zip(utts, mels)]]).encode()).hexdigest()
-    if cache is not None and Path(cache).is_file():
-        try:
-            c = load_checkpoint(cache)
-            if c.get("key") == key:
-                return c["mels"], c["f0s"], c["states"]
-        except VCError:
-            pass
+    c = read_cache(cache, key)
+    if c is not None:
+        return c["mels"], c["f0s"], c["states"]
     rng = np.random.default_rng([seed, copy, 0])
     pool = [load_wav(utts[i].path, cfg) for i in rng.choice(len(utts), min(babble_clips, len(utts)), replace=False)]
     corrupt = Corruption([room_impulse(rng, cfg.sample_rate) for _ in range(rooms)], pool, cfg.sample_rate,
