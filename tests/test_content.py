@@ -193,3 +193,29 @@ def test_adapt_step_feeds_the_content_encoder_the_standardized_states_of_its_bat
     trainer.step(1)
     assert model.cfg.train.freq_warp > 0 and len(seen) == 1
     torch.testing.assert_close(seen[0], net.standardize(trainer.sampler.segments(1, 2, states)), atol=0, rtol=0)
+
+
+def test_a_causal_mel_model_learns_from_whisper_states_and_exports_without_them(whisper_run, train_dir, dev_dir,
+                                                                                clips, tmp_path):
+    # train.distill: a head reads the teacher's states out of the content code in training; what is exported is a
+    # plain causal mel model (streamable), with no Whisper weights and no head.
+    import json
+
+    from vc.training.converter import train
+
+    cfg = load_recipe(ROOT / "recipes" / "tiny.yaml").replace(
+        model={"causal": True, "norm_window": 32},
+        train={"distill": 1.0, "whisper_weights": str(whisper_run.parent / "whisper-encoder.pt"), "steps": 6,
+               "val_every": 6})
+    out = train(cfg, train_dir, tmp_path / "run", dev=dev_dir)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["distill"] for r in rows if "distill" in r]
+    assert losses and all(np.isfinite(losses)) and min(losses) > 0
+    assert (tmp_path / "run" / "states-train-whisper0.pt").is_file()  # the teacher's states, cached
+    ckpt = load_checkpoint(out)
+    assert not any(k.startswith(("features.", "content_mean")) for k in ckpt["model"]) and "whisper" not in ckpt
+    assert "distill_head" in load_checkpoint(tmp_path / "run" / "last.pt")  # the head resumes with the run
+    model = vc.load_model(out)
+    assert model.net.features is None and model.net.cfg.causal
+    y = model.convert(clips["source"], clips["target"])
+    assert np.isfinite(y).all() and np.abs(y).max() > 0

@@ -9,11 +9,12 @@ import soundfile as sf
 import torch
 
 import vc.model
+import vc.pitch
 import vc.stream
 from vc.api import Voice, VoiceConverter, load_model
 from vc.checkpoint import export_inference
 from vc.cli import main
-from vc.config import Config, ModelConfig, VocoderConfig
+from vc.config import AudioConfig, Config, ModelConfig, PitchConfig, VocoderConfig
 from vc.errors import VCError
 from vc.model import VoiceConverterNet
 from vc.vocoder import Vocos, vocoder_weights
@@ -21,9 +22,15 @@ from vc.vocoder import Vocos, vocoder_weights
 from conftest import synth_speech
 
 
-def tiny_causal(seed: int = 0, norm_window: int = 32) -> VoiceConverter:
+TEN_MS = AudioConfig(hop_length=160, win_length=320, n_fft=512)  # recipes/stream10.yaml's audio
+
+
+def tiny_causal(seed: int = 0, norm_window: int = 32, audio: AudioConfig = AudioConfig()) -> VoiceConverter:
     torch.manual_seed(seed)
-    cfg = Config(model=ModelConfig(causal=True, norm_window=norm_window, channels=48, content_dim=8,
+    # a pitch window that has all arrived when its mel frame is decoded, as in recipes/stream10.yaml (1024 for the
+    # default audio config, whose look-ahead is longer)
+    pitch = PitchConfig(frame_length=1024 if audio == AudioConfig() else 4 * audio.hop_length)
+    cfg = Config(audio=audio, pitch=pitch, model=ModelConfig(causal=True, norm_window=norm_window, channels=48, content_dim=8,
                                    speaker_dim=32, classifier_channels=16),
                  vocoder=VocoderConfig(causal=True, dim=48, intermediate=96, layers=2))
     vocoder = Vocos(cfg.audio, cfg.vocoder)
@@ -56,21 +63,35 @@ def cumulative_instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor
     return vc.model.window_norm(x, x.shape[2], eps)
 
 
-@pytest.mark.parametrize("block_ms,norm_window", [(25, 32), (50, 32), (25, 0)])
-def test_stream_equals_the_causal_networks_run_offline(monkeypatch, block_ms, norm_window):
+@pytest.mark.parametrize("block_ms,norm_window,audio,latency_ms", [(25, 32, AudioConfig(), 75), (50, 32, AudioConfig(), 100),
+                                                                   (25, 0, AudioConfig(), 75), (10, 32, TEN_MS, 40),
+                                                                   (30, 32, TEN_MS, 60)])
+def test_stream_equals_the_causal_networks_run_offline(monkeypatch, block_ms, norm_window, audio, latency_ms):
     # The stream keeps each layer's state between blocks and overlap-adds the vocoder's frames; it must reproduce the
     # networks run on the whole clip sample by sample. Instance norm over a causal window is the same both ways; for
     # a model trained with whole-clip statistics the stream takes them over the frames so far, so offline does too.
     if norm_window == 0:
         monkeypatch.setattr(vc.model, "instance_norm", cumulative_instance_norm)
-    model = tiny_causal(norm_window=norm_window)
+    # With a 10-ms hop and 20-ms window, 10-ms blocks stream at 40 ms of latency (block 10, half window 10, look-ahead
+    # 20), each block decoding one mel frame.
+    model = tiny_causal(norm_window=norm_window, audio=audio)
     wav = synth_speech(140, 1.6, seed=3)
+    if audio == TEN_MS:  # the F0 tracker's smoothing (voiced runs of 3 frames, 3-frame median) looks a frame further
+        # ahead than a 10-ms stream has heard: here the stream gets the offline contour, and the networks must match
+        f0 = vc.pitch.track(wav, audio, model.cfg.pitch)[0]
+        monkeypatch.setattr(vc.stream.Stream, "_pitch", lambda self, first, n: f0[first:first + n])
     voice = Voice(torch.randn(32))
     stream = model.stream(voice, block_seconds=block_ms / 1000, timbre_match=0, match_pitch=False, bf16=False)
     assert stream.block_size == 16 * block_ms
-    assert stream.latency == pytest.approx(block_ms / 1000 + 0.05)
+    assert stream.latency == pytest.approx(latency_ms / 1000)
     ref = offline(model, wav, voice)
-    out = run(stream, wav)
+    decoded = []
+    for i in range(0, 16000, stream.block_size):
+        stream.process(wav[i:i + stream.block_size])
+        decoded.append(stream.decoded)
+    per_block = np.diff(decoded[10:])  # mel frames decoded by each block, once the stream has started
+    assert set(per_block) == ({block_ms // 10} if stream.spread else {block_ms // 25 * 2})
+    out = run(model.stream(voice, block_seconds=block_ms / 1000, timbre_match=0, match_pitch=False, bf16=False), wav)
     body = slice(0, len(out) - 1600)  # the last 0.1 s: offline pads the end with zeros, the stream with silence
     assert np.abs(out[body] - ref[body]).max() < 1e-3 * np.abs(ref).max()
 
@@ -169,3 +190,16 @@ def test_a_stream_keeps_full_garbage_collections_out_of_its_blocks(monkeypatch):
     monkeypatch.setattr(stream, "_push", lambda block: (seen.append(gc.isenabled()), push(block)))
     stream.process(np.zeros(stream.block_size, np.float32))
     assert seen == [False] and gc.isenabled()
+
+
+def test_a_streamed_window_norm_equals_the_offline_one_in_chunks_of_any_size():
+    # The ring of the last `window` frames, chunks shorter and longer than the window alike.
+    from vc.stream_nets import Norm
+
+    x = torch.randn(1, 6, 60, dtype=torch.float64) * 3 + 1
+    norm = Norm(window=5)
+    cuts = [0, 1, 4, 11, 12, 14, 30, 31, 60]
+    out = torch.cat([norm(x[:, :, a:b]) for a, b in zip(cuts, cuts[1:])], dim=2)
+    with torch.inference_mode():
+        ref = vc.model.window_norm(x, 5)
+    assert torch.allclose(out, ref, atol=1e-5)

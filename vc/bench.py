@@ -128,21 +128,23 @@ def staged_convert(model, source: Path, target: Path, output: Path) -> dict[str,
 
 def streaming_figures(model, source: Path, target: Path) -> dict | None:
     """Latency and compute per block of `vc.stream` (the causal `checkpoints/stream.pt`) on the same source, with
-    25- and 50-ms blocks, in this process's thread count. None for Griffin-Lim (the stream needs the causal neural
-    vocoder) or where the streaming checkpoint is missing."""
+    10-, 25- and 50-ms blocks (rounded to whole hops), on one torch thread as `vc live` runs it. None for Griffin-Lim (the stream needs the
+    causal neural vocoder) or where the streaming checkpoint is missing."""
     from .api import load_model
     from .registry import shipped_path
+    from .stream import one_thread
 
     if model.vocoder_name == "griffin-lim" or not shipped_path("stream").is_file():
         return None
     streamer = load_model("stream")
     wav = streamer.load(source, trim=False)
     out = {}
-    for block_ms in (25, 50):
+    for block_ms in (10, 25, 50):
         stream = streamer.stream(target, block_seconds=block_ms / 1000)
         start = time.perf_counter()
-        stream.run(wav)
-        out[block_ms] = {"latency_ms": 1e3 * stream.latency, "rtf": (time.perf_counter() - start) * streamer.
+        with one_thread():
+            stream.run(wav)
+        out[f"{1e3 * stream.block_size / streamer.sample_rate:g}"] = {"latency_ms": 1e3 * stream.latency, "rtf": (time.perf_counter() - start) * streamer.
                          sample_rate / len(wav), **stream.stats.summary()}
     return out
 

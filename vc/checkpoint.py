@@ -29,7 +29,7 @@ VERSION = 2  # bump when the layout of the file changes; loading refuses version
 ADDED_FIELDS = {"model": {"content_features": "mel", "whisper_layers": 0, "content": "in", "codebook_size": 64},
                 "train": {"whisper_weights": "", "speaker_balance": 0.0, "speaker_warp": 0.0,
                           "speaker_warp_share": 0.5, "vq_commitment": 0.25, "denoise": 0.0,
-                          "denoise_ref": 0.0, "denoise_copies": 2}}
+                          "denoise_ref": 0.0, "denoise_copies": 2, "distill": 0.0}}
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import LAYOUTS, PARTS, AdaptConfig
+from .config import LAYOUTS, PARTS, AdaptConfig, load_recipe
 from .options import COUNT, JOBS, LEARNING_RATE, NON_NEGATIVE, POSITIVE, RATIO, STEP, STEPS, THREADS
 
 
@@ -28,7 +28,6 @@ def add_train(sub) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .config import load_recipe
     from .training.converter import train
 
     cfg = load_recipe(args.recipe)
@@ -131,8 +130,10 @@ def _train_vocoder(args: argparse.Namespace) -> int:
     from .training.vocoder import train_vocoder
 
     try:
+        recipe = load_recipe(args.recipe) if args.recipe else None
         train_vocoder(args.data, args.out, cfg=_vocoder_settings(args), init=args.init, causal=args.causal or None,
-                      finetune_on=args.finetune_on, max_minutes=args.max_minutes)
+                      finetune_on=args.finetune_on, max_minutes=args.max_minutes,
+                      audio=recipe.audio if recipe else None, model_cfg=recipe.vocoder if recipe else None)
     except KeyboardInterrupt:  # saved; the loop said how to resume
         return 130
     return 0
@@ -147,6 +148,8 @@ def add_train_vocoder(sub) -> None:
     w.add_argument("--data", required=True, help="audio: a folder with utterances.tsv, or one folder per speaker")
     w.add_argument("--out", required=True, help="run folder")
     w.add_argument("--steps", type=STEPS, default=None, help="training steps (default 12000)")
+    w.add_argument("--recipe", default=None, help="a recipe whose audio and vocoder sections to use (e.g. "
+                   "recipes/stream10.yaml; default: the defaults)")
     w.add_argument("--init", default=None, help="start from this vocoder file (OUT/vocoder.pt of an earlier run)")
     w.add_argument("--finetune-on", default=None, help="converter checkpoint whose reconstructions to train on")
     w.add_argument("--lr", type=LEARNING_RATE, default=None, help="peak learning rate (default 5e-4)")

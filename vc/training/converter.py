@@ -121,16 +121,26 @@ def validate(net: VoiceConverterNet, clf: SpeakerClassifier, cfg: Config, dev: t
 class Generator(nn.Module):
     """Everything the generator loss trains, behind one forward, so that DistributedDataParallel sees all of it:
     warped mel (B, n_mels, T), reference (B, n_mels, T_ref), pitch (B, 2, T) -> content code, speaker embedding,
-    reconstruction (B, n_mels, T) and speaker logits (B, n_speakers)."""
+    reconstruction (B, n_mels, T), speaker logits (B, n_speakers) and, with a distillation head (`train.distill`), its
+    prediction of the teacher's states from the content code (B, n_state, T'; else None)."""
 
-    def __init__(self, net: VoiceConverterNet, speaker_head: nn.Linear):
+    def __init__(self, net: VoiceConverterNet, speaker_head: nn.Linear, distill_head: nn.Module | None = None):
         super().__init__()
-        self.net, self.speaker_head = net, speaker_head
+        self.net, self.speaker_head, self.distill_head = net, speaker_head, distill_head
 
     def forward(self, mel: torch.Tensor, ref: torch.Tensor, pitch: torch.Tensor | None):
         content = self.net.content_encoder(mel)
         spk = self.net.speaker_encoder(ref)
-        return content, spk, self.net.decoder(content, spk, mel.shape[2], pitch), self.speaker_head(spk.float())
+        predicted = self.distill_head(content) if self.distill_head is not None else None
+        return (content, spk, self.net.decoder(content, spk, mel.shape[2], pitch), self.speaker_head(spk.float()),
+                predicted)
+
+
+def distill_head(content_dim: int, n_state: int, channels: int = 256) -> nn.Module:
+    """What reads the teacher's states out of a content code in training (`train.distill`): two convolutions that see
+    two content frames either side (training only, so it need not be causal)."""
+    return nn.Sequential(nn.Conv1d(content_dim, channels, 5, padding=2), nn.LeakyReLU(0.2),
+                         nn.Conv1d(channels, n_state, 5, padding=2))
 
 
 
@@ -245,7 +255,13 @@ class ConverterTrainer:
         t = cfg.train
         self.cfg, self.corpus, self.d, self.folder = cfg, corpus, d, folder
         self.net = net = VoiceConverterNet(cfg.model, cfg.audio.n_mels, encoder.dims if encoder is not None else None)
-        self.states = corpus.states[0] if corpus.states is not None else None
+        # Whisper states: the content input of a whisper-content model, or the teacher of a distilled mel model
+        self.states = corpus.states[0] if corpus.states is not None and net.features is not None else None
+        self.teacher = corpus.states[0] if corpus.states is not None and t.distill > 0 else None
+        self.distill_head = None
+        if self.teacher is not None:
+            self.teacher_stats = channel_stats(self.teacher)
+            self.distill_head = distill_head(cfg.model.content_dim, encoder.dims.n_state)
         if net.features is not None:
             net.features.load_state_dict(encoder.state_dict())
             mean, std = channel_stats(self.states)
@@ -258,19 +274,22 @@ class ConverterTrainer:
         net.mel_std.copy_(all_frames.std(dim=1).clamp(min=1e-3))
         del all_frames
         # the frozen Whisper encoder, when there is one, is no parameter of the optimizer
-        self.gen_params = [p for p in net.parameters() if p.requires_grad] + list(self.spk_head.parameters())
+        heads = [self.spk_head] + ([self.distill_head] if self.distill_head is not None else [])
+        self.gen_params = [p for p in net.parameters() if p.requires_grad] + [p for h in heads for p in h.parameters()]
         self.opt_g = torch.optim.AdamW(self.gen_params, lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
         self.opt_c = torch.optim.AdamW(self.clf.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
         if state is not None:
             net.load_state_dict(state["model"])
             self.clf.load_state_dict(state["classifier"])
             self.spk_head.load_state_dict(state["speaker_head"])
-        for m in (net, self.clf, self.spk_head):
+            if self.distill_head is not None:
+                self.distill_head.load_state_dict(state["distill_head"])
+        for m in (net, self.clf, *heads):
             m.to(d.device)
         if state is not None:  # after the move, so that the optimizer state lands on the parameters' device
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_c.load_state_dict(state["opt_c"])
-        self.gen, self.clf_dp = d.wrap(Generator(net, self.spk_head)), d.wrap(self.clf)
+        self.gen, self.clf_dp = d.wrap(Generator(net, self.spk_head, self.distill_head)), d.wrap(self.clf)
         spk_index = {s: i for i, s in enumerate(corpus.speakers)}
         self.sampler = SegmentSampler(corpus.mels, [spk_index[u.speaker] for u in corpus.utts], t.segment_frames,
                                       t.seed, corpus.f0s if cfg.model.pitch else None, cfg.pitch,
@@ -285,6 +304,7 @@ class ConverterTrainer:
         rng = np.random.default_rng([t.seed, draw, 1])
         mel, ref, ids, pitch = self.sampler.batch(draw, t.batch_size)
         states = self.sampler.segments(draw, t.batch_size, self.states) if self.states is not None else None
+        teacher = self.sampler.segments(draw, t.batch_size, self.teacher) if self.teacher is not None else None
         content_mel = mel  # what a mel content encoder reads: the target itself, or a corrupted copy (denoising)
         if self.corpus.corrupted:
             content_mel, ref, pitch, states = self.sampler.corrupted(draw, t.batch_size, self.corpus.corrupted,
@@ -304,7 +324,7 @@ class ConverterTrainer:
             # freq_warp stretches the mel along frequency (timbre scrambling): Whisper states have no frequency axis
             # to stretch, so they enter unwarped
             x = freq_warp(content_mel, t.freq_warp, rng) if states is None else states
-            content, spk, rec, spk_logits = self.gen(x, ref, pitch)
+            content, spk, rec, spk_logits, predicted = self.gen(x, ref, pitch)
             recon = (rec.float() - mel).abs().mean()
             # The encoder is pushed toward a classifier that cannot tell speakers apart (uniform output);
             # this is bounded, unlike maximizing the classifier's cross-entropy, so training stays stable.
@@ -317,6 +337,11 @@ class ConverterTrainer:
             vq = net.content_encoder.quantizer  # model.content "vq": the codebook and commitment terms
             if vq is not None:
                 loss = loss + vq.losses[0] + t.vq_commitment * vq.losses[1]
+            if predicted is not None:  # the teacher's standardized states, averaged onto the content frames
+                mean, std = (v.to(d.device)[:, None] for v in self.teacher_stats)
+                target = F.avg_pool1d((teacher.to(d.device).float() - mean) / std, 2, 2, ceil_mode=True)
+                distill = (predicted.float() - target[:, :, :predicted.shape[2]]).abs().mean()
+                loss = loss + t.distill * distill
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.gen_params, t.grad_clip)
@@ -329,18 +354,20 @@ class ConverterTrainer:
         self.opt_c.step()
         return {"recon_l1": recon.item(), "adv": adv.item(), "adv_weight": alpha, "clf_ce": clf_loss.item(),
                 "spk_ce": spk_ce.item(), "grad_norm": float(gnorm), "lr": lr,
-                **({"vq_perplexity": vq.perplexity} if vq is not None else {})}
+                **({"vq_perplexity": vq.perplexity} if vq is not None else {}),
+                **({"distill": distill.item()} if predicted is not None else {})}
 
     def state(self) -> dict[str, Any]:
         return {"kind": "training", "config": self.cfg.to_dict(), "speakers": self.corpus.speakers,
                 "model": self.net.state_dict(), "classifier": self.clf.state_dict(),
                 "speaker_head": self.spk_head.state_dict(), "opt_g": self.opt_g.state_dict(),
                 "opt_c": self.opt_c.state_dict(),
+                **({"distill_head": self.distill_head.state_dict()} if self.distill_head is not None else {}),
                 **({"whisper": whisper_entry(self.net)} if self.net.features is not None else {})}
 
     def validate(self, step: int, monitor: Monitor) -> dict[str, float]:
         cfg, dev = self.cfg, self.corpus.dev
-        _, held, dev_states = self.corpus.states or (None, None, None)
+        _, held, dev_states = self.corpus.states if self.states is not None else (None, None, None)
         values = validate(self.net, self.clf, cfg, dev, self.corpus.held, dev_states, held)
         monitor.audio(step, sample_conversions(self.net, cfg, *dev, states=dev_states), cfg.audio.sample_rate)
         if cfg.train.export_every and step % cfg.train.export_every == 0:  # snapshots, to compare on dev later
@@ -374,7 +401,7 @@ def _train(cfg: Config, data: str | Path | list[str | Path], out: Path, dev: str
         cfg = read_config(state, run.last).replace(train={k: getattr(cfg.train, k) for k in RECIPE_ON_RESUME})
     t = cfg.train
     seed(t.seed, t.threads)
-    encoder = whisper_encoder(cfg, out, d) if cfg.model.content_features == "whisper" else None
+    encoder = (whisper_encoder(cfg, out, d) if cfg.model.content_features == "whisper" or t.distill > 0 else None)
     corpus = read_corpus(cfg, folders, out, dev, d, state["speakers"] if state is not None else None, encoder)
     cfg = cfg.replace(model={"n_speakers": len(corpus.speakers)})
     trainer = ConverterTrainer(cfg, corpus, d, out, state, encoder)

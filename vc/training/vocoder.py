@@ -278,7 +278,7 @@ def train_vocoder(data: str | Path, out: str | Path, *, audio: AudioConfig | Non
         config = read_config(state, run.last)
         net = Vocos(config.audio, config.vocoder)
     else:
-        config, net = _initial(audio or AudioConfig(), model_cfg or VocoderConfig(), init, causal)
+        config, net = _initial(audio, model_cfg or VocoderConfig(), init, causal)
     audio = config.audio
     wavs = load_corpus(data, audio, out / "audio-cache.pt")
     mels = [log_mel(w.float() / 32767, audio).to(torch.float16) for w in wavs]
@@ -301,11 +301,12 @@ def train_vocoder(data: str | Path, out: str | Path, *, audio: AudioConfig | Non
     return path
 
 
-def _initial(audio: AudioConfig, model_cfg: VocoderConfig, init: str | Path | None, causal: bool | None
+def _initial(audio: AudioConfig | None, model_cfg: VocoderConfig, init: str | Path | None, causal: bool | None
              ) -> tuple[Config, Vocos]:
-    """The config and network a new run starts from: `model_cfg` (made causal or not by `causal`), or the exported
-    vocoder `init`, which brings its own architecture."""
+    """The config and network a new run starts from: `audio` (None: the default) and `model_cfg` (made causal or not
+    by `causal`), or the exported vocoder `init`, which brings its own architecture and audio settings."""
     if init is None:
+        audio = audio or AudioConfig()
         if causal is not None:
             model_cfg = dataclasses.replace(model_cfg, causal=causal)
         return Config(audio=audio, vocoder=model_cfg), Vocos(audio, model_cfg)
@@ -316,8 +317,10 @@ def _initial(audio: AudioConfig, model_cfg: VocoderConfig, init: str | Path | No
     if causal is not None and causal != init_cfg.vocoder.causal:
         raise VCError(f"{init}: its vocoder is {'' if init_cfg.vocoder.causal else 'not '}causal; "
                       "--causal cannot change that (train from scratch instead)")
-    config = Config(audio=audio, vocoder=init_cfg.vocoder)
-    net = Vocos(audio, init_cfg.vocoder)
+    if audio is not None and audio != init_cfg.audio:
+        raise VCError(f"{init}: its audio settings differ from the recipe's")
+    config = Config(audio=init_cfg.audio, vocoder=init_cfg.vocoder)
+    net = Vocos(init_cfg.audio, init_cfg.vocoder)
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in start["vocoder"].items()})
     return config, net
 
