@@ -267,10 +267,12 @@ class VoiceConverter:
 
     def stream(self, target: Audio | Sequence[Audio] | Voice, *, block_seconds: float = 0.025,
                pitch_shift: float = 0.0, match_pitch: bool = True, timbre_match: float | None = None,
-               bf16: bool | None = None) -> Stream:
+               bf16: bool = False) -> Stream:
         """A `vc.stream.Stream` that converts a live signal block by block into the voice of `target` (embedded
         once), with a fixed latency. Needs a causal model, such as the shipped `stream` checkpoint. Target clips
-        (rather than a `Voice`) also give the stream's instance norm its starting statistics."""
+        (rather than a `Voice`) also give the stream's instance norm its starting statistics, where the model takes
+        them over the whole clip. `bf16`: the products in bf16 (slower than float32 on a CPU for one-frame
+        blocks)."""
         check_options(pitch_shift, timbre_match)
         prime = None
         if not isinstance(target, (Voice, torch.Tensor)):  # clips: they also start the stream's statistics

@@ -26,8 +26,8 @@ class Conv:
         self.cout = conv.out_channels
         self.left = conv.left if isinstance(conv, CausalConv1d) else 0
         w = conv.weight.detach().float()
-        # (k * cin, cout), rows ordered frame by frame; depthwise: (k, C)
-        w = w[:, 0].T if self.groups > 1 else w.permute(2, 1, 0).reshape(-1, self.cout)
+        # (cin * k, cout), rows in the order of `unfold`'s (n, cin, k) windows flattened; depthwise: (C, k)
+        w = w[:, 0] if self.groups > 1 else w.reshape(self.cout, -1).T
         self.w = w.to(dtype).contiguous()
         self.b = (conv.bias.detach() if conv.bias is not None else torch.zeros(self.cout)).to(dtype)
         self.buf: torch.Tensor | None = None
@@ -44,9 +44,9 @@ class Conv:
             return x.new_zeros(1, self.cout, 0)
         u = x.unfold(0, self.k, self.s)[:n]  # (n, C, k)
         if self.groups > 1:
-            y = torch.einsum("nck,kc->nc", u, self.w) + self.b
+            y = (u * self.w).sum(dim=2) + self.b
         else:
-            y = torch.addmm(self.b, u.transpose(1, 2).reshape(n, -1), self.w)
+            y = torch.addmm(self.b, u.reshape(n, -1), self.w)
         return y.T[None].float()
 
 
@@ -84,6 +84,16 @@ class Norm:
             if self.buf is None:
                 self.buf = d.new_zeros(d.shape[0], d.shape[1], self.window)
             k, w = d.shape[2], self.window
+            if k == 1:  # the common case, one new frame: the same sums without cumsum's overhead
+                out = self.buf[:, :, self.pos:self.pos + 1].clone()
+                self.buf[:, :, self.pos:self.pos + 1] = d
+                self.pos = (self.pos + 1) % w
+                self.n += 1
+                self.sum = self.sum + (d - out)
+                self.sq = self.sq + (d * d - out * out)
+                n = float(min(self.n, w))
+                mean = self.sum / n
+                return ((d - mean) / ((self.sq / n - mean * mean).clamp(min=0) + EPS).sqrt()).float()
             if k <= w:  # the frames that leave the window as each new one enters (zeros at first) make way in the ring
                 ring = self.pos + k <= w
                 at = slice(self.pos, self.pos + k) if ring else (self.pos + torch.arange(k)) % w
