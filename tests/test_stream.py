@@ -30,8 +30,9 @@ def tiny_causal(seed: int = 0, norm_window: int = 32, audio: AudioConfig = Audio
     # a pitch window that has all arrived when its mel frame is decoded, as in recipes/stream10.yaml (1024 for the
     # default audio config, whose look-ahead is longer)
     pitch = PitchConfig(frame_length=1024 if audio == AudioConfig() else 4 * audio.hop_length)
-    cfg = Config(audio=audio, pitch=pitch, model=ModelConfig(causal=True, norm_window=norm_window, channels=48, content_dim=8,
-                                   speaker_dim=32, classifier_channels=16),
+    model = ModelConfig(causal=True, norm_window=norm_window, channels=48, content_dim=8, speaker_dim=32,
+                        classifier_channels=16)
+    cfg = Config(audio=audio, pitch=pitch, model=model,
                  vocoder=VocoderConfig(causal=True, dim=48, intermediate=96, layers=2))
     vocoder = Vocos(cfg.audio, cfg.vocoder)
     return VoiceConverter(VoiceConverterNet(cfg.model, cfg.audio.n_mels), cfg,
@@ -63,9 +64,9 @@ def cumulative_instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor
     return vc.model.window_norm(x, x.shape[2], eps)
 
 
-@pytest.mark.parametrize("block_ms,norm_window,audio,latency_ms", [(25, 32, AudioConfig(), 75), (50, 32, AudioConfig(), 100),
-                                                                   (25, 0, AudioConfig(), 75), (10, 32, TEN_MS, 40),
-                                                                   (30, 32, TEN_MS, 60)])
+@pytest.mark.parametrize("block_ms,norm_window,audio,latency_ms", [
+    (25, 32, AudioConfig(), 75), (50, 32, AudioConfig(), 100), (25, 0, AudioConfig(), 75), (10, 32, TEN_MS, 40),
+    (30, 32, TEN_MS, 60)])
 def test_stream_equals_the_causal_networks_run_offline(monkeypatch, block_ms, norm_window, audio, latency_ms):
     # The stream keeps each layer's state between blocks and overlap-adds the vocoder's frames; it must reproduce the
     # networks run on the whole clip sample by sample. Instance norm over a causal window is the same both ways; for

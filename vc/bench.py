@@ -128,8 +128,8 @@ def staged_convert(model, source: Path, target: Path, output: Path) -> dict[str,
 
 def streaming_figures(model, source: Path, target: Path) -> dict | None:
     """Latency and compute per block of `vc.stream` (the causal `checkpoints/stream.pt`) on the same source, with
-    10-, 25- and 50-ms blocks (rounded to whole hops), on one torch thread as `vc live` runs it. None for Griffin-Lim (the stream needs the
-    causal neural vocoder) or where the streaming checkpoint is missing."""
+    10-, 25- and 50-ms blocks (rounded to whole hops), on one torch thread as `vc live` runs it. None for Griffin-Lim
+    (the stream needs the causal neural vocoder) or where the streaming checkpoint is missing."""
     from .api import load_model
     from .registry import shipped_path
     from .stream import one_thread
@@ -144,8 +144,9 @@ def streaming_figures(model, source: Path, target: Path) -> dict | None:
         start = time.perf_counter()
         with one_thread():
             stream.run(wav)
-        out[f"{1e3 * stream.block_size / streamer.sample_rate:g}"] = {"latency_ms": 1e3 * stream.latency, "rtf": (time.perf_counter() - start) * streamer.
-                         sample_rate / len(wav), **stream.stats.summary()}
+        rtf = (time.perf_counter() - start) * streamer.sample_rate / len(wav)
+        out[f"{1e3 * stream.block_size / streamer.sample_rate:g}"] = {"latency_ms": 1e3 * stream.latency, "rtf": rtf,
+                                                                     **stream.stats.summary()}
     return out
 
 

@@ -25,7 +25,9 @@ from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
 
 
-RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies")  # what a resumed run takes from the recipe
+# what a resumed run takes from the recipe: a run may be extended, go on as denoising training, or go on with longer
+# segments (a model with a causal norm window learns on them the steady state of its chained windows)
+RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "segment_frames", "batch_size")
 
 
 def adv_weight(cfg: Config, step: int) -> float:
@@ -271,8 +273,7 @@ def _train(cfg: Config, data: str | Path | list[str | Path], out: Path, dev: str
     folders = [Path(data)] if isinstance(data, (str, Path)) else [Path(f) for f in data]
     run = Run(out, d)
     state = run.resume()
-    if state is not None:  # a resumed run may be extended, or go on as denoising training (a fine-tune of a clean
-        # run); everything else is the run's own
+    if state is not None:  # what RECIPE_ON_RESUME names comes from the recipe; everything else is the run's own
         cfg = read_config(state, run.last).replace(train={k: getattr(cfg.train, k) for k in RECIPE_ON_RESUME})
     t = cfg.train
     seed(t.seed, t.threads)
