@@ -84,16 +84,6 @@ class Norm:
             if self.buf is None:
                 self.buf = d.new_zeros(d.shape[0], d.shape[1], self.window)
             k, w = d.shape[2], self.window
-            if k == 1:  # the common case, one new frame: the same sums without cumsum's overhead
-                out = self.buf[:, :, self.pos:self.pos + 1].clone()
-                self.buf[:, :, self.pos:self.pos + 1] = d
-                self.pos = (self.pos + 1) % w
-                self.n += 1
-                self.sum = self.sum + (d - out)
-                self.sq = self.sq + (d * d - out * out)
-                n = float(min(self.n, w))
-                mean = self.sum / n
-                return ((d - mean) / ((self.sq / n - mean * mean).clamp(min=0) + EPS).sqrt()).float()
             if k <= w:  # the frames that leave the window as each new one enters (zeros at first) make way in the ring
                 ring = self.pos + k <= w
                 at = slice(self.pos, self.pos + k) if ring else (self.pos + torch.arange(k)) % w
