@@ -8,7 +8,7 @@ import torch
 
 from vc.config import load_recipe
 from vc.training.corrupt import (Corruption, babble, band_limit, codec, colored_noise, mix, reverberate,
-                                 room_impulse)
+                                 room_impulse, shift_voice)
 from vc.training.data import SegmentSampler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +73,47 @@ def test_babble_is_several_clips_at_once_and_the_chain_keeps_the_clip_aligned():
     y = chain(x, rng)
     assert y.shape == x.shape and y.dtype == np.float32 and _lag(y, x) == 0
     assert not np.allclose(y / np.abs(y).max(), x / np.abs(x).max(), atol=1e-2)
+
+
+def test_shift_voice_moves_every_frequency_by_the_drawn_semitones_and_keeps_length():
+    t = np.arange(2 * SR) / SR
+    x = 0.1 * (np.sin(2 * np.pi * 200 * t) + np.sin(2 * np.pi * 1200 * t))  # a pitch and a "formant"
+    shifts = []
+    for seed in range(6):
+        y = shift_voice(x, SR, np.random.default_rng(seed), 4.0)
+        assert y.shape == x.shape
+        spec = np.abs(np.fft.rfft(y[SR // 4:-SR // 4]))
+        freqs = np.fft.rfftfreq(len(y) - SR // 2, 1 / SR)
+        low = freqs[np.argmax(spec * (freqs < 600))]
+        high = freqs[np.argmax(spec * (freqs > 700))]
+        ratio = low / 200
+        assert 2 ** (1 / 12) * 0.99 < max(ratio, 1 / ratio) < 2 ** (4 / 12) * 1.01  # 1 to 4 semitones
+        assert high / 1200 == pytest.approx(ratio, rel=0.02)  # the formant moves with the pitch
+        shifts.append(ratio > 1)
+    assert any(shifts) and not all(shifts)  # up and down
+
+
+def test_voice_shift_training_takes_content_from_shifted_copies_and_keeps_pitch_and_target(
+        train_dir, dev_dir, tmp_path, monkeypatch):
+    from vc.training import data
+    from vc.training.converter import train
+    seen = []
+    real = data.SegmentSampler.corrupted
+
+    def spy(self, step, size, copies, share, ref_share, mel, ref, pitch, states, with_pitch=True, salt=3):
+        out = real(self, step, size, copies, share, ref_share, mel, ref, pitch, states, with_pitch, salt)
+        seen.append((salt, with_pitch, ref_share, torch.equal(out[1], ref), pitch is None or torch.equal(out[2], pitch),
+                     torch.equal(out[0], mel)))
+        return out
+
+    monkeypatch.setattr(data.SegmentSampler, "corrupted", spy)
+    cfg = load_recipe(ROOT / "recipes" / "tiny.yaml").replace(train={"voice_shift": 1.0, "steps": 4})
+    path = train(cfg, train_dir, tmp_path, dev=dev_dir)
+    assert (tmp_path / "shifted0-mel0.pt").is_file() and not list(tmp_path.glob("corrupted*"))
+    assert torch.load(path, weights_only=True)["config"]["train"]["voice_shift"] == 1.0
+    assert len(seen) == 4
+    # every step: shifted copies (salt 4), pitch and references kept, the content input replaced
+    assert all(s == (4, False, 0.0, True, True, False) for s in seen)
 
 
 def test_sampler_swaps_content_pitch_and_references_for_corrupted_copies_and_keeps_the_target():

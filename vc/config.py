@@ -90,6 +90,8 @@ class ModelConfig(_Checked):
     causal: bool = False  # streamable: content encoder and decoder see past frames only, but for `lookahead`
     lookahead: int = 2  # with `causal`: future mel frames the content encoder's first layer sees (12.5 ms each)
     norm_window: int = 0  # with `causal`: instance norm over the last this many mel frames (0: the whole clip)
+    norm: str = "instance"  # content encoder and decoder: "instance" (per channel over time), or "channel" (each
+    # frame over its channels: a stream computes it exactly, with no statistics to carry)
     classifier_channels: int = 256
     classifier_dropout: float = 0.3
     n_speakers: int = 1  # training speakers; sized from the data by `vc train`
@@ -103,6 +105,7 @@ class ModelConfig(_Checked):
               "content_blocks": (lambda c: c.content_blocks >= 2, "at least 2 (the second halves the rate)"),
               "lookahead": (lambda c: 0 <= c.lookahead < c.kernel_size, "between 0 and kernel_size - 1"),
               "norm_window": (lambda c: c.norm_window >= 0, "0 or positive"),
+              "norm": (lambda c: c.norm in ("instance", "channel"), "instance or channel"),
               "classifier_dropout": (lambda c: 0 <= c.classifier_dropout < 1, "in [0, 1)"),
               "content_features": (lambda c: c.content_features == "mel" or (c.content_features == "whisper"
                                                                            and not c.causal),
@@ -161,6 +164,11 @@ class TrainConfig(_Checked):
     # copy of the clip (`vc.training.corrupt`: noise, babble, rooms, band limits, codecs); the target stays clean
     denoise_ref: float = 0.0  # the share of references taken from a corrupted copy: the voice, not the room
     denoise_copies: int = 2  # corrupted copies of every training clip, cached with their features
+    voice_shift: float = 0.0  # timbre scrambling for any content features: the share of each batch whose content
+    # input comes from a copy of the clip with every frequency (pitch and formants) shifted by 1 to
+    # `voice_shift_semitones`, up or down; pitch input, reference and target stay the clip's own
+    voice_shift_semitones: float = 4.0
+    voice_shift_copies: int = 1  # shifted copies of every training clip, cached with their features
     distill: float = 0.0  # with mel content: weight of an auxiliary loss, a small head predicting a frozen Whisper
     # encoder's states (standardized, at the content rate) from the content code: a causal encoder learns from a
     # non-causal teacher what the words are (the states are cached as for whisper content; the head is not exported)
@@ -185,6 +193,9 @@ class TrainConfig(_Checked):
               "denoise": (lambda c: 0 <= c.denoise <= 1, "in [0, 1]"),
               "denoise_ref": (lambda c: 0 <= c.denoise_ref <= 1, "in [0, 1]"),
               "denoise_copies": (lambda c: c.denoise_copies >= 1, "at least 1"),
+              "voice_shift": (lambda c: 0 <= c.voice_shift <= 1, "in [0, 1]"),
+              "voice_shift_semitones": (lambda c: 1 <= c.voice_shift_semitones <= 12, "in [1, 12]"),
+              "voice_shift_copies": (lambda c: c.voice_shift_copies >= 1, "at least 1"),
               "distill": (lambda c: c.distill >= 0, "0 or positive"),
               "threads": (lambda c: c.threads >= 0, "0 or positive")}
 

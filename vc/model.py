@@ -68,8 +68,16 @@ def window_norm(x: torch.Tensor, window: int, eps: float = 1e-5) -> torch.Tensor
     return ((d - mean) / (var + eps).sqrt()).float()
 
 
-def _norm(window: int):
-    """The normalization of a layer: over the whole clip (window 0), or over a causal window of frames."""
+def channel_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each frame of (B, C, T) normalized over its channels, without affine parameters (`model.norm: channel`)."""
+    return F.layer_norm(x.float().transpose(1, 2), (x.shape[1],), eps=eps).transpose(1, 2)
+
+
+def _norm(window: int, kind: str = "instance"):
+    """The normalization of a layer: each frame over its channels (kind "channel"), or instance norm over the whole
+    clip (window 0) or over a causal window of frames."""
+    if kind == "channel":
+        return channel_norm
     return instance_norm if window <= 0 else (lambda x: window_norm(x, window))
 
 
@@ -133,7 +141,7 @@ class ContentEncoder(nn.Module):
         # model.content "vq": the instance-normalized code then goes through a codebook of units (a discrete code)
         self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.content_dim) if cfg.content == "vq" else None
         w = cfg.norm_window if causal else 0  # in mel frames; layers at the halved rate use half as many
-        self.norm_high, self.norm_low = _norm(w), _norm(w // 2)
+        self.norm_high, self.norm_low = _norm(w, cfg.norm), _norm(w // 2, cfg.norm)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         x = _act(self.norm_high(self.conv_in(mel)))
@@ -166,11 +174,11 @@ class SpeakerEncoder(nn.Module):
 class AdaIN(nn.Module):
     """Adaptive instance norm: the speaker embedding sets each channel's scale and shift."""
 
-    def __init__(self, channels: int, speaker_dim: int, window: int = 0):
+    def __init__(self, channels: int, speaker_dim: int, window: int = 0, kind: str = "instance"):
         super().__init__()
         self.affine = nn.Linear(speaker_dim, 2 * channels)
-        self.window = window
-        self.norm = _norm(window)
+        self.window, self.kind = window, kind
+        self.norm = _norm(window, kind)
 
     def forward(self, x: torch.Tensor, spk: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.affine(spk).unsqueeze(2).chunk(2, dim=1)
@@ -192,7 +200,7 @@ class Decoder(nn.Module):
         self.low = cfg.decoder_blocks // 2  # blocks at the content rate, before upsampling
         self.convs = nn.ModuleList(_conv(c, c, k, causal=causal) for _ in range(cfg.decoder_blocks))
         w = cfg.norm_window if causal else 0
-        self.norms = nn.ModuleList(AdaIN(c, cfg.speaker_dim, w // 2 if i < self.low else w)
+        self.norms = nn.ModuleList(AdaIN(c, cfg.speaker_dim, w // 2 if i < self.low else w, cfg.norm)
                                    for i in range(cfg.decoder_blocks))
         self.pitch = (nn.ModuleList(_conv(2, c, 3, causal=causal) for _ in range(cfg.decoder_blocks))
                       if cfg.pitch else None)

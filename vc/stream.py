@@ -110,10 +110,10 @@ class Stream:
         self.bf16 = bool(bf16)
         dtype = torch.bfloat16 if self.bf16 else torch.float32
         with torch.inference_mode():
-            self.content = ContentEncoder(net.content_encoder, dtype, net.cfg.norm_window)
+            self.content = ContentEncoder(net.content_encoder, dtype, net.cfg.norm_window, net.cfg.norm)
             self.decoder = Decoder(net.decoder, voice.embedding.to(torch.float32), dtype)
             self.vocoder = Vocoder(model.vocoder.net, dtype)
-            if prime is not None and net.cfg.norm_window <= 0:
+            if prime is not None and net.cfg.norm_window <= 0 and net.cfg.norm == "instance":
                 self._prime(prime, voice, dtype, prime_seconds)
         self.lookahead = net.cfg.lookahead
         # Blocks of an odd number of hops would carry one content frame's work (its two mel frames, vocoded) every

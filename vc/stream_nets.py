@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .audio import hann_window
-from .model import CausalConv1d, _act
+from .model import CausalConv1d, _act, channel_norm
 
 EPS = 1e-5  # as in `instance_norm`
 
@@ -70,8 +70,8 @@ class Norm:
     the last `window` of them (`vc.model.window_norm`), or all of them where the model was trained with whole-clip
     statistics (window 0: the stream's estimate of them)."""
 
-    def __init__(self, window: int = 0):
-        self.window = window
+    def __init__(self, window: int = 0, kind: str = "instance"):
+        self.window, self.kind = window, kind
         self.n, self.sum, self.sq = 0, 0.0, 0.0
         self.buf: torch.Tensor | None = None  # a ring of the last `window` frames (float64; zeros before the start)
         self.pos = 0  # where in the ring the oldest frame is
@@ -79,6 +79,8 @@ class Norm:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[2] == 0:
             return x.float()
+        if self.kind == "channel":  # each frame by itself: nothing to carry
+            return channel_norm(x)
         d = x.double()
         if self.window > 0:  # running sums over the window: a frame in, the frame `window` before it out
             if self.buf is None:
@@ -109,12 +111,12 @@ class Norm:
 
 
 class ContentEncoder:
-    def __init__(self, enc, dtype: torch.dtype, window: int):
+    def __init__(self, enc, dtype: torch.dtype, window: int, kind: str = "instance"):
         w = window
-        self.conv_in, self.norm_in = Conv(enc.conv_in, dtype), Norm(w)
-        self.blocks = [(Conv(b, dtype), Norm(w if i == 0 else w // 2), Halve() if b.stride[0] == 2 else None)
+        self.conv_in, self.norm_in = Conv(enc.conv_in, dtype), Norm(w, kind)
+        self.blocks = [(Conv(b, dtype), Norm(w if i == 0 else w // 2, kind), Halve() if b.stride[0] == 2 else None)
                        for i, b in enumerate(enc.blocks)]
-        self.conv_out, self.norm_out = Conv(enc.conv_out, dtype), Norm(w // 2)
+        self.conv_out, self.norm_out = Conv(enc.conv_out, dtype), Norm(w // 2, kind)
 
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
         x = _act(self.norm_in(self.conv_in(mel)))
@@ -136,7 +138,7 @@ class Decoder:
         self.dec = dec
         self.conv_in = Conv(dec.conv_in, dtype)
         self.convs = [Conv(c, dtype) for c in dec.convs]
-        self.norms = [Norm(n.window) for n in dec.norms]
+        self.norms = [Norm(n.window, n.kind) for n in dec.norms]
         self.affine = [n.affine(spk[None]).unsqueeze(2).chunk(2, dim=1) for n in dec.norms]
         self.pitch = [Conv(p, dtype) for p in dec.pitch] if dec.pitch is not None else None
         self.halve = Halve()

@@ -27,7 +27,8 @@ from .monitor import Monitor, sample_conversions
 
 # what a resumed run takes from the recipe: a run may be extended, go on as denoising training, or go on with longer
 # segments (a model with a causal norm window learns on them the steady state of its chained windows)
-RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "segment_frames", "batch_size")
+RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "voice_shift", "voice_shift_semitones",
+                    "voice_shift_copies", "segment_frames", "batch_size")
 
 
 def adv_weight(cfg: Config, step: int) -> float:
@@ -186,12 +187,16 @@ class ConverterTrainer:
         if self.corpus.corrupted:
             content_mel, ref, pitch, states = self.sampler.corrupted(draw, t.batch_size, self.corpus.corrupted,
                                                                      t.denoise, t.denoise_ref, mel, ref, pitch, states)
+        if self.corpus.shifted:  # the content input in another voice: the decoder must take the voice from `ref`
+            content_mel, _, _, states = self.sampler.corrupted(draw, t.batch_size, self.corpus.shifted, t.voice_shift,
+                                                               0.0, content_mel, ref, pitch, states, with_pitch=False,
+                                                               salt=4)
         mel, ref, ids, pitch, content_mel = (x.to(d.device) if x is not None else None
                                              for x in (mel, ref, ids, pitch, content_mel))
         mel, ref, pitch, changed = new_voices(mel, ref, pitch, t.speaker_warp, t.speaker_warp_share,
                                               np.random.default_rng([t.seed, draw, 2]), cfg.audio, cfg.pitch)
         mel, ref = net.normalize(mel), net.normalize(ref)
-        content_mel = net.normalize(content_mel) if self.corpus.corrupted else mel
+        content_mel = net.normalize(content_mel) if self.corpus.corrupted or self.corpus.shifted else mel
         lr = learning_rate(cfg, step)
         for group in self.opt_g.param_groups + self.opt_c.param_groups:
             group["lr"] = lr

@@ -52,6 +52,8 @@ class Corpus:
     states: tuple[list, list, list] | None = None  # Whisper states of the training, held-out and dev utterances
     corrupted: list[tuple[list, list, list | None]] = field(default_factory=list)  # (mels, f0s, states) of each
     # corrupted copy of the training utterances (`train.denoise`)
+    shifted: list[tuple[list, list, list | None]] = field(default_factory=list)  # the same of each voice-shifted
+    # copy (`train.voice_shift`)
 
 
 def whisper_encoder(cfg: Config, out: Path, d: Dist) -> WhisperEncoder:
@@ -114,19 +116,24 @@ def read_corpus(cfg: Config, folders: list[Path], out: Path, dev: str | Path | N
               f"{len(dev_set[0])} dev utterances" + (f"; {d.world} processes" if d.world > 1 else ""))
     states = None if encoder is None else read_states(cfg, encoder, out, d, {
         "train": (train_utts, mels), "held": (held_utts, held_mels), "dev": dev_set[:2]})
-    corrupted = []
-    if t.denoise > 0 or t.denoise_ref > 0:
-        digest = encoder_id(encoder) if encoder is not None else ""
-        for copy in range(t.denoise_copies):
-            cache = out / f"corrupted{copy}-{cfg.model.content_features}{cfg.model.whisper_layers}.pt"
+    digest = encoder_id(encoder) if encoder is not None else ""
+
+    def copies(kind: str, count: int, shift: float = 0.0) -> list:
+        out_copies = []
+        for copy in range(count):
+            cache = out / f"{kind}{copy}-{cfg.model.content_features}{cfg.model.whisper_layers}.pt"
+            args = (train_utts, mels, cfg.audio, cfg.pitch, t.seed, copy, encoder, cfg.model.whisper_layers, digest,
+                    cache)
             if d.main:  # rank 0 computes each copy; the others read it
-                part = load_corrupted(train_utts, mels, cfg.audio, cfg.pitch, t.seed, copy, encoder,
-                                      cfg.model.whisper_layers, digest, cache)
+                part = load_corrupted(*args, voice_shift=shift)
             d.barrier()
-            corrupted.append(part if d.main else load_corrupted(train_utts, mels, cfg.audio, cfg.pitch, t.seed, copy,
-                                                                encoder, cfg.model.whisper_layers, digest, cache))
+            out_copies.append(part if d.main else load_corrupted(*args, voice_shift=shift))
+        return out_copies
+
+    corrupted = copies("corrupted", t.denoise_copies) if t.denoise > 0 or t.denoise_ref > 0 else []
+    shifted = copies("shifted", t.voice_shift_copies, t.voice_shift_semitones) if t.voice_shift > 0 else []
     return Corpus(speakers, train_utts, mels, f0s, ([spk_index[u.speaker] for u in held_utts], held_mels), dev_set,
-                  states, corrupted)
+                  states, corrupted, shifted)
 
 
 def channel_stats(frames: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

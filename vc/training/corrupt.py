@@ -98,6 +98,16 @@ def codec(wav: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
     return np.pad(out, (0, max(0, len(wav) - len(out))))[:len(wav)] * peak
 
 
+def shift_voice(wav: np.ndarray, sr: int, rng: np.random.Generator, semitones: float) -> np.ndarray:
+    """`wav` as another voice would say it: every frequency (pitch and formants together) moved by 1 to `semitones`
+    semitones up or down, same length and timing (phase vocoder and resampling, `librosa.effects.pitch_shift`)."""
+    import librosa
+
+    steps = float(rng.uniform(1.0, semitones)) * (1 if rng.random() < 0.5 else -1)
+    x = librosa.effects.pitch_shift(wav.astype(np.float32), sr=sr, n_steps=steps, n_fft=1024, hop_length=256)
+    return np.pad(x, (0, max(0, len(wav) - len(x))))[:len(wav)]
+
+
 @dataclass
 class Corruption:
     """The training chain: each part applies with its probability. `rooms` and `speech` are pools to draw from

@@ -134,27 +134,34 @@ CORRUPTED_VERSION = 1  # bump when what `load_corrupted` computes changes
 
 def load_corrupted(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioConfig, pitch: PitchConfig,
                    seed: int, copy: int, encoder=None, layers: int = 0, encoder_id: str = "",
-                   cache: str | Path | None = None, babble_clips: int = 120
+                   cache: str | Path | None = None, babble_clips: int = 120, voice_shift: float = 0.0
                    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None]:
     """Corrupted copy number `copy` of every utterance (`vc.training.corrupt.Corruption`, drawn from `seed`, `copy`
     and the utterance's index): its log-mel (n_mels, T) in float16, F0 (T,) and, with a Whisper `encoder`, its
     states (n_state, T) in float16, on the same frames as the clean mel in `mels`. Cached in `cache` under a key of
     all that, as `load_states` does. The rooms (a second each to simulate at most) are a pool of one per ten
-    utterances, 8 to 200."""
+    utterances, 8 to 200. With `voice_shift` (semitones), the copy is the clean clip in another voice instead
+    (`vc.training.corrupt.shift_voice`: timbre scrambling, `train.voice_shift`)."""
     from ..content import whisper_states
-    from .corrupt import Corruption, room_impulse
+    from .corrupt import Corruption, room_impulse, shift_voice
 
     rooms = min(200, max(8, len(utts) // 10))
     key = hashlib.sha1(json.dumps([CORRUPTED_VERSION, seed, copy, rooms, babble_clips, layers, encoder_id,
                                    asdict(cfg), asdict(pitch),
-                                   [[asdict(u), m.shape[1]] for u, m in zip(utts, mels)]]).encode()).hexdigest()
+                                   [[asdict(u), m.shape[1]] for u, m in zip(utts, mels)]]
+                                  + ([voice_shift] if voice_shift else [])).encode()).hexdigest()
     c = read_cache(cache, key)
     if c is not None:
         return c["mels"], c["f0s"], c["states"]
     rng = np.random.default_rng([seed, copy, 0])
-    pool = [load_wav(utts[i].path, cfg) for i in rng.choice(len(utts), min(babble_clips, len(utts)), replace=False)]
-    corrupt = Corruption([room_impulse(rng, cfg.sample_rate) for _ in range(rooms)], pool, cfg.sample_rate,
-                         target_db=cfg.target_db)
+    if voice_shift > 0:
+        def corrupt(wav, r):
+            return shift_voice(wav, cfg.sample_rate, r, voice_shift)
+    else:
+        picked = rng.choice(len(utts), min(babble_clips, len(utts)), replace=False)
+        pool = [load_wav(utts[i].path, cfg) for i in picked]
+        corrupt = Corruption([room_impulse(rng, cfg.sample_rate) for _ in range(rooms)], pool, cfg.sample_rate,
+                             target_db=cfg.target_db)
     out_mels, f0s, states = [], [], [] if encoder is not None else None
     for i, (u, m) in enumerate(zip(utts, mels)):
         wav = corrupt(load_wav(u.path, cfg), np.random.default_rng([seed, copy, 1, i]))
@@ -257,12 +264,13 @@ class SegmentSampler:
 
     def corrupted(self, step: int, size: int, copies: list[tuple[list, list, list | None]], share: float,
                   ref_share: float, mel: torch.Tensor, ref: torch.Tensor, pitch: torch.Tensor | None,
-                  states: torch.Tensor | None):
+                  states: torch.Tensor | None, with_pitch: bool = True, salt: int = 3):
         """Batch `step` (`batch`, `segments`) with items swapped for their corrupted copies (`load_corrupted`, one
         (mels, f0s, states) per copy): about `share` of the items take their content input (a copy's states, or its
-        mel) and pitch features from a copy, about `ref_share` their reference. The target, `mel`, stays clean.
-        -> content mel, reference, pitch features, states: new tensors."""
-        rng = np.random.default_rng([self.seed, step, 3])
+        mel) and, `with_pitch`, their pitch features from a copy, about `ref_share` their reference. The target,
+        `mel`, stays clean. Draws from `salt` (one per kind of copy) -> content mel, reference, pitch features,
+        states: new tensors."""
+        rng = np.random.default_rng([self.seed, step, salt])
         content, ref = mel.clone(), ref.clone()
         pitch = pitch.clone() if pitch is not None else None
         states = states.clone() if states is not None else None
@@ -271,7 +279,7 @@ class SegmentSampler:
             if rng.random() < share:
                 c_mels, c_f0s, c_states = copies[int(rng.integers(len(copies)))]
                 content[b] = c_mels[i][:, s:s + n].float()
-                if pitch is not None:
+                if pitch is not None and with_pitch:
                     pitch[b] = features(c_f0s[i][s:s + n].float(), self.pitch)
                 if states is not None:
                     states[b] = c_states[i][:, s:s + n].float()
