@@ -7,9 +7,9 @@
 
 Only a causal model streams (`ModelConfig.causal`, `VocoderConfig.causal`): each layer's output depends on past
 frames and on a bounded look-ahead, so every layer keeps the last few frames of its input and computes only the new
-ones. A model trained with a causal norm window (`ModelConfig.norm_window`, `recipes/stream10.yaml`) streams exactly
-what its networks compute offline; for one trained with whole-clip instance norm the stream takes the statistics of
-all frames so far. The source's pitch register and the output's mean spectrum for the timbre match also come from
+ones. A model whose norms are per frame (`ModelConfig.norm` "channel", `recipes/stream10.yaml`) or over a causal
+window (`ModelConfig.norm_window`) streams exactly what its networks compute offline; for one trained with whole-clip
+instance norm the stream takes the statistics of all frames so far. The source's pitch register and the output's mean spectrum for the timbre match also come from
 the audio so far, so the streamed output differs from the offline conversion at the start and converges to it.
 
 Blocks are whole hops of the model's frames. The latency is the block plus half an analysis window plus the content
