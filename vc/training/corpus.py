@@ -116,9 +116,8 @@ def read_corpus(cfg: Config, folders: list[Path], out: Path, dev: str | Path | N
               f"{len(dev_set[0])} dev utterances" + (f"; {d.world} processes" if d.world > 1 else ""))
     states = None if encoder is None else read_states(cfg, encoder, out, d, {
         "train": (train_utts, mels), "held": (held_utts, held_mels), "dev": dev_set[:2]})
-    digest = encoder_id(encoder) if encoder is not None else ""
-
     def copies(kind: str, count: int, shift: float = 0.0) -> list:
+        digest = encoder_id(encoder) if encoder is not None else ""  # hashed only for a run that makes copies
         out_copies = []
         for copy in range(count):
             cache = out / f"{kind}{copy}-{cfg.model.content_features}{cfg.model.whisper_layers}.pt"

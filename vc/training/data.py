@@ -149,7 +149,8 @@ def load_corrupted(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioCo
     key = hashlib.sha1(json.dumps([CORRUPTED_VERSION, seed, copy, rooms, babble_clips, layers, encoder_id,
                                    asdict(cfg), asdict(pitch),
                                    [[asdict(u), m.shape[1]] for u, m in zip(utts, mels)]]
-                                  + ([voice_shift] if voice_shift else [])).encode()).hexdigest()
+                                  + ([voice_shift] if voice_shift else [])  # noise copies keep their cached key
+                                  ).encode()).hexdigest()
     c = read_cache(cache, key)
     if c is not None:
         return c["mels"], c["f0s"], c["states"]
