@@ -152,3 +152,18 @@ def test_kill_9_leaves_no_temporary_file_and_the_next_run_resumes(train_dir, dev
     train(cfg, train_dir, tmp_path, dev=dev_dir)
     assert not list(tmp_path.glob(".*.tmp"))
     assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 3
+
+
+def test_mel_gan_trains_the_decoder_against_a_mel_discriminator_from_its_start_step_and_resumes_exactly(
+        train_dir, dev_dir, tmp_path):
+    cfg = load_recipe(TINY).replace(train={"steps": 6, "mel_gan": 0.1, "mel_gan_start": 3, "val_every": 6})
+    straight = train(cfg, train_dir, tmp_path / "a", dev=dev_dir)
+    rows = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    gan_steps = [r["step"] for r in rows if "mel_d" in r]
+    assert gan_steps and min(gan_steps) >= 3 and all(r["mel_fm"] > 0 for r in rows if "mel_d" in r)
+    assert "mel_discriminator" in torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    train(cfg, train_dir, tmp_path / "b", dev=dev_dir, until=4)  # the discriminator's state goes into the checkpoint
+    resumed = train(cfg, train_dir, tmp_path / "b", dev=dev_dir)
+    a, b = _weights(straight), _weights(resumed)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=k)

@@ -172,6 +172,9 @@ class TrainConfig(_Checked):
     distill: float = 0.0  # with mel content: weight of an auxiliary loss, a small head predicting a frozen Whisper
     # encoder's states (standardized, at the content rate) from the content code: a causal encoder learns from a
     # non-causal teacher what the words are (the states are cached as for whisper content; the head is not exported)
+    mel_gan: float = 0.0  # weight of the decoder's adversarial loss against a mel discriminator
+    # (`vc.training.discriminator.MelDiscriminator`, hinge loss), with feature matching at twice it; 0: none
+    mel_gan_start: int = 0  # the step from which the decoder trains against it (the discriminator learns alongside)
     vq_commitment: float = 0.25  # with model.content "vq": weight of the commitment term (the codebook term has 1)
     bf16: bool = True  # bf16 autocast where it pays (`vc.runtime.fast_bf16`)
     threads: int = 0  # torch threads; 0 keeps torch's default
@@ -197,6 +200,8 @@ class TrainConfig(_Checked):
               "voice_shift_semitones": (lambda c: 1 <= c.voice_shift_semitones <= 12, "in [1, 12]"),
               "voice_shift_copies": (lambda c: c.voice_shift_copies >= 1, "at least 1"),
               "distill": (lambda c: c.distill >= 0, "0 or positive"),
+              "mel_gan": (lambda c: c.mel_gan >= 0, "0 or positive"),
+              "mel_gan_start": (lambda c: c.mel_gan_start >= 0, "0 or positive"),
               "threads": (lambda c: c.threads >= 0, "0 or positive")}
 
 

@@ -20,6 +20,7 @@ from ..whisper import WhisperEncoder
 from .augment import freq_warp, new_voices
 from .corpus import Corpus, channel_stats, read_corpus, whisper_encoder
 from .data import SegmentSampler, Utterance
+from .discriminator import Adversary, MelDiscriminator
 from .distributed import Dist, setup
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
@@ -28,7 +29,7 @@ from .monitor import Monitor, sample_conversions
 # what a resumed run takes from the recipe: a run may be extended, go on as denoising training, or go on with longer
 # segments (a model with a causal norm window learns on them the steady state of its chained windows)
 RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "voice_shift", "voice_shift_semitones",
-                    "voice_shift_copies", "segment_frames", "batch_size")
+                    "voice_shift_copies", "segment_frames", "batch_size", "mel_gan", "mel_gan_start")
 
 
 def adv_weight(cfg: Config, step: int) -> float:
@@ -173,6 +174,10 @@ class ConverterTrainer:
                                       t.seed, corpus.f0s if cfg.model.pitch else None, cfg.pitch,
                                       t.speaker_balance)
         self.bf16 = t.bf16 and fast_bf16(d.device)
+        self.mel_adv = None  # `train.mel_gan`: a run resumed with it switched on starts a fresh discriminator
+        if t.mel_gan > 0:
+            self.mel_adv = Adversary(lr=t.lr, state=(state or {}).get("mel_discriminator"),
+                                     net=MelDiscriminator().to(d.device))
         net.train(), self.clf.train()
 
     def step(self, step: int) -> dict[str, float]:
@@ -224,10 +229,16 @@ class ConverterTrainer:
                 target = F.avg_pool1d((teacher.to(d.device).float() - mean) / std, 2, 2, ceil_mode=True)
                 distill = (predicted.float() - target[:, :, :predicted.shape[2]]).abs().mean()
                 loss = loss + t.distill * distill
+            gan = self.mel_adv is not None and step >= t.mel_gan_start
+            if gan:  # against the discriminator before its update; its loss from the same forward
+                d_loss, g_adv, fm = self.mel_adv.losses(rec.float(), mel, True, self.bf16)
+                loss = loss + t.mel_gan * (g_adv + 2 * fm)
         self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(retain_graph=gan)
         gnorm = torch.nn.utils.clip_grad_norm_(self.gen_params, t.grad_clip)
         self.opt_g.step()
+        if gan:
+            self.mel_adv.update(d_loss, lr)
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             clf_loss = F.cross_entropy(self.clf_dp(content.detach()).float(), ids)
         self.opt_c.zero_grad(set_to_none=True)
@@ -237,7 +248,8 @@ class ConverterTrainer:
         return {"recon_l1": recon.item(), "adv": adv.item(), "adv_weight": alpha, "clf_ce": clf_loss.item(),
                 "spk_ce": spk_ce.item(), "grad_norm": float(gnorm), "lr": lr,
                 **({"vq_perplexity": vq.perplexity} if vq is not None else {}),
-                **({"distill": distill.item()} if predicted is not None else {})}
+                **({"distill": distill.item()} if predicted is not None else {}),
+                **({"mel_d": d_loss.item(), "mel_g": g_adv.item(), "mel_fm": fm.item()} if gan else {})}
 
     def state(self) -> dict[str, Any]:
         return {"kind": "training", "config": self.cfg.to_dict(), "speakers": self.corpus.speakers,
@@ -245,6 +257,7 @@ class ConverterTrainer:
                 "speaker_head": self.spk_head.state_dict(), "opt_g": self.opt_g.state_dict(),
                 "opt_c": self.opt_c.state_dict(),
                 **({"distill_head": self.distill_head.state_dict()} if self.distill_head is not None else {}),
+                **({"mel_discriminator": self.mel_adv.state()} if self.mel_adv is not None else {}),
                 **({"whisper": whisper_entry(self.net)} if self.net.features is not None else {})}
 
     def validate(self, step: int, monitor: Monitor) -> dict[str, float]:

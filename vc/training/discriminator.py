@@ -1,4 +1,5 @@
-"""Discriminators and GAN losses for adversarial vocoder training (`vc train-vocoder --adversarial`).
+"""Discriminators and GAN losses for adversarial vocoder training (`vc train-vocoder --adversarial`), and a mel
+discriminator for the converter's decoder (`train.mel_gan`).
 
 A multi-resolution discriminator (MRD: UnivNet, Jang et al. 2021, as used by Vocos): 2-D convolutions over STFT
 magnitudes at three resolutions; optionally a multi-period discriminator (MPD: HiFi-GAN, Kong et al. 2020):
@@ -90,6 +91,22 @@ class PeriodDiscriminator(_ConvStack):
         return logits.reshape(b, -1), features
 
 
+class MelDiscriminator(nn.Module):
+    """Real or decoded? 2-D convolutions over patches of a normalized log-mel (B, n_mels, frames), strided along
+    frequency and time: a decoder trained against it cannot settle for the over-smoothed mean of what it might paint
+    (the fine structure across bands and frames that an L1 loss averages away). One member, as `Outputs`."""
+
+    def __init__(self, channels: int = 16):
+        super().__init__()
+        c = channels
+        self.stack = _ConvStack([_conv(1, c, (3, 3)), _conv(c, 2 * c, (3, 3), (2, 2)),
+                                 _conv(2 * c, 2 * c, (3, 3), (2, 2)), _conv(2 * c, 2 * c, (3, 3), (2, 1))],
+                                _conv(2 * c, 1, (3, 3)))
+
+    def forward(self, mel: torch.Tensor) -> Outputs:
+        return [self.stack(mel.float()[:, None])]
+
+
 class Discriminator(nn.Module):
     """The MRD, and the MPD with `periods`: waveform (B, samples) -> per sub-discriminator, logits and feature maps.
     """
@@ -139,11 +156,13 @@ class Adversary:
     discriminator before its update (a step behind HiFi-GAN's order), which saves two of its four passes a step."""
 
     def __init__(self, channels: int = 16, periods: tuple[int, ...] = (), lr: float = 2e-4, kind: str = "hinge",
-                 state: dict[str, Any] | None = None):
+                 state: dict[str, Any] | None = None, net: nn.Module | None = None):
+        """`net`: another discriminator than the waveform one (`MelDiscriminator`); `channels` and `periods` are then
+        unused. `state`: from `state()`, to resume."""
         if kind not in GAN_LOSSES:
             raise VCError(f"unknown GAN loss '{kind}' (choose from: {', '.join(GAN_LOSSES)})")
         self.kind = kind
-        self.net = Discriminator(channels, periods)
+        self.net = net if net is not None else Discriminator(channels, periods)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=lr, betas=(0.8, 0.99), weight_decay=0.01)
         if state is not None:
             self.net.load_state_dict(state["weights"])
@@ -151,7 +170,7 @@ class Adversary:
 
     def losses(self, fake: torch.Tensor, real: torch.Tensor, generator: bool, bf16: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Generated and real waveforms (B, samples) -> the discriminator's loss, and with `generator` the
+        """Generated and real waveforms (B, samples), or mels for a `MelDiscriminator` -> the discriminator's loss, and with `generator` the
         generator's adversarial and feature-matching losses (else None, and `fake` is detached)."""
         self.net.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
