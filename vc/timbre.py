@@ -30,18 +30,6 @@ class SpeechSpectrum:
         return self.sum / self.n if self.n else None
 
 
-def without_noise(mel: torch.Tensor, quantile: float = 0.1, most_db: float = 10.0) -> torch.Tensor:
-    """Log-mel (n_mels, frames) with each band's noise floor taken out of every frame: the floor is the band's
-    `quantile` over the frames (the pauses), subtracted in power, taking at most `most_db` dB off any frame. A clean
-    clip's floor lies far below its speech and changes nothing that matters; a noisy reference's spectrum comes back
-    toward its voice's."""
-    if mel.shape[1] < 2:
-        return mel
-    floor = torch.quantile(mel.float(), quantile, dim=1, keepdim=True)
-    share = torch.exp(2 * (floor - mel.float())).clamp(max=1 - 10 ** (-most_db / 10))
-    return (mel.float() + 0.5 * torch.log1p(-share)).to(mel.dtype)
-
-
 def speech_spectrum(mel: torch.Tensor, speech_db: float) -> torch.Tensor:
     """Log-mel (n_mels, frames) -> the mean log-mel (n_mels,) of its speech frames."""
     return SpeechSpectrum(speech_db).add(mel).mean()
