@@ -174,7 +174,8 @@ class TrainConfig(_Checked):
     # non-causal teacher what the words are (the states are cached as for whisper content; the head is not exported)
     mel_gan: float = 0.0  # weight of the decoder's adversarial loss against a mel discriminator
     # (`vc.training.discriminator.MelDiscriminator`, hinge loss), with feature matching at twice it; 0: none
-    mel_gan_start: int = 0  # the step from which the decoder trains against it (the discriminator learns alongside)
+    mel_gan_start: int = 0  # the step from which the decoder trains against it (the discriminator learns alongside;
+    # under torchrun each process keeps its own discriminator, and rank 0's is the one checkpointed)
     vq_commitment: float = 0.25  # with model.content "vq": weight of the commitment term (the codebook term has 1)
     bf16: bool = True  # bf16 autocast where it pays (`vc.runtime.fast_bf16`)
     threads: int = 0  # torch threads; 0 keeps torch's default

@@ -170,10 +170,11 @@ class Adversary:
 
     def losses(self, fake: torch.Tensor, real: torch.Tensor, generator: bool, bf16: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Generated and real waveforms (B, samples), or mels for a `MelDiscriminator` -> the discriminator's loss, and with `generator` the
-        generator's adversarial and feature-matching losses (else None, and `fake` is detached)."""
+        """Generated and real waveforms (B, samples), or log-mels for a `MelDiscriminator` -> the discriminator's
+        loss, and with `generator` the generator's adversarial and feature-matching losses (else None, and `fake` is
+        detached). `bf16`: autocast on the device the inputs are on."""
         self.net.train()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(fake.device.type, dtype=torch.bfloat16, enabled=bf16):
             real_out = _float(self.net(real))
             fake_out = _float(self.net(fake if generator else fake.detach()))
         d_loss = discriminator_loss(real_out, fake_out, self.kind)
