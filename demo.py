@@ -28,11 +28,10 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
 
 
-def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blocks:
+def converter(model: vc.VoiceConverter, max_seconds: float, example_speakers: dict[str, torch.Tensor]):
+    """The Convert button's function: the clips in; the converted audio and four figures out (`build_app`'s
+    outputs, in order). Bad input raises `gr.Error` naming the clip by its role; warnings show and never block."""
     from vc import plots
-
-    examples = sorted(EXAMPLES.glob("*.flac"))
-    example_speakers = {p.stem: model.embed(p).embedding for p in examples}  # the map's reference points, computed once
 
     def check(path: str | None, role: str) -> str:
         if not path:
@@ -80,6 +79,13 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
                 plots.f0_figure({k: clips[k] for k in ("source", "output", "target")}, model.sample_rate),
                 plots.speaker_map(example_speakers, points), plots.similarity_figure(sims))
 
+    return convert
+
+
+def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blocks:
+    examples = sorted(EXAMPLES.glob("*.flac"))
+    example_speakers = {p.stem: model.embed(p).embedding for p in examples}  # the map's reference points, computed once
+    convert = converter(model, max_seconds, example_speakers)
     with gr.Blocks(title="vc: one-shot voice conversion") as app:
         gr.Markdown("# One-shot voice conversion\nThe **source** gives the words, the **target** gives the voice. "
                     "Neither speaker needs to be known to the model. Runs on the CPU.")

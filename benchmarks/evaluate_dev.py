@@ -234,7 +234,8 @@ def leakage_probe(model: vc.VoiceConverter, clips: list[dict], seg: int = 128, s
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The options; `models` (system name -> checkpoint) and `system_list` (the systems in order) are added."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None, help="the `model` system's checkpoint (default: the shipped one)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT",
@@ -276,6 +277,29 @@ def main() -> None:
     systems += [name for name in extra if name not in systems]
     if not systems or set(systems) - set(SYSTEMS) - set(extra):
         p.error(f"--systems: choose from {', '.join(SYSTEMS)} and the --model names")
+    args.system_list = systems
+    return args
+
+
+def score_system(rows: list[Row], pairs: list[dict], scorer: Scorer, more_asr: list[Scorer]) -> dict:
+    """`evaluate`'s result for one system's conversions, with the further ASR judges' error rates (cer_NAME,
+    wer_NAME, src_cer_NAME) and the same- and cross-gender subsets added to its summary."""
+    result = evaluate(rows, scorer=scorer, verbose=True)
+    for judge in more_asr:  # the same rows by another ASR
+        other = evaluate(rows, scorer=judge)
+        for row, extra_row in zip(result["rows"], other["rows"]):
+            row.update({f"{k}_{judge.asr}": extra_row[k] for k in ("cer", "wer", "src_cer") if k in extra_row})
+        result["summary"].update({f"{k}_{judge.asr}": v for k, v in other["summary"].items()
+                                  if k in ("cer", "wer", "src_cer")})
+    for scope, kinds in (("same-gender", ("FF", "MM")), ("cross-gender", ("FM", "MF"))):
+        subset = summarize([r for r, p in zip(result["rows"], pairs) if p["kind"] in kinds])
+        result["summary"].update({f"{k} ({scope})": subset[k] for k in SUBSET_KEYS if k in subset})
+    return result
+
+
+def main() -> None:
+    args = parse_args()
+    systems = args.system_list
     asr = [a.strip() for a in args.asr.split(",") if a.strip()]
 
     judges = [j for j in JUDGES if not getattr(args, f"no_{j}", False)]
@@ -298,16 +322,7 @@ def main() -> None:
     for system in systems:
         rows = convert_all(system, pairs, out, args)
         write_tsv(out / f"{system}.tsv", rows)
-        results[system] = evaluate(rows, scorer=scorer, verbose=True)
-        for judge in more_asr:  # the same rows by another ASR: cer_NAME, wer_NAME, src_cer_NAME
-            other = evaluate(rows, scorer=judge)
-            for row, extra_row in zip(results[system]["rows"], other["rows"]):
-                row.update({f"{k}_{judge.asr}": extra_row[k] for k in ("cer", "wer", "src_cer") if k in extra_row})
-            results[system]["summary"].update({f"{k}_{judge.asr}": v for k, v in other["summary"].items()
-                                               if k in ("cer", "wer", "src_cer")})
-        for scope, kinds in (("same-gender", ("FF", "MM")), ("cross-gender", ("FM", "MF"))):
-            subset = summarize([r for r, p in zip(results[system]["rows"], pairs) if p["kind"] in kinds])
-            results[system]["summary"].update({f"{k} ({scope})": subset[k] for k in SUBSET_KEYS if k in subset})
+        results[system] = score_system(rows, pairs, scorer, more_asr)
     summaries = {s: results[s]["summary"] for s in systems}
     if args.probe:
         for name in systems:

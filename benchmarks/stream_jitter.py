@@ -62,6 +62,101 @@ def figures(ms: np.ndarray, block_ms: float) -> dict:
             "p999_ms": p999, "max_ms": float(ms.max()), "over_half_block": int((ms > block_ms / 2).sum())}
 
 
+def run_variants(streams: dict, wav: np.ndarray, size: int, per_segment: int, churn: int) -> tuple[dict, dict, dict]:
+    """Stream `wav` through every variant's stream, in turns of `per_segment` blocks. Returns, per variant, each
+    block's compute time (ms), whether its thread was preempted in it, and the full collections that ran inside a
+    block (ms)."""
+    n = len(wav) // size
+    times = {v: np.zeros(n) for v in streams}
+    preempted = {v: np.zeros(n, bool) for v in streams}
+    full_gc = {v: [] for v in streams}
+    history: deque = deque(maxlen=20000)
+    current: list = []
+    starts: dict = {}
+
+    def on_gc(phase: str, info: dict) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                starts["t"] = time.perf_counter_ns()
+            elif current:
+                full_gc[current[0]].append((time.perf_counter_ns() - starts["t"]) / 1e6)
+
+    gc.callbacks.append(on_gc)
+    wall = time.perf_counter()
+    for first in range(0, n, per_segment):
+        for v, s in streams.items():
+            shields = SHIELDS[v]
+            if "gc" in shields:
+                gc.freeze()
+            else:
+                gc.unfreeze()
+            if "rt" in shields and not realtime_priority():
+                sys.exit("all+rt: this process may not use real-time priority (CAP_SYS_NICE or RLIMIT_RTPRIO)")
+            mode = torch.inference_mode() if "inference" in shields else torch.inference_mode(False)
+            current[:] = [v]
+            with mode:
+                for i in range(first, min(first + per_segment, n)):
+                    block = wav[i * size:(i + 1) * size]
+                    r0 = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
+                    t0 = time.perf_counter_ns()
+                    s.process(block)
+                    times[v][i] = (time.perf_counter_ns() - t0) / 1e6
+                    preempted[v][i] = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw > r0
+                    history.extend({"block": i, "ms": times[v][i]} for _ in range(churn))
+            current.clear()
+            if "rt" in shields:
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        if first // per_segment % 4 == 3:
+            print(f"  {100 * (first + per_segment) / n:.0f} % ({time.perf_counter() - wall:.0f} s; load "
+                  f"{os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+    gc.callbacks.remove(on_gc)
+    return times, preempted, full_gc
+
+
+def thread_pool(stream, wav: np.ndarray, blocks: int, default_threads: int) -> dict[int, list[float]]:
+    """The thread pool, on a stream of its own: turns of 5 s at torch's default thread count and at one thread, over
+    the first `blocks` blocks; each block's compute time (ms) per thread count."""
+    size = stream.block_size
+    pool = {default_threads: [], 1: []}
+    turn = round(5 * stream.cfg.sample_rate / size)
+    for first in range(0, min(len(wav) // size, blocks), turn):
+        for threads in pool:
+            torch.set_num_threads(threads)
+            for i in range(first, min(first + turn, len(wav) // size)):
+                t0 = time.perf_counter_ns()
+                stream.process(wav[i * size:(i + 1) * size])
+                pool[threads].append((time.perf_counter_ns() - t0) / 1e6)
+    torch.set_num_threads(1)
+    return pool
+
+
+def report(result: dict, block_ms: float, times: dict, preempted: dict, full_gc: dict, pool: dict,
+           default_threads: int) -> None:
+    """Print the two tables and add their figures to `result`."""
+    print(f"| variant | mean | p50 | p95 | p99 | p99.9 | max | blocks > {block_ms / 2:g} ms | of them preempted | "
+          f"full collections in a block (ms) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for v in times:
+        ms = times[v][1:]  # the first block pays for warm-up
+        f = figures(ms, block_ms)
+        slow = ms > block_ms / 2
+        f.update(slow_preempted=int((preempted[v][1:] & slow).sum()), full_gc_ms=full_gc[v])
+        result["variants"][v] = f
+        gcs = ", ".join(f"{t:.0f}" for t in full_gc[v]) or "none"
+        print(f"| {v} | {f['mean_ms']:.2f} | {f['p50_ms']:.2f} | {f['p95_ms']:.2f} | {f['p99_ms']:.2f} | "
+              f"{f['p999_ms']:.2f} | {f['max_ms']:.2f} | {f['over_half_block']} | {f['slow_preempted']} | {gcs} |")
+    if any(pool.values()):
+        print(f"\nthread pool, {result['pool_s']:g} s of speech each, all shields on:\n")
+        print("| torch threads | mean | p50 | p95 | p99 | p99.9 | max | blocks > half a block |")
+        print("|---|---|---|---|---|---|---|---|")
+    for threads, ms in pool.items():
+        if ms:
+            f = figures(np.asarray(ms[1:] if threads == default_threads else ms), block_ms)
+            result[f"threads_{threads}"] = f
+            print(f"| {threads} | {f['mean_ms']:.2f} | {f['p50_ms']:.2f} | {f['p95_ms']:.2f} | {f['p99_ms']:.2f} | "
+                  f"{f['p999_ms']:.2f} | {f['max_ms']:.2f} | {f['over_half_block']} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=10.0, help="audio streamed by each variant")
@@ -84,93 +179,20 @@ def main() -> None:
         s.pause_gc = "gc" in SHIELDS[v]
     size = streams[args.variants[0]].block_size
     block_ms = 1e3 * size / model.sample_rate
-    n = len(wav) // size
     per_segment = max(1, round(args.segment * model.sample_rate / size))
-    times = {v: np.zeros(n) for v in args.variants}
-    preempted = {v: np.zeros(n, bool) for v in args.variants}
-    full_gc = {v: [] for v in args.variants}  # durations (ms) of the full collections that ran inside a block
-    history: deque = deque(maxlen=20000)
-    current: list = []
-    starts: dict = {}
-
-    def on_gc(phase: str, info: dict) -> None:
-        if info["generation"] == 2:
-            if phase == "start":
-                starts["t"] = time.perf_counter_ns()
-            elif current:
-                full_gc[current[0]].append((time.perf_counter_ns() - starts["t"]) / 1e6)
-
-    gc.callbacks.append(on_gc)
     load_before = os.getloadavg()
     print(f"{args.minutes:g} min of dev speech per variant, {block_ms:g}-ms blocks, turns of {args.segment:g} s; "
           f"load average {load_before}", file=sys.stderr, flush=True)
-    wall = time.perf_counter()
-    for first in range(0, n, per_segment):
-        for v in args.variants:
-            shields, s = SHIELDS[v], streams[v]
-            if "gc" in shields:
-                gc.freeze()
-            else:
-                gc.unfreeze()
-            if "rt" in shields and not realtime_priority():
-                sys.exit("all+rt: this process may not use real-time priority (CAP_SYS_NICE or RLIMIT_RTPRIO)")
-            mode = torch.inference_mode() if "inference" in shields else torch.inference_mode(False)
-            current[:] = [v]
-            with mode:
-                for i in range(first, min(first + per_segment, n)):
-                    block = wav[i * size:(i + 1) * size]
-                    r0 = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
-                    t0 = time.perf_counter_ns()
-                    s.process(block)
-                    times[v][i] = (time.perf_counter_ns() - t0) / 1e6
-                    preempted[v][i] = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw > r0
-                    history.extend({"block": i, "ms": times[v][i]} for _ in range(args.churn))
-            current.clear()
-            if "rt" in shields:
-                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        if first // per_segment % 4 == 3:
-            print(f"  {100 * (first + per_segment) / n:.0f} % ({time.perf_counter() - wall:.0f} s; load "
-                  f"{os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
-    pool = {default_threads: [], 1: []}  # the thread pool, on a stream of its own
-    s = model.stream(target, block_seconds=args.block_ms / 1000)
-    turn = round(5 * model.sample_rate / size)
-    for first in range(0, min(n, round(args.pool * model.sample_rate / size)), turn):
-        for threads in pool:
-            torch.set_num_threads(threads)
-            for i in range(first, min(first + turn, n)):
-                t0 = time.perf_counter_ns()
-                s.process(wav[i * size:(i + 1) * size])
-                pool[threads].append((time.perf_counter_ns() - t0) / 1e6)
-    torch.set_num_threads(1)
-    gc.callbacks.remove(on_gc)
+    times, preempted, full_gc = run_variants(streams, wav, size, per_segment, args.churn)
+    pool = thread_pool(model.stream(target, block_seconds=args.block_ms / 1000), wav,
+                       round(args.pool * model.sample_rate / size), default_threads)
     load_after = os.getloadavg()
     result = {"minutes": args.minutes, "block_ms": block_ms, "churn": args.churn, "segment_s": args.segment,
-              "default_threads": default_threads, "load_average_before": load_before,
+              "pool_s": args.pool, "default_threads": default_threads, "load_average_before": load_before,
               "load_average_after": load_after, "variants": {}}
     print(f"\nload average {load_before} before, {load_after} after; {args.minutes:g} min per variant, churn "
           f"{args.churn}\n")
-    print(f"| variant | mean | p50 | p95 | p99 | p99.9 | max | blocks > {block_ms / 2:g} ms | of them preempted | "
-          f"full collections in a block (ms) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for v in args.variants:
-        ms = times[v][1:]  # the first block pays for warm-up
-        f = figures(ms, block_ms)
-        slow = ms > block_ms / 2
-        f.update(slow_preempted=int((preempted[v][1:] & slow).sum()), full_gc_ms=full_gc[v])
-        result["variants"][v] = f
-        gcs = ", ".join(f"{t:.0f}" for t in full_gc[v]) or "none"
-        print(f"| {v} | {f['mean_ms']:.2f} | {f['p50_ms']:.2f} | {f['p95_ms']:.2f} | {f['p99_ms']:.2f} | "
-              f"{f['p999_ms']:.2f} | {f['max_ms']:.2f} | {f['over_half_block']} | {f['slow_preempted']} | {gcs} |")
-    if any(pool.values()):
-        print(f"\nthread pool, {args.pool:g} s of speech each, all shields on:\n")
-        print("| torch threads | mean | p50 | p95 | p99 | p99.9 | max | blocks > half a block |")
-        print("|---|---|---|---|---|---|---|---|")
-    for threads, ms in pool.items():
-        if ms:
-            f = figures(np.asarray(ms[1:] if threads == default_threads else ms), block_ms)
-            result[f"threads_{threads}"] = f
-            print(f"| {threads} | {f['mean_ms']:.2f} | {f['p50_ms']:.2f} | {f['p95_ms']:.2f} | {f['p99_ms']:.2f} | "
-                  f"{f['p999_ms']:.2f} | {f['max_ms']:.2f} | {f['over_half_block']} |")
+    report(result, block_ms, times, preempted, full_gc, pool, default_threads)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
