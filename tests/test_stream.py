@@ -196,14 +196,16 @@ def test_a_stream_keeps_full_garbage_collections_out_of_its_blocks(monkeypatch):
     assert seen == [False] and gc.isenabled()
 
 
-def test_a_streamed_window_norm_equals_the_offline_one_in_chunks_of_any_size():
-    # The ring of the last `window` frames, chunks shorter and longer than the window alike.
+@pytest.mark.parametrize("window", [5, 0])
+def test_a_streamed_window_norm_equals_the_offline_one_in_chunks_of_any_size(window):
+    # The ring of the last `window` frames (window 0: the statistics of all frames so far), chunks of one frame (a
+    # path of its own), shorter and longer than the window alike.
     from vc.stream_nets import Norm
 
     x = torch.randn(1, 6, 60, dtype=torch.float64) * 3 + 1
-    norm = Norm(window=5)
-    cuts = [0, 1, 4, 11, 12, 14, 30, 31, 60]
+    norm = Norm(window=window)
+    cuts = [0, 1, 4, 11, 12, 13, 14, 30, 31, 60]
     out = torch.cat([norm(x[:, :, a:b]) for a, b in zip(cuts, cuts[1:])], dim=2)
     with torch.inference_mode():
-        ref = vc.model.window_norm(x, 5)
+        ref = vc.model.window_norm(x, window or x.shape[2])
     assert torch.allclose(out, ref, atol=1e-5)
