@@ -66,6 +66,12 @@ class Halve:
         return 0.5 * (x[:, :, 0:2 * n:2] + x[:, :, 1:2 * n:2])
 
 
+def _normalized(d: torch.Tensor, s: torch.Tensor, q: torch.Tensor, n) -> torch.Tensor:
+    """Frames `d` (float64) normalized with the mean and variance of running sums `s` and `q` over `n` frames."""
+    mean = s / n
+    return ((d - mean) / ((q / n - mean * mean).clamp(min=0) + EPS).sqrt()).float()
+
+
 class Norm:
     """Instance norm on a stream: each frame normalized with the statistics of the frames up to and including it,
     the last `window` of them (`vc.model.window_norm`), or all of them where the model was trained with whole-clip
@@ -93,9 +99,7 @@ class Norm:
                 self.pos = (self.pos + 1) % w
                 self.sum, self.sq = self.sum + (d - out), self.sq + (d * d - out * out)
                 self.n += 1
-                n = min(self.n, w)
-                mean = self.sum / n
-                return ((d - mean) / ((self.sq / n - mean * mean).clamp(min=0) + EPS).sqrt()).float()
+                return _normalized(d, self.sum, self.sq, min(self.n, w))
             if k <= w:  # the frames that leave the window as each new one enters (zeros at first) make way in the ring
                 ring = self.pos + k <= w
                 at = slice(self.pos, self.pos + k) if ring else (self.pos + torch.arange(k)) % w
@@ -109,21 +113,16 @@ class Norm:
             q = self.sq + torch.cumsum(d * d - out * out, dim=2)
             n = torch.clamp(self.n + torch.arange(1, k + 1, dtype=torch.float64), max=w)
             self.n, self.sum, self.sq = self.n + k, s[:, :, -1:], q[:, :, -1:]
-            mean = s / n
-            return ((d - mean) / ((q / n - mean * mean).clamp(min=0) + EPS).sqrt()).float()
+            return _normalized(d, s, q, n)
         if x.shape[2] == 1:  # a one-hop block: the running sums take the frame as it is (the same figures, fewer ops)
             self.n += 1
             self.sum, self.sq = self.sum + d, self.sq + d * d
-            mean = self.sum / self.n
-            var = (self.sq / self.n - mean * mean).clamp(min=0)
-            return ((d - mean) / (var + EPS).sqrt()).float()
+            return _normalized(d, self.sum, self.sq, self.n)
         s = self.sum + torch.cumsum(d, dim=2)
         q = self.sq + torch.cumsum(d * d, dim=2)
         n = self.n + torch.arange(1, x.shape[2] + 1, dtype=torch.float64)
-        mean = s / n
-        var = (q / n - mean * mean).clamp(min=0)
         self.n, self.sum, self.sq = float(n[-1]), s[:, :, -1:], q[:, :, -1:]
-        return ((d - mean) / (var + EPS).sqrt()).float()
+        return _normalized(d, s, q, n)
 
 
 class ContentEncoder:
@@ -250,10 +249,8 @@ class Vocoder:
         x = F.layer_norm(x, dim, *self.norm)
         for dw, eps, one, two in self.blocks:
             y = F.layer_norm(dw.rows(x), dim, None, None, eps)
-            y = F.linear(F.gelu(F.linear(y if dt == torch.float32 else y.to(dt), *one)), *two)
-            x = x + (y if dt == torch.float32 else y.float())
-        x = F.layer_norm(x, dim, None, None, self.final_eps)
-        x = F.linear(x if dt == torch.float32 else x.to(dt), *self.head).float()  # (n, 2 * bins)
+            x = x + F.linear(F.gelu(F.linear(y.to(dt), *one)), *two).float()
+        x = F.linear(F.layer_norm(x, dim, None, None, self.final_eps).to(dt), *self.head).float()  # (n, 2 * bins)
         log_mag, phase = x.chunk(2, dim=1)
         spec = torch.polar(torch.exp(log_mag.clamp(max=math.log(100.0))), phase)
         frames = torch.fft.irfft(spec, self.n_fft)[:, self.edge:] * self.window  # (n, n_fft - edge)
