@@ -219,3 +219,59 @@ def test_a_causal_mel_model_learns_from_whisper_states_and_exports_without_them(
     assert model.net.features is None and model.net.cfg.causal
     y = model.convert(clips["source"], clips["target"])
     assert np.isfinite(y).all() and np.abs(y).max() > 0
+
+
+def test_the_code_teacher_gives_what_its_own_conversion_encodes(whisper_run, clips):
+    # train.code_teacher: the teacher's code of a clip, made from states on another model's frames (10 ms here), is
+    # the code its own conversion computes (`encode`), brought onto those frames
+    import dataclasses
+
+    from vc.content import whisper_states
+    from vc.training.teacher import load_teacher, teacher_code
+    from vc.whisper import resample_states
+
+    net, cfg = load_teacher(whisper_run)
+    model = vc.load_model(whisper_run)
+    wav = model.load(clips["source"], trim=False)
+    content = model.encode(wav)
+    half = content.pad // 2
+    own = content.code[:, half:half + (content.frames + 1) // 2]  # the code of the clip's frames, at 40 Hz
+    frames = len(wav) // 160 + 1
+    states = whisper_states(net.features, wav, cfg.model.whisper_layers, dataclasses.replace(cfg.audio, hop_length=160),
+                            frames)
+    code = teacher_code(net, cfg, states, 100.0)
+    assert code.shape == (cfg.model.content_dim, frames)
+    expected = resample_states(own.T, 100.0, frames, source_rate=40.0).T
+    inner = slice(20, frames - 20)  # away from the mirrored edges, where the two frame grids pad differently
+    assert (code[:, inner] - expected[:, inner]).abs().mean() < 0.05 * expected[:, inner].abs().mean()
+    with pytest.raises(VCError, match="whisper content features"):
+        load_teacher(ROOT / "checkpoints" / "stream.pt")
+
+
+def test_a_causal_mel_model_learns_a_whisper_teachers_code_and_its_decoder_loss_stays_out(whisper_run, train_dir,
+                                                                                          dev_dir, clips, tmp_path):
+    import json
+
+    from vc.training.converter import Generator, train
+
+    cfg = load_recipe(ROOT / "recipes" / "tiny.yaml").replace(
+        model={"causal": True, "norm": "channel", "code_norm": False, "whisper_layers": 1},
+        train={"code_teacher": str(whisper_run), "adv_weight": 0.0, "steps": 6, "val_every": 6, "log_every": 1})
+    out = train(cfg, train_dir, tmp_path / "run", dev=dev_dir)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["code_l1"] for r in rows if "code_l1" in r]
+    assert len(losses) >= 5 and all(np.isfinite(losses)) and min(losses) > 0
+    assert (tmp_path / "run" / "teacher-codes.pt").is_file()
+    ckpt = load_checkpoint(out)
+    assert "whisper" not in ckpt and not any(k.startswith("features.") for k in ckpt["model"])
+    model = vc.load_model(out)
+    assert model.net.features is None and not model.cfg.model.code_norm
+    y = model.convert(clips["source"], clips["target"])
+    assert np.isfinite(y).all() and np.abs(y).max() > 0
+    # the decoder reads the code detached: its loss reaches the decoder and the speaker encoder, not the content one
+    gen = Generator(model.net.train(), torch.nn.Linear(16, 2), detach_code=True)
+    mel = torch.randn(2, model.cfg.audio.n_mels, 32)
+    _, _, rec, _, _ = gen(mel, mel, torch.zeros(2, 2, 32))
+    rec.square().mean().backward()
+    assert all(p.grad is None for p in model.net.content_encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.net.decoder.parameters())

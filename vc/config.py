@@ -99,6 +99,8 @@ class ModelConfig(_Checked):
     whisper_layers: int = 0  # states, `vc.content`); with "whisper", the encoder blocks run (0: all, then its norm)
     content: str = "in"  # the bottleneck: "in" (instance norm) or "vq" (instance norm, then a codebook of units)
     codebook_size: int = 64  # with content "vq": the number of units
+    code_norm: bool = True  # the content code's own norm; off for a student of a teacher's code
+    # (`train.code_teacher`), which must reach the teacher's values rather than its own frame or clip statistics
 
     _rules = {**_positive("channels", "kernel_size", "content_dim", "speaker_blocks", "speaker_dim",
                           "decoder_blocks", "classifier_channels", "n_speakers"),
@@ -172,6 +174,11 @@ class TrainConfig(_Checked):
     distill: float = 0.0  # with mel content: weight of an auxiliary loss, a small head predicting a frozen Whisper
     # encoder's states (standardized, at the content rate) from the content code: a causal encoder learns from a
     # non-causal teacher what the words are (the states are cached as for whisper content; the head is not exported)
+    code_teacher: str = ""  # a whisper-content inference checkpoint whose content code this model's content encoder
+    # learns to predict (L1, weight `code_distill`), instead of learning from the decoder's loss: the decoder reads
+    # the student's code detached, so the words come from the teacher and the speaker stays out of the code without
+    # an adversary (a causal mel student of a non-causal teacher: a streaming model, issue 15)
+    code_distill: float = 1.0
     mel_gan: float = 0.0  # weight of the decoder's adversarial loss against a mel discriminator
     # (`vc.training.discriminator.MelDiscriminator`, hinge loss), with feature matching at twice it; 0: none
     mel_gan_start: int = 0  # the step from which the decoder trains against it (the discriminator learns alongside;
@@ -197,6 +204,7 @@ class TrainConfig(_Checked):
               "denoise": (lambda c: 0 <= c.denoise <= 1, "in [0, 1]"),
               "denoise_ref": (lambda c: 0 <= c.denoise_ref <= 1, "in [0, 1]"),
               "denoise_copies": (lambda c: c.denoise_copies >= 1, "at least 1"),
+              "code_distill": (lambda c: c.code_distill > 0, "positive"),
               "voice_shift": (lambda c: 0 <= c.voice_shift <= 1, "in [0, 1]"),
               "voice_shift_semitones": (lambda c: 1 <= c.voice_shift_semitones <= 12, "in [1, 12]"),
               "voice_shift_copies": (lambda c: c.voice_shift_copies >= 1, "at least 1"),

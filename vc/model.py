@@ -74,10 +74,12 @@ def channel_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
 
 def _norm(window: int, kind: str = "instance"):
-    """The normalization of a layer: each frame over its channels (kind "channel"), or instance norm over the whole
-    clip (window 0) or over a causal window of frames."""
+    """The normalization of a layer: each frame over its channels (kind "channel"), instance norm over the whole
+    clip (window 0) or over a causal window of frames, or none (kind "none": float32, as the others return)."""
     if kind == "channel":
         return channel_norm
+    if kind == "none":
+        return lambda x: x.float()
     return instance_norm if window <= 0 else (lambda x: window_norm(x, window))
 
 
@@ -142,13 +144,15 @@ class ContentEncoder(nn.Module):
         self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.content_dim) if cfg.content == "vq" else None
         w = cfg.norm_window if causal else 0  # in mel frames; layers at the halved rate use half as many
         self.norm_high, self.norm_low = _norm(w, cfg.norm), _norm(w // 2, cfg.norm)
+        self.code_norm = cfg.code_norm
+        self.norm_code = self.norm_low if cfg.code_norm else _norm(0, "none")
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         x = _act(self.norm_high(self.conv_in(mel)))
         for i, block in enumerate(self.blocks):
             h = _act((self.norm_high if i == 0 else self.norm_low)(block(x)))
             x = (_halve(x, self.causal) if block.stride[0] == 2 else x) + h
-        z = self.norm_low(self.conv_out(x))
+        z = self.norm_code(self.conv_out(x))
         return self.quantizer(z) if self.quantizer is not None else z
 
 

@@ -88,6 +88,8 @@ class Norm:
             return x.float()
         if self.kind == "channel":  # each frame by itself: nothing to carry
             return channel_norm(x)
+        if self.kind == "none":  # a content code without a norm (`model.code_norm`)
+            return x.float()
         d = x.double()
         if self.window > 0:  # running sums over the window: a frame in, the frame `window` before it out
             if self.buf is None:
@@ -131,7 +133,8 @@ class ContentEncoder:
         self.conv_in, self.norm_in = Conv(enc.conv_in, dtype), Norm(w, kind)
         self.blocks = [(Conv(b, dtype), Norm(w if i == 0 else w // 2, kind), Halve() if b.stride[0] == 2 else None)
                        for i, b in enumerate(enc.blocks)]
-        self.conv_out, self.norm_out = Conv(enc.conv_out, dtype), Norm(w // 2, kind)
+        self.conv_out = Conv(enc.conv_out, dtype)
+        self.norm_out = Norm(w // 2, kind if enc.code_norm else "none")
 
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
         x = _act(self.norm_in(self.conv_in(mel)))

@@ -172,13 +172,15 @@ def encode(encoder: WhisperEncoder, wav: torch.Tensor | np.ndarray, crop: bool =
     return torch.cat(states)
 
 
-def resample_states(states: torch.Tensor, rate: float, n_out: int | None = None) -> torch.Tensor:
-    """Linear interpolation of 50-Hz states (T, C) to `rate` Hz (80: the converter's mel frames, hop 200; 40: its
-    content frames). Frame i of the output sits at i / rate seconds; `n_out` defaults to covering the input."""
+def resample_states(states: torch.Tensor, rate: float, n_out: int | None = None,
+                    source_rate: float = STATE_RATE) -> torch.Tensor:
+    """Linear interpolation of 50-Hz states (T, C), or of frames at `source_rate` Hz, to `rate` Hz (80: the
+    converter's mel frames, hop 200; 40: its content frames). Frame i of the input sits at i / source_rate seconds
+    and frame i of the output at i / rate; `n_out` defaults to covering the input."""
     n_in = states.shape[0]
     if n_out is None:
-        n_out = int(math.floor((n_in - 1) * rate / STATE_RATE)) + 1
-    pos = torch.arange(n_out, dtype=torch.float64) * (STATE_RATE / rate)
+        n_out = int(math.floor((n_in - 1) * rate / source_rate)) + 1
+    pos = torch.arange(n_out, dtype=torch.float64) * (source_rate / rate)
     lo = pos.floor().long().clamp(0, n_in - 1)
     hi = (lo + 1).clamp(max=n_in - 1)
     frac = (pos - lo).clamp(0, 1).to(states.dtype)[:, None]

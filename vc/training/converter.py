@@ -23,6 +23,7 @@ from .data import SegmentSampler, Utterance
 from .discriminator import Adversary, MelDiscriminator
 from .distributed import Dist, setup
 from .loop import Run, Schedule, seed, warmup_cosine
+from .teacher import teacher_encoder
 from .monitor import Monitor, sample_conversions
 
 
@@ -103,15 +104,18 @@ class Generator(nn.Module):
     reconstruction (B, n_mels, T), speaker logits (B, n_speakers) and, with a distillation head (`train.distill`), its
     prediction of the teacher's states from the content code (B, n_state, T'; else None)."""
 
-    def __init__(self, net: VoiceConverterNet, speaker_head: nn.Linear, distill_head: nn.Module | None = None):
+    def __init__(self, net: VoiceConverterNet, speaker_head: nn.Linear, distill_head: nn.Module | None = None,
+                 detach_code: bool = False):
         super().__init__()
         self.net, self.speaker_head, self.distill_head = net, speaker_head, distill_head
+        self.detach_code = detach_code  # `train.code_teacher`: the decoder's loss does not reach the content encoder
 
     def forward(self, mel: torch.Tensor, ref: torch.Tensor, pitch: torch.Tensor | None):
         content = self.net.content_encoder(mel)
         spk = self.net.speaker_encoder(ref)
         predicted = self.distill_head(content) if self.distill_head is not None else None
-        return (content, spk, self.net.decoder(content, spk, mel.shape[2], pitch), self.speaker_head(spk.float()),
+        code = content.detach() if self.detach_code else content
+        return (content, spk, self.net.decoder(code, spk, mel.shape[2], pitch), self.speaker_head(spk.float()),
                 predicted)
 
 
@@ -168,7 +172,9 @@ class ConverterTrainer:
         if state is not None:  # after the move, so that the optimizer state lands on the parameters' device
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_c.load_state_dict(state["opt_c"])
-        self.gen, self.clf_dp = d.wrap(Generator(net, self.spk_head, self.distill_head)), d.wrap(self.clf)
+        self.codes = corpus.codes  # `train.code_teacher`: the teacher's codes, on the mel frames
+        self.gen = d.wrap(Generator(net, self.spk_head, self.distill_head, detach_code=self.codes is not None))
+        self.clf_dp = d.wrap(self.clf)
         spk_index = {s: i for i, s in enumerate(corpus.speakers)}
         self.sampler = SegmentSampler(corpus.mels, [spk_index[u.speaker] for u in corpus.utts], t.segment_frames,
                                       t.seed, corpus.f0s if cfg.model.pitch else None, cfg.pitch,
@@ -188,6 +194,7 @@ class ConverterTrainer:
         mel, ref, ids, pitch = self.sampler.batch(draw, t.batch_size)
         states = self.sampler.segments(draw, t.batch_size, self.states) if self.states is not None else None
         teacher = self.sampler.segments(draw, t.batch_size, self.teacher) if self.teacher is not None else None
+        codes = self.sampler.segments(draw, t.batch_size, self.codes) if self.codes is not None else None
         content_mel = mel  # what a mel content encoder reads: the target itself, or a corrupted copy (denoising)
         if self.corpus.corrupted:
             content_mel, ref, pitch, states = self.sampler.corrupted(draw, t.batch_size, self.corpus.corrupted,
@@ -229,6 +236,10 @@ class ConverterTrainer:
                 target = F.avg_pool1d((teacher.to(d.device).float() - mean) / std, 2, 2, ceil_mode=True)
                 distill = (predicted.float() - target[:, :, :predicted.shape[2]]).abs().mean()
                 loss = loss + t.distill * distill
+            if codes is not None:  # the teacher's code, averaged onto the content frames
+                target = F.avg_pool1d(codes.to(d.device), 2, 2, ceil_mode=True)[:, :, :content.shape[2]]
+                code_l1 = (content.float() - target).abs().mean()
+                loss = loss + t.code_distill * code_l1
             gan = self.mel_adv is not None and step >= t.mel_gan_start
             if gan:  # against the discriminator before its update; its loss from the same forward
                 d_loss, g_adv, fm = self.mel_adv.losses(rec.float(), mel, True, self.bf16)
@@ -249,6 +260,7 @@ class ConverterTrainer:
                 "spk_ce": spk_ce.item(), "grad_norm": float(gnorm), "lr": lr,
                 **({"vq_perplexity": vq.perplexity} if vq is not None else {}),
                 **({"distill": distill.item()} if predicted is not None else {}),
+                **({"code_l1": code_l1.item()} if codes is not None else {}),
                 **({"mel_d": d_loss.item(), "mel_g": g_adv.item(), "mel_fm": fm.item()} if gan else {})}
 
     def state(self) -> dict[str, Any]:
@@ -295,7 +307,8 @@ def _train(cfg: Config, data: str | Path | list[str | Path], out: Path, dev: str
         cfg = read_config(state, run.last).replace(train={k: getattr(cfg.train, k) for k in RECIPE_ON_RESUME})
     t = cfg.train
     seed(t.seed, t.threads)
-    encoder = (whisper_encoder(cfg, out, d) if cfg.model.content_features == "whisper" or t.distill > 0 else None)
+    encoder = (whisper_encoder(cfg, out, d) if cfg.model.content_features == "whisper" or t.distill > 0
+               else teacher_encoder(cfg, d.device) if t.code_teacher else None)
     corpus = read_corpus(cfg, folders, out, dev, d, state["speakers"] if state is not None else None, encoder)
     cfg = cfg.replace(model={"n_speakers": len(corpus.speakers)})
     trainer = ConverterTrainer(cfg, corpus, d, out, state, encoder)

@@ -14,6 +14,7 @@ from ..whisper import WhisperEncoder, export_weights, load_encoder
 from .data import (Utterance, encoder_id, gather_utterances, list_utterances, load_corrupted, load_features,
                    load_states, shard_features)
 from .distributed import Dist
+from .teacher import load_codes
 
 
 def split_holdout(utts: list[Utterance]) -> tuple[list[Utterance], list[Utterance]]:
@@ -54,6 +55,7 @@ class Corpus:
     # corrupted copy of the training utterances (`train.denoise`)
     shifted: list[tuple[list, list, list | None]] = field(default_factory=list)  # the same of each voice-shifted
     # copy (`train.voice_shift`)
+    codes: list | None = None  # the code teacher's content code of each training utterance (`train.code_teacher`)
 
 
 def whisper_encoder(cfg: Config, out: Path, d: Dist) -> WhisperEncoder:
@@ -131,8 +133,16 @@ def read_corpus(cfg: Config, folders: list[Path], out: Path, dev: str | Path | N
 
     corrupted = copies("corrupted", t.denoise_copies) if t.denoise > 0 or t.denoise_ref > 0 else []
     shifted = copies("shifted", t.voice_shift_copies, t.voice_shift_semitones) if t.voice_shift > 0 else []
+    codes = None
+    if t.code_teacher:  # rank 0 computes the teacher's codes from the training states; the others read them
+        args = (t.code_teacher, states[0], cfg.audio.sample_rate / cfg.audio.hop_length, out / "teacher-codes.pt")
+        codes = load_codes(*args) if d.main else None
+        d.barrier()
+        codes = codes if d.main else load_codes(*args)
+        if cfg.model.content_features != "whisper" and t.distill == 0:
+            states = None  # read only to make the codes
     return Corpus(speakers, train_utts, mels, f0s, ([spk_index[u.speaker] for u in held_utts], held_mels), dev_set,
-                  states, corrupted, shifted)
+                  states, corrupted, shifted, codes)
 
 
 def channel_stats(frames: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
