@@ -152,10 +152,11 @@ def test_a_clean_run_stopped_with_until_and_resumed_with_a_denoising_recipe_goes
     assert main([*args, "--until", "6"]) == 0
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 6 and not list(tmp_path.glob("corrupted*"))
     clean = load_recipe(ROOT / "recipes" / "tiny.yaml").replace(train={"steps": 10})
-    path = train(clean.replace(train={"denoise": 0.5, "denoise_copies": 1, "segment_frames": 48}), train_dir,
-                 tmp_path, dev=dev_dir)
+    path = train(clean.replace(train={"denoise": 0.5, "denoise_copies": 1, "segment_frames": 48, "adv_weight": 0.2}),
+                 train_dir, tmp_path, dev=dev_dir)
     saved = torch.load(path, weights_only=True)
     assert saved["config"]["train"]["denoise"] == 0.5
+    assert saved["config"]["train"]["adv_weight"] == 0.2  # so can the adversary's weight (and its start and ramp)
     assert saved["config"]["train"]["segment_frames"] == 48  # longer or shorter segments go on from a resume too
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 10
     assert (tmp_path / "corrupted0-mel0.pt").is_file()
