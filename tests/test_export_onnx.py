@@ -64,10 +64,11 @@ def test_onnx_graphs_chain_to_audio(bundled, tmp_path, clips):
     assert wav.shape == (1, len(src)) and np.isfinite(wav).all()
 
 
-@pytest.mark.parametrize("norm_window,hop", [(0, 200), (32, 160)])
-def test_export_onnx_of_a_causal_model_keeps_dynamic_lengths(tmp_path, norm_window, hop):
+@pytest.mark.parametrize("norm_window,hop,norm", [(0, 200, "instance"), (32, 160, "instance"), (0, 160, "channel")])
+def test_export_onnx_of_a_causal_model_keeps_dynamic_lengths(tmp_path, norm_window, hop, norm):
     # the streaming model's causal convolutions pad on one side; odd and even lengths must both come out right; with
-    # a causal norm window and a 10-ms hop (recipes/stream10.yaml) as well
+    # a causal norm window and a 10-ms hop (recipes/stream10.yaml) as well, and with per-frame norms and a code
+    # without a norm (the shipped stream.pt, recipes/stream10-teacher.yaml)
     from vc.checkpoint import export_inference
     from vc.config import AudioConfig, Config, ModelConfig, VocoderConfig
     from vc.export_onnx import export_onnx
@@ -77,7 +78,8 @@ def test_export_onnx_of_a_causal_model_keeps_dynamic_lengths(tmp_path, norm_wind
     torch.manual_seed(0)
     audio = AudioConfig(hop_length=hop, win_length=2 * hop if hop == 160 else 800, n_fft=512 if hop == 160 else 1024)
     cfg = Config(audio=audio, model=ModelConfig(causal=True, norm_window=norm_window, channels=32, content_dim=8,
-                                                speaker_dim=16, classifier_channels=16),
+                                                speaker_dim=16, classifier_channels=16, norm=norm,
+                                                code_norm=norm == "instance"),
                  vocoder=VocoderConfig(causal=True, dim=32, layers=2, intermediate=64))
     voc = vocoder_weights(Vocos(cfg.audio, cfg.vocoder))
     ckpt = export_inference(tmp_path / "causal.pt", VoiceConverterNet(cfg.model, 80), cfg, vocoder=voc)

@@ -69,8 +69,9 @@ def window_norm(x: torch.Tensor, window: int, eps: float = 1e-5) -> torch.Tensor
 
 
 def channel_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Each frame of (B, C, T) normalized over its channels, without affine parameters (`model.norm: channel`)."""
-    return F.layer_norm(x.float().transpose(1, 2), (x.shape[1],), eps=eps).transpose(1, 2)
+    """Each frame of (B, C, T) normalized over its channels, without affine parameters (`model.norm: channel`). The
+    channel count is a constant of the layer (`int`: an ONNX export traces it as one, not as a shape lookup)."""
+    return F.layer_norm(x.float().transpose(1, 2), (int(x.shape[1]),), eps=eps).transpose(1, 2)
 
 
 def _norm(window: int, kind: str = "instance"):
