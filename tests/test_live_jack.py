@@ -1,6 +1,6 @@
 """`vc live` against a real audio stack: PortAudio on JACK's dummy backend (Debian's jackd2 and libportaudio2).
 
-A JACK server of its own (a unique name, no real-time, 16 kHz, 25-ms periods) runs for the test; a player-recorder
+A JACK server of its own (a unique name, no real-time, 16 kHz, 20-ms periods) runs for the test; a player-recorder
 client (tests/jack_rig.py) plays a dev clip into `vc live`'s input port and records its output port. The test checks
 that converted speech comes out, as long as the clip, `vc live`'s reported latency behind it. Where the machine has no
 jackd, no PortAudio or the server does not start, the test skips and says why.
@@ -25,7 +25,7 @@ from vc.stream import one_thread
 
 from conftest import synth_speech
 
-RATE, BLOCK = 16000, 400  # vc live's default 25-ms blocks; the JACK period is one block
+RATE, BLOCK = 16000, 320  # vc live's default 20-ms blocks; the JACK period is one block
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"
 RIG = Path(__file__).with_name("jack_rig.py")
 

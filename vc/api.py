@@ -265,7 +265,7 @@ class VoiceConverter:
             voice = Voice(self.net.speaker_encoder(self.mel(wav))[0])
         return self.decode(self.encode(wav), voice, self.source_pitch(wav, match_pitch=False))
 
-    def stream(self, target: Audio | Sequence[Audio] | Voice, *, block_seconds: float = 0.025,
+    def stream(self, target: Audio | Sequence[Audio] | Voice, *, block_seconds: float = 0.02,
                pitch_shift: float = 0.0, match_pitch: bool = True, timbre_match: float | None = None,
                bf16: bool = False) -> Stream:
         """A `vc.stream.Stream` that converts a live signal block by block into the voice of `target` (embedded

@@ -135,9 +135,9 @@ def _add_stream_and_live(sub) -> None:
                        help="a clip of the target voice, or a folder of one speaker's clips (repeatable)")
         q.add_argument("--checkpoint", default=None,
                        help="a streaming (causal) checkpoint (default: the shipped checkpoints/stream.pt)")
-        q.add_argument("--block-ms", type=BLOCK_MS, default=25.0,
-                       help="block length in ms, rounded to whole frames of the model (12.5 ms for stream.pt, whose "
-                       "latency is the block + 50 ms; a model of recipes/stream10.yaml: 10 ms, the block + 30 ms)")
+        q.add_argument("--block-ms", type=BLOCK_MS, default=20.0,
+                       help="block length in ms, rounded to whole frames of the model (10 ms for stream.pt, whose "
+                       "latency is the block + 30 ms: 50 ms by default, 40 ms with --block-ms 10)")
         q.add_argument("--pitch-shift", type=PITCH_SHIFT, default=0.0, metavar="SEMITONES")
         q.add_argument("--no-match-pitch", action="store_true", help="keep the source's pitch register")
         q.add_argument("--timbre-match", type=TIMBRE_MATCH, default=None, metavar="0..1")

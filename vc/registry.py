@@ -15,7 +15,7 @@ from .files import sha256
 # name -> (file, SHA-256). Re-shipping a model replaces its file and its checksum here, in the same commit.
 MODELS = {
     "default": ("default.pt", "674a6e9a0ee883b38e9195048eebf43f45e343fcf5b1c7b25717e554fa0b933b"),
-    "stream": ("stream.pt", "fc5eec72b184dffd2d05737f85becf3c6e30a151951b21949b387679d6bcb0c9"),  # causal: vc live
+    "stream": ("stream.pt", "51bab46e97beb42958f469af71ff9eca16948e5aa10075e5033bfdff9fb97286"),  # causal: vc live
 }
 _PACKAGE = Path(__file__).resolve().parent
 FOLDERS = (_PACKAGE / "checkpoints", _PACKAGE.parent / "checkpoints")  # installed; source tree

@@ -13,9 +13,9 @@ instance norm the stream takes the statistics of all frames so far. The source's
 the audio so far, so the streamed output differs from the offline conversion at the start and converges to it.
 
 Blocks are whole hops of the model's frames. The latency is the block plus half an analysis window plus the content
-encoder's look-ahead (the synthesis overlap hides inside them): 75 ms with 25-ms blocks for the default audio
-settings (a 50-ms window, 25 ms of look-ahead), 40 ms with 10-ms blocks for recipes/stream10.yaml (a 20-ms window,
-20 ms of look-ahead).
+encoder's look-ahead (the synthesis overlap hides inside them): for the shipped stream.pt (10-ms hops, a 20-ms window,
+20 ms of look-ahead: recipes/stream10-teacher.yaml) 40 ms with 10-ms blocks and 50 ms with the default 20-ms ones;
+75 ms with 25-ms blocks for the default audio settings (a 50-ms window, 25 ms of look-ahead).
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class Stream:
     many converted samples, `latency` seconds behind the input; `flush()` returns the last `latency` seconds.
     """
 
-    def __init__(self, model, voice, *, block_seconds: float = 0.025, pitch_shift: float = 0.0,
+    def __init__(self, model, voice, *, block_seconds: float = 0.02, pitch_shift: float = 0.0,
                  match_pitch: bool = True, timbre_match: float | None = None, bf16: bool = False,
                  prime: np.ndarray | None = None, prime_seconds: float = PRIME_SECONDS):
         """`model`: a causal `VoiceConverter`; `voice`: its `Voice` of the target; the options are `convert`'s."""
