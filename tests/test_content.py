@@ -256,7 +256,8 @@ def test_a_causal_mel_model_learns_a_whisper_teachers_code_and_its_decoder_loss_
 
     cfg = load_recipe(ROOT / "recipes" / "tiny.yaml").replace(
         model={"causal": True, "norm": "channel", "code_norm": False, "whisper_layers": 1},
-        train={"code_teacher": str(whisper_run), "adv_weight": 0.0, "steps": 6, "val_every": 6, "log_every": 1})
+        train={"code_teacher": str(whisper_run), "teacher_code_share": 0.5, "adv_weight": 0.0, "steps": 6,
+               "val_every": 6, "log_every": 1})
     out = train(cfg, train_dir, tmp_path / "run", dev=dev_dir)
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = [r["code_l1"] for r in rows if "code_l1" in r]
@@ -275,3 +276,12 @@ def test_a_causal_mel_model_learns_a_whisper_teachers_code_and_its_decoder_loss_
     rec.square().mean().backward()
     assert all(p.grad is None for p in model.net.content_encoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.net.decoder.parameters())
+    # train.teacher_code_share: the items picked decode the teacher's code, the others the student's
+    seen = []
+    model.net.decoder.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+    teacher = torch.randn(2, model.cfg.model.content_dim, 16)
+    with torch.no_grad():
+        gen(mel, mel, torch.zeros(2, 2, 32), (teacher, torch.tensor([True, False])))
+        student = model.net.content_encoder(mel)
+    torch.testing.assert_close(seen[0][0], teacher[0], atol=0, rtol=0)
+    torch.testing.assert_close(seen[0][1], student[1], atol=0, rtol=0)

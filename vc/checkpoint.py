@@ -32,7 +32,8 @@ ADDED_FIELDS = {"model": {"content_features": "mel", "whisper_layers": 0, "conte
                           "speaker_warp_share": 0.5, "vq_commitment": 0.25, "denoise": 0.0,
                           "denoise_ref": 0.0, "denoise_copies": 2, "distill": 0.0, "voice_shift": 0.0,
                           "voice_shift_semitones": 4.0, "voice_shift_copies": 1, "mel_gan": 0.0,
-                          "mel_gan_start": 0, "code_teacher": "", "code_distill": 1.0}}
+                          "mel_gan_start": 0, "code_teacher": "", "code_distill": 1.0,
+                          "teacher_code_share": 0.0}}
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:

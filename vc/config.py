@@ -179,6 +179,9 @@ class TrainConfig(_Checked):
     # the student's code detached, so the words come from the teacher and the speaker stays out of the code without
     # an adversary (a causal mel student of a non-causal teacher: a streaming model, issue 15)
     code_distill: float = 1.0
+    teacher_code_share: float = 0.0  # with code_teacher: the share of each batch whose decoder reads the teacher's
+    # code instead of the student's, so that it learns to take the voice from the speaker embedding rather than from
+    # what the student's code leaks of the speaker
     mel_gan: float = 0.0  # weight of the decoder's adversarial loss against a mel discriminator
     # (`vc.training.discriminator.MelDiscriminator`, hinge loss), with feature matching at twice it; 0: none
     mel_gan_start: int = 0  # the step from which the decoder trains against it (the discriminator learns alongside;
@@ -205,6 +208,7 @@ class TrainConfig(_Checked):
               "denoise_ref": (lambda c: 0 <= c.denoise_ref <= 1, "in [0, 1]"),
               "denoise_copies": (lambda c: c.denoise_copies >= 1, "at least 1"),
               "code_distill": (lambda c: c.code_distill > 0, "positive"),
+              "teacher_code_share": (lambda c: 0 <= c.teacher_code_share <= 1, "in [0, 1]"),
               "voice_shift": (lambda c: 0 <= c.voice_shift <= 1, "in [0, 1]"),
               "voice_shift_semitones": (lambda c: 1 <= c.voice_shift_semitones <= 12, "in [1, 12]"),
               "voice_shift_copies": (lambda c: c.voice_shift_copies >= 1, "at least 1"),

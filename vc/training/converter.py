@@ -32,7 +32,7 @@ from .monitor import Monitor, sample_conversions
 # steady state of its chained windows)
 RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "voice_shift", "voice_shift_semitones",
                     "voice_shift_copies", "segment_frames", "batch_size", "mel_gan", "mel_gan_start", "adv_weight",
-                    "adv_start", "adv_ramp")
+                    "adv_start", "adv_ramp", "teacher_code_share")
 
 
 def adv_weight(cfg: Config, step: int) -> float:
@@ -112,11 +112,15 @@ class Generator(nn.Module):
         self.net, self.speaker_head, self.distill_head = net, speaker_head, distill_head
         self.detach_code = detach_code  # `train.code_teacher`: the decoder's loss does not reach the content encoder
 
-    def forward(self, mel: torch.Tensor, ref: torch.Tensor, pitch: torch.Tensor | None):
+    def forward(self, mel: torch.Tensor, ref: torch.Tensor, pitch: torch.Tensor | None,
+                teacher: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """`teacher`: (the teacher's code (B, content_dim, T'), which items' decoder reads it (B,) bool)."""
         content = self.net.content_encoder(mel)
         spk = self.net.speaker_encoder(ref)
         predicted = self.distill_head(content) if self.distill_head is not None else None
         code = content.detach() if self.detach_code else content
+        if teacher is not None:
+            code = torch.where(teacher[1][:, None, None], teacher[0].to(code.dtype), code)
         return (content, spk, self.net.decoder(code, spk, mel.shape[2], pitch), self.speaker_head(spk.float()),
                 predicted)
 
@@ -196,7 +200,6 @@ class ConverterTrainer:
         mel, ref, ids, pitch = self.sampler.batch(draw, t.batch_size)
         states = self.sampler.segments(draw, t.batch_size, self.states) if self.states is not None else None
         teacher = self.sampler.segments(draw, t.batch_size, self.teacher) if self.teacher is not None else None
-        codes = self.sampler.segments(draw, t.batch_size, self.codes) if self.codes is not None else None
         content_mel = mel  # what a mel content encoder reads: the target itself, or a corrupted copy (denoising)
         if self.corpus.corrupted:
             content_mel, ref, pitch, states = self.sampler.corrupted(draw, t.batch_size, self.corpus.corrupted,
@@ -216,11 +219,12 @@ class ConverterTrainer:
             group["lr"] = lr
         alpha = adv_weight(cfg, step)
         states = net.standardize(states.to(d.device)) if states is not None else None  # cut from the Whisper states
+        code_target, shown = self._teacher_codes(draw)
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             # freq_warp stretches the mel along frequency (timbre scrambling): Whisper states have no frequency axis
             # to stretch, so they enter unwarped
             x = freq_warp(content_mel, t.freq_warp, rng) if states is None else states
-            content, spk, rec, spk_logits, predicted = self.gen(x, ref, pitch)
+            content, spk, rec, spk_logits, predicted = self.gen(x, ref, pitch, shown)
             recon = (rec.float() - mel).abs().mean()
             # The encoder is pushed toward a classifier that cannot tell speakers apart (uniform output);
             # this is bounded, unlike maximizing the classifier's cross-entropy, so training stays stable.
@@ -238,9 +242,8 @@ class ConverterTrainer:
                 target = F.avg_pool1d((teacher.to(d.device).float() - mean) / std, 2, 2, ceil_mode=True)
                 distill = (predicted.float() - target[:, :, :predicted.shape[2]]).abs().mean()
                 loss = loss + t.distill * distill
-            if codes is not None:  # the teacher's code, averaged onto the content frames
-                target = F.avg_pool1d(codes.to(d.device), 2, 2, ceil_mode=True)[:, :, :content.shape[2]]
-                code_l1 = (content.float() - target).abs().mean()
+            if code_target is not None:
+                code_l1 = (content.float() - code_target[:, :, :content.shape[2]]).abs().mean()
                 loss = loss + t.code_distill * code_l1
             gan = self.mel_adv is not None and step >= t.mel_gan_start
             if gan:  # against the discriminator before its update; its loss from the same forward
@@ -262,8 +265,21 @@ class ConverterTrainer:
                 "spk_ce": spk_ce.item(), "grad_norm": float(gnorm), "lr": lr,
                 **({"vq_perplexity": vq.perplexity} if vq is not None else {}),
                 **({"distill": distill.item()} if predicted is not None else {}),
-                **({"code_l1": code_l1.item()} if codes is not None else {}),
+                **({"code_l1": code_l1.item()} if code_target is not None else {}),
                 **({"mel_d": d_loss.item(), "mel_g": g_adv.item(), "mel_fm": fm.item()} if gan else {})}
+
+    def _teacher_codes(self, draw: int) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
+        """`train.code_teacher`: batch `draw`'s teacher codes averaged onto the content frames (or None), and with
+        `train.teacher_code_share` the Generator's `teacher` (those codes, the items whose decoder reads them)."""
+        t = self.cfg.train
+        if self.codes is None:
+            return None, None
+        codes = self.sampler.segments(draw, t.batch_size, self.codes).to(self.d.device)
+        target = F.avg_pool1d(codes, 2, 2, ceil_mode=True)
+        if t.teacher_code_share <= 0:
+            return target, None
+        pick = np.random.default_rng([t.seed, draw, 5]).random(len(target)) < t.teacher_code_share
+        return target, (target, torch.from_numpy(pick).to(self.d.device))
 
     def state(self) -> dict[str, Any]:
         return {"kind": "training", "config": self.cfg.to_dict(), "speakers": self.corpus.speakers,
