@@ -26,7 +26,7 @@ from .audio import AudioWriter, audio_seconds, load_wav, log_mel, normalize_loud
 from .checkpoint import build_model, check_weights, load_checkpoint
 from .chunks import convert_chunks
 from .config import Config
-from .content import content_input
+from .content import content_input, mirror_edges
 from .errors import VCError, VCWarning, warn
 from .input_check import InputCheck, load_checker
 from .model import VoiceConverterNet
@@ -181,9 +181,7 @@ class VoiceConverter:
         mel, or the Whisper states on the mel's frames), mirrored at both ends."""
         x = content_input(self.net, wav, self.mel(wav), self.cfg.audio)
         frames = x.shape[2]
-        pad = min(self.cfg.convert.edge_pad, frames - 1) // 2 * 2
-        if pad > 0:
-            x = torch.nn.functional.pad(x, (pad, pad), mode="reflect")
+        x, pad = mirror_edges(x, self.cfg.convert.edge_pad)
         with self.autocast():
             return Content(self.net.content_encoder(x)[0].float(), frames, pad)
 

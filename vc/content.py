@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .config import AudioConfig
 from .errors import VCError
@@ -26,6 +27,14 @@ def whisper_states(encoder: WhisperEncoder, wav: torch.Tensor | np.ndarray, laye
         raise VCError(f"whisper content features need {SAMPLE_RATE} Hz audio, not {audio.sample_rate}")
     states = encode(encoder, wav, crop=True, n_layers=layers or None)
     return resample_states(states, audio.sample_rate / audio.hop_length, frames).T.contiguous()
+
+
+def mirror_edges(x: torch.Tensor, edge_pad: int) -> tuple[torch.Tensor, int]:
+    """A content input (B, C, frames) mirrored `pad` frames out at both ends, and `pad`: at most `edge_pad`, even (so
+    that the content encoder's halved rate stays aligned) and shorter than the clip. The code of the clip's own frames
+    is then `code[:, :, pad // 2: pad // 2 + ceil(frames / 2)]`."""
+    pad = min(edge_pad, x.shape[2] - 1) // 2 * 2
+    return (F.pad(x, (pad, pad), mode="reflect") if pad > 0 else x), pad
 
 
 @torch.inference_mode()

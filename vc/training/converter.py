@@ -23,8 +23,8 @@ from .data import SegmentSampler, Utterance
 from .discriminator import Adversary, MelDiscriminator
 from .distributed import Dist, setup
 from .loop import Run, Schedule, seed, warmup_cosine
-from .teacher import teacher_encoder
 from .monitor import Monitor, sample_conversions
+from .teacher import teacher_encoder
 
 
 # what a resumed run takes from the recipe: a run may be extended, go on as denoising training or against the

@@ -14,11 +14,12 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..checkpoint import build_model, load_checkpoint, save_checkpoint
 from ..config import Config
+from ..content import mirror_edges
 from ..errors import VCError
+from ..files import sha256
 from ..model import VoiceConverterNet
 from ..whisper import WhisperEncoder, resample_states
 from .data import read_cache
@@ -51,10 +52,8 @@ def teacher_code(net: VoiceConverterNet, cfg: Config, states: torch.Tensor, rate
     frames = states.shape[1]
     own = cfg.audio.sample_rate / cfg.audio.hop_length  # the teacher's mel frames per second
     n = int(math.floor((frames - 1) * own / rate)) + 1
-    x = net.standardize(resample_states(states.float().T, own, n, source_rate=rate).T[None])
-    pad = min(cfg.convert.edge_pad, n - 1) // 2 * 2
-    if pad > 0:
-        x = F.pad(x, (pad, pad), mode="reflect")
+    x, pad = mirror_edges(net.standardize(resample_states(states.float().T, own, n, source_rate=rate).T[None]),
+                          cfg.convert.edge_pad)
     code = net.content_encoder(x)[0, :, pad // 2: pad // 2 + math.ceil(n / 2)].float()
     return resample_states(code.T, rate, frames, source_rate=own / 2).T.contiguous()
 
@@ -64,8 +63,7 @@ def load_codes(path: str | Path, states: list[torch.Tensor], rate: float, cache:
     """The teacher `path`'s content code (float16, on the run's mel frames at `rate` Hz) of every utterance whose raw
     Whisper states are `states`. With `cache`, saved there once and reused while the teacher file, the rate and
     the utterances' frame counts are unchanged."""
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    key = hashlib.sha1(json.dumps([CODES_VERSION, digest, rate, [s.shape[1] for s in states]]).encode()).hexdigest()
+    key = hashlib.sha1(json.dumps([CODES_VERSION, sha256(path), rate, [s.shape[1] for s in states]]).encode()).hexdigest()
     c = read_cache(cache, key)
     if c is not None:
         return c["codes"]
