@@ -26,13 +26,13 @@ TEN_MS = AudioConfig(hop_length=160, win_length=320, n_fft=512)  # recipes/strea
 
 
 def tiny_causal(seed: int = 0, norm_window: int = 32, audio: AudioConfig = AudioConfig(), norm: str = "instance",
-                code_norm: bool = True) -> VoiceConverter:
+                code_norm: bool = True, decoder_norm: str = "") -> VoiceConverter:
     torch.manual_seed(seed)
     # a pitch window that has all arrived when its mel frame is decoded, as in recipes/stream10.yaml (1024 for the
     # default audio config, whose look-ahead is longer)
     pitch = PitchConfig(frame_length=1024 if audio == AudioConfig() else 4 * audio.hop_length)
     model = ModelConfig(causal=True, norm_window=norm_window, channels=48, content_dim=8, speaker_dim=32,
-                        classifier_channels=16, norm=norm, code_norm=code_norm)
+                        classifier_channels=16, norm=norm, code_norm=code_norm, decoder_norm=decoder_norm)
     cfg = Config(audio=audio, pitch=pitch, model=model,
                  vocoder=VocoderConfig(causal=True, dim=48, intermediate=96, layers=2))
     vocoder = Vocos(cfg.audio, cfg.vocoder)
@@ -65,23 +65,25 @@ def cumulative_instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor
     return vc.model.window_norm(x, x.shape[2], eps)
 
 
-@pytest.mark.parametrize("block_ms,norm_window,audio,latency_ms,norm,code_norm", [
-    (25, 32, AudioConfig(), 75, "instance", True), (50, 32, AudioConfig(), 100, "instance", True),
-    (25, 0, AudioConfig(), 75, "instance", True), (10, 32, TEN_MS, 40, "instance", True),
-    (30, 32, TEN_MS, 60, "instance", True), (10, 0, TEN_MS, 40, "channel", True),
-    (10, 0, TEN_MS, 40, "channel", False)])
+@pytest.mark.parametrize("block_ms,norm_window,audio,latency_ms,norm,code_norm,decoder_norm", [
+    (25, 32, AudioConfig(), 75, "instance", True, ""), (50, 32, AudioConfig(), 100, "instance", True, ""),
+    (25, 0, AudioConfig(), 75, "instance", True, ""), (10, 32, TEN_MS, 40, "instance", True, ""),
+    (30, 32, TEN_MS, 60, "instance", True, ""), (10, 0, TEN_MS, 40, "channel", True, ""),
+    (10, 0, TEN_MS, 40, "channel", False, ""), (10, 32, TEN_MS, 40, "channel", False, "instance")])
 def test_stream_equals_the_causal_networks_run_offline(monkeypatch, block_ms, norm_window, audio, latency_ms, norm,
-                                                       code_norm):
+                                                       code_norm, decoder_norm):
     # The stream keeps each layer's state between blocks and overlap-adds the vocoder's frames; it must reproduce the
     # networks run on the whole clip sample by sample. Instance norm over a causal window is the same both ways; for
     # a model trained with whole-clip statistics the stream takes them over the frames so far, so offline does too.
     # A channel norm (each frame over its channels) has no statistics over time to carry; nor has a content code
-    # without a norm of its own (`model.code_norm`: a student of a teacher's code).
+    # without a norm of its own (`model.code_norm`: a student of a teacher's code). The decoder may have a norm of its
+    # own (`model.decoder_norm`): per-frame encoder, causal instance norm in the decoder.
     if norm_window == 0 and norm == "instance":
         monkeypatch.setattr(vc.model, "instance_norm", cumulative_instance_norm)
     # With a 10-ms hop and 20-ms window, 10-ms blocks stream at 40 ms of latency (block 10, half window 10, look-ahead
     # 20), each block decoding one mel frame.
-    model = tiny_causal(norm_window=norm_window, audio=audio, norm=norm, code_norm=code_norm)
+    model = tiny_causal(norm_window=norm_window, audio=audio, norm=norm, code_norm=code_norm, decoder_norm=decoder_norm)
+    assert [n.kind for n in model.net.decoder.norms] == [decoder_norm or norm] * len(model.net.decoder.norms)
     wav = synth_speech(140, 1.6, seed=3)
     if audio == TEN_MS:  # the F0 tracker's smoothing (voiced runs of 3 frames, 3-frame median) looks a frame further
         # ahead than a 10-ms stream has heard: here the stream gets the offline contour, and the networks must match

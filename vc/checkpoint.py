@@ -27,7 +27,7 @@ VERSION = 2  # bump when the layout of the file changes; loading refuses version
 # Fields added to version 2 after files were written with it, and the value such files meant (what they computed):
 # `_fill_added` puts them in, for version-1 files too. `Config.from_dict` itself stays strict.
 ADDED_FIELDS = {"model": {"content_features": "mel", "whisper_layers": 0, "content": "in", "codebook_size": 64,
-                          "norm": "instance", "code_norm": True},
+                          "norm": "instance", "code_norm": True, "decoder_norm": ""},
                 "train": {"whisper_weights": "", "speaker_balance": 0.0, "speaker_warp": 0.0,
                           "speaker_warp_share": 0.5, "vq_commitment": 0.25, "denoise": 0.0,
                           "denoise_ref": 0.0, "denoise_copies": 2, "distill": 0.0, "voice_shift": 0.0,

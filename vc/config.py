@@ -92,6 +92,8 @@ class ModelConfig(_Checked):
     norm_window: int = 0  # with `causal`: instance norm over the last this many mel frames (0: the whole clip)
     norm: str = "instance"  # content encoder and decoder: "instance" (per channel over time), or "channel" (each
     # frame over its channels: a stream computes it exactly, with no statistics to carry)
+    decoder_norm: str = ""  # the decoder's AdaIN norm where it differs from `norm` ("" : the same), e.g. a causal
+    # instance norm (`norm_window`) that sets each channel's statistics to the speaker's, after a per-frame encoder
     classifier_channels: int = 256
     classifier_dropout: float = 0.3
     n_speakers: int = 1  # training speakers; sized from the data by `vc train`
@@ -108,6 +110,7 @@ class ModelConfig(_Checked):
               "lookahead": (lambda c: 0 <= c.lookahead < c.kernel_size, "between 0 and kernel_size - 1"),
               "norm_window": (lambda c: c.norm_window >= 0, "0 or positive"),
               "norm": (lambda c: c.norm in ("instance", "channel"), "instance or channel"),
+              "decoder_norm": (lambda c: c.decoder_norm in ("", "instance", "channel"), "'', instance or channel"),
               "classifier_dropout": (lambda c: 0 <= c.classifier_dropout < 1, "in [0, 1)"),
               "content_features": (lambda c: c.content_features == "mel" or (c.content_features == "whisper"
                                                                            and not c.causal),

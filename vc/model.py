@@ -205,7 +205,8 @@ class Decoder(nn.Module):
         self.low = cfg.decoder_blocks // 2  # blocks at the content rate, before upsampling
         self.convs = nn.ModuleList(_conv(c, c, k, causal=causal) for _ in range(cfg.decoder_blocks))
         w = cfg.norm_window if causal else 0
-        self.norms = nn.ModuleList(AdaIN(c, cfg.speaker_dim, w // 2 if i < self.low else w, cfg.norm)
+        kind = cfg.decoder_norm or cfg.norm
+        self.norms = nn.ModuleList(AdaIN(c, cfg.speaker_dim, w // 2 if i < self.low else w, kind)
                                    for i in range(cfg.decoder_blocks))
         self.pitch = (nn.ModuleList(_conv(2, c, 3, causal=causal) for _ in range(cfg.decoder_blocks))
                       if cfg.pitch else None)

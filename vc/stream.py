@@ -113,7 +113,7 @@ class Stream:
             self.content = ContentEncoder(net.content_encoder, dtype, net.cfg.norm_window, net.cfg.norm)
             self.decoder = Decoder(net.decoder, voice.embedding.to(torch.float32), dtype)
             self.vocoder = Vocoder(model.vocoder.net, dtype)
-            if prime is not None and net.cfg.norm_window <= 0 and net.cfg.norm == "instance":
+            if prime is not None and net.cfg.norm_window <= 0 and "instance" in (net.cfg.norm, net.cfg.decoder_norm):
                 self._prime(prime, voice, dtype, prime_seconds)
         self.lookahead = net.cfg.lookahead
         # Blocks of an odd number of hops would carry one content frame's work (its two mel frames, vocoded) every

@@ -27,12 +27,12 @@ from .monitor import Monitor, sample_conversions
 from .teacher import teacher_encoder
 
 
-# what a resumed run takes from the recipe: a run may be extended, go on as denoising training or against the
-# adversary (from `adv_start`), or go on with longer segments (a model with a causal norm window learns on them the
-# steady state of its chained windows)
+# what a resumed run takes from the recipe: a run may be extended, go on as denoising training, against the
+# adversary (from `adv_start`) or with speaker augmentation, or go on with longer segments (a model with a causal
+# norm window learns on them the steady state of its chained windows)
 RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "voice_shift", "voice_shift_semitones",
                     "voice_shift_copies", "segment_frames", "batch_size", "mel_gan", "mel_gan_start", "adv_weight",
-                    "adv_start", "adv_ramp", "teacher_code_share")
+                    "adv_start", "adv_ramp", "teacher_code_share", "speaker_warp", "speaker_warp_share")
 
 
 def adv_weight(cfg: Config, step: int) -> float:
