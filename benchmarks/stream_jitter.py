@@ -62,8 +62,10 @@ def figures(ms: np.ndarray, block_ms: float) -> dict:
             "p999_ms": p999, "max_ms": float(ms.max()), "over_half_block": int((ms > block_ms / 2).sum())}
 
 
-def run_variants(streams: dict, wav: np.ndarray, size: int, per_segment: int, churn: int) -> tuple[dict, dict, dict]:
-    """Stream `wav` through every variant's stream, in turns of `per_segment` blocks. Returns, per variant, each
+def run_variants(streams: dict, wav: np.ndarray, size: int, per_segment: int, churn: int, paced: float = 0.0
+                 ) -> tuple[dict, dict, dict]:
+    """Stream `wav` through every variant's stream, in turns of `per_segment` blocks, each block as soon as the last is
+    done or, with `paced` (a block's seconds), when it would have arrived from a device. Returns, per variant, each
     block's compute time (ms), whether its thread was preempted in it, and the full collections that ran inside a
     block (ms)."""
     n = len(wav) // size
@@ -95,7 +97,10 @@ def run_variants(streams: dict, wav: np.ndarray, size: int, per_segment: int, ch
             mode = torch.inference_mode() if "inference" in shields else torch.inference_mode(False)
             current[:] = [v]
             with mode:
+                start = time.perf_counter()
                 for i in range(first, min(first + per_segment, n)):
+                    if paced:
+                        time.sleep(max(0.0, start + (i - first + 1) * paced - time.perf_counter()))
                     block = wav[i * size:(i + 1) * size]
                     r0 = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
                     t0 = time.perf_counter_ns()
@@ -165,6 +170,8 @@ def main() -> None:
     ap.add_argument("--churn", type=int, default=0, help="objects the application keeps per block (see above)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--pool", type=float, default=10.0, help="seconds of speech for the thread-count comparison")
+    ap.add_argument("--paced", action="store_true", help="each block when a device would deliver it (real time), "
+                    "not as soon as the last is done")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -183,15 +190,17 @@ def main() -> None:
     load_before = os.getloadavg()
     print(f"{args.minutes:g} min of dev speech per variant, {block_ms:g}-ms blocks, turns of {args.segment:g} s; "
           f"load average {load_before}", file=sys.stderr, flush=True)
-    times, preempted, full_gc = run_variants(streams, wav, size, per_segment, args.churn)
+    times, preempted, full_gc = run_variants(streams, wav, size, per_segment, args.churn,
+                                             size / model.sample_rate if args.paced else 0.0)
     pool = thread_pool(model.stream(target, block_seconds=args.block_ms / 1000), wav,
                        round(args.pool * model.sample_rate / size), default_threads)
     load_after = os.getloadavg()
     result = {"minutes": args.minutes, "block_ms": block_ms, "churn": args.churn, "segment_s": args.segment,
+              "paced": args.paced,
               "pool_s": args.pool, "default_threads": default_threads, "load_average_before": load_before,
               "load_average_after": load_after, "variants": {}}
     print(f"\nload average {load_before} before, {load_after} after; {args.minutes:g} min per variant, churn "
-          f"{args.churn}\n")
+          f"{args.churn}{', paced' if args.paced else ''}\n")
     report(result, block_ms, times, preempted, full_gc, pool, default_threads)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
