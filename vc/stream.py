@@ -153,7 +153,7 @@ class Stream:
         the first seconds, while the statistics of a few frames are far from the clip's."""
         net, frames = self.model.net, seconds * self.cfg.sample_rate / self.hop
         mel = net.normalize(log_mel(wav, self.cfg)[None])
-        content = ContentEncoder(net.content_encoder, dtype, 0)
+        content = ContentEncoder(net.content_encoder, dtype, 0, net.cfg.norm)
         decoder = Decoder(net.decoder, voice.embedding.to(torch.float32), dtype)
         code = content(mel)
         p = self.model.source_pitch(wav, match_pitch=False)[None, :, :2 * code.shape[2]]
