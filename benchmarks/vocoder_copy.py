@@ -1,11 +1,12 @@
 """Copy synthesis: what a vocoder alone loses, turning the mel of a real clip back into a waveform.
 
-    python benchmarks/vocoder_copy.py --clips 20 [--vocoder-ckpt runs/vocoder/vocoder.pt] [--out runs/vocoder-copy]
+    python benchmarks/vocoder_copy.py --clips 20 [--vocoder-ckpt [NAME=]runs/vocoder/vocoder.pt ...] [--no-griffin-lim]
 
-For N dev clips (seeded draw): `log_mel` of the original, then Griffin-Lim (100 iterations) and, given
---vocoder-ckpt (a file with a "vocoder" entry: `vc train-vocoder` output or an inference checkpoint), the neural
-vocoder. Each is scored by DNSMOS (the originals too), by mel-cepstral distortion to the original (frame by frame,
-without DTW: a resynthesis is time-aligned with its original) and by seconds of compute per second of audio.
+For N dev clips (seeded draw): `log_mel` of the original, then Griffin-Lim (100 iterations) and each neural vocoder
+given by --vocoder-ckpt (a file with a "vocoder" entry: `vc train-vocoder` output or an inference checkpoint; the
+option repeats, so several vocoders meet the same clips in one run). Each is scored by DNSMOS (overall, and its
+signal and background parts; the originals too), by mel-cepstral distortion to the original (frame by frame, without
+DTW: a resynthesis is time-aligned with its original) and by seconds of compute per second of audio.
 """
 from __future__ import annotations
 
@@ -39,19 +40,25 @@ def main() -> None:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dev"), help="folder of audio clips")
     p.add_argument("--clips", type=int, default=20, help="number of clips")
     p.add_argument("--seed", type=int, default=0, help="seed of the clip draw")
-    p.add_argument("--vocoder-ckpt", default=None, help="checkpoint with a 'vocoder' entry (default: Griffin-Lim only)")
+    p.add_argument("--vocoder-ckpt", action="append", default=[],
+                   help="[NAME=]checkpoint with a 'vocoder' entry; repeat for several (default: Griffin-Lim only)")
+    p.add_argument("--no-griffin-lim", action="store_true", help="leave Griffin-Lim out")
     p.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")
     p.add_argument("--out", default="runs/vocoder-copy", help="resynthesized clips and results.json go here")
     args = p.parse_args()
     require(["mcd"] + ([] if args.no_dnsmos else ["dnsmos"]))
 
     cfg = AudioConfig()
-    vocoders = {"griffin-lim": GriffinLim(cfg, n_iter=100)}
-    if args.vocoder_ckpt:
-        vocoders["neural"], neural_cfg = load_neural(args.vocoder_ckpt)
+    vocoders = {} if args.no_griffin_lim else {"griffin-lim": GriffinLim(cfg, n_iter=100)}
+    for i, given in enumerate(args.vocoder_ckpt):
+        name, _, path = given.rpartition("=")
+        name = name or ("neural" if len(args.vocoder_ckpt) == 1 else f"neural{i + 1}")
+        vocoders[name], neural_cfg = load_neural(path)
         differ = [k for k in MEL_FIELDS if getattr(neural_cfg, k) != getattr(cfg, k)]
         if differ:
-            raise SystemExit(f"error: {args.vocoder_ckpt}: its mel differs from the project's in {', '.join(differ)}")
+            raise SystemExit(f"error: {path}: its mel differs from the project's in {', '.join(differ)}")
+    if not vocoders:
+        raise SystemExit("error: nothing to compare: give --vocoder-ckpt or keep Griffin-Lim")
     paths = sorted(Path(args.data).rglob("*.flac")) + sorted(Path(args.data).rglob("*.wav"))
     if not paths:
         raise SystemExit(f"error: {args.data}: no .flac or .wav clips")
@@ -68,7 +75,7 @@ def main() -> None:
         ref_mcep = mel_cepstrum(wav, f0, cfg.sample_rate)
         row = {"clip": str(path), "seconds_audio": len(wav) / cfg.sample_rate}
         if dnsmos:
-            row["original_ovrl"] = dnsmos.score(wav)["ovrl"]
+            row.update({f"original_{k}": v for k, v in dnsmos.score(wav).items()})
         for name, vocoder in vocoders.items():
             t0 = time.perf_counter()
             with torch.inference_mode():
@@ -76,7 +83,7 @@ def main() -> None:
             row[f"{name}_rtf"] = (time.perf_counter() - t0) / row["seconds_audio"]
             row[f"{name}_mcd"] = mcd(mel_cepstrum(y, f0, cfg.sample_rate), ref_mcep, align=False)
             if dnsmos:
-                row[f"{name}_ovrl"] = dnsmos.score(y)["ovrl"]
+                row.update({f"{name}_{k}": v for k, v in dnsmos.score(y).items()})
             save_wav(out / name / f"{i:02d}_{path.stem}.wav", y, cfg.sample_rate)
         rows.append(row)
         print(f"{i + 1}/{len(paths)} {path.name} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()
@@ -85,10 +92,18 @@ def main() -> None:
     def mean(key: str) -> float | None:
         return float(np.mean([r[key] for r in rows])) if key in rows[0] else None
 
-    columns = {"original": {"dnsmos_ovrl": mean("original_ovrl"), "mcd_db": 0.0, "rtf": None}}
+    def dns(name: str) -> dict[str, float | None]:
+        return {f"dnsmos_{k}": mean(f"{name}_{k}") for k in ("ovrl", "sig", "bak")}
+
+    columns = {"original": {**dns("original"), "mcd_db": 0.0, "rtf": None}}
     for name in vocoders:
-        columns[name] = {"dnsmos_ovrl": mean(f"{name}_ovrl"), "mcd_db": mean(f"{name}_mcd"), "rtf": mean(f"{name}_rtf")}
+        columns[name] = {**dns(name), "mcd_db": mean(f"{name}_mcd"), "rtf": mean(f"{name}_rtf")}
     print(f"\n{len(rows)} clips, {sum(r['seconds_audio'] for r in rows):.0f} s of audio\n{format_table(columns)}")
+    names = list(vocoders)
+    if len(names) > 1 and not args.no_dnsmos:  # paired: the same clips, so the clip-to-clip spread cancels
+        for name in names[1:]:
+            d = np.array([r[f"{name}_ovrl"] - r[f"{names[0]}_ovrl"] for r in rows])
+            print(f"DNSMOS overall, {name} - {names[0]}: {d.mean():+.3f} (standard error {d.std(ddof=1) / np.sqrt(len(d)):.3f})")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "summary": columns, "clips": rows}, indent=1))
     print(f"\nwrote {out / 'results.json'}")
