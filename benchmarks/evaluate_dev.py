@@ -37,7 +37,7 @@ from world_vc import world_convert
 import vc
 from vc.registry import shipped_path
 from vc.audio import load_wav, normalize_loudness, save_wav
-from vc.config import PHASES, VOCODERS, AudioConfig
+from vc.config import VOCODERS, AudioConfig
 from vc.content import content_input
 from vc.evaluate import COLUMNS, JUDGES, Row, Scorer, evaluate, format_table, summarize
 from vc.training.corrupt import colored_noise, mix, reverberate, room_impulse
@@ -155,7 +155,7 @@ def convert_all(system: str, pairs: list[dict], out: Path, args: argparse.Namesp
                     parallel=p["parallel"], other=p["other"]) for p in pairs]
     options = {} if args.timbre_match is None else {"timbre_match": args.timbre_match}
     if system in args.models:
-        model = vc.load_model(args.models[system], vocoder=args.vocoder, phase=args.phases.get(system))
+        model = vc.load_model(args.models[system], vocoder=args.vocoder)
         sr = model.sample_rate
 
         def convert(source: Path, target: Path) -> np.ndarray:
@@ -240,9 +240,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--checkpoint", default=None, help="the `model` system's checkpoint (default: the shipped one)")
     p.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT",
                    help="a further model, scored as the system NAME (repeatable; list NAME in --systems or not)")
-    p.add_argument("--phase", action="append", default=[], metavar="NAME=PHASE",
-                   help="where the neural vocoder of system NAME takes the phase: pghi or network (repeatable; "
-                   "default: vc.load_model's)")
     p.add_argument("--asr", default="base,tiny.en",
                    help="ASR judges, comma-separated from base, tiny.en: the first gives cer and wer, the others "
                    "cer_NAME")
@@ -276,9 +273,6 @@ def parse_args() -> argparse.Namespace:
     if len(extra) != len(args.model) or set(extra) & set(SYSTEMS):
         p.error("--model: NAME=CHECKPOINT, with a NAME other than " + ", ".join(SYSTEMS))
     args.models = {"model": args.checkpoint, **extra}
-    args.phases = dict(m.split("=", 1) for m in args.phase if "=" in m)
-    if len(args.phases) != len(args.phase) or set(args.phases) - set(args.models) or set(args.phases.values()) - set(PHASES):
-        p.error(f"--phase: NAME=PHASE, with NAME a model system and PHASE one of {', '.join(PHASES)}")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     systems += [name for name in extra if name not in systems]
     if not systems or set(systems) - set(SYSTEMS) - set(extra):
@@ -333,8 +327,7 @@ def main() -> None:
     if args.probe:
         for name in systems:
             if name in args.models:
-                summaries[name].update(leakage_probe(vc.load_model(args.models[name], vocoder=args.vocoder,
-                                                                           phase=args.phases.get(name)), clips))
+                summaries[name].update(leakage_probe(vc.load_model(args.models[name], vocoder=args.vocoder), clips))
     print(f"\n{format_table(summaries)}")
     pairs_json = [{k: str(v) if isinstance(v, Path) else v for k, v in pair.items()} for pair in pairs]
     (out / "results.json").write_text(json.dumps({"args": vars(args), "pairs": pairs_json, "systems": results},

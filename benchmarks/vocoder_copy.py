@@ -1,10 +1,13 @@
 """Copy synthesis: what a vocoder alone loses, turning the mel of a real clip back into a waveform.
 
     python benchmarks/vocoder_copy.py --clips 20 [--vocoder-ckpt [NAME=]runs/vocoder/vocoder.pt ...] [--no-griffin-lim]
+        [--true-phase]
 
 For N dev clips (seeded draw): `log_mel` of the original, then Griffin-Lim (100 iterations) and each neural vocoder
 given by --vocoder-ckpt (a file with a "vocoder" entry: `vc train-vocoder` output or an inference checkpoint; the
-option repeats, so several vocoders meet the same clips in one run). Each is scored by DNSMOS (overall, and its
+option repeats, so several vocoders meet the same clips in one run). With --true-phase, each neural vocoder's
+magnitude is also heard with the original clip's phase ("NAME/true-phase": what a perfect phase would give; a
+diagnosis of where the vocoder loses, not a vocoder). Each is scored by DNSMOS (overall, and its
 signal and background parts; the originals too), by mel-cepstral distortion to the original (frame by frame, without
 DTW: a resynthesis is time-aligned with its original) and by seconds of compute per second of audio.
 """
@@ -18,21 +21,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vc.audio import load_wav, log_mel, save_wav
+from vc.audio import load_wav, log_mel, save_wav, stft
 from vc.checkpoint import MEL_FIELDS, load_checkpoint, read_config
 from vc.config import AudioConfig
 from vc.evaluate import format_table
 from vc.judges import DnsmosJudge, mcd, mel_cepstrum, require, world_f0
-from vc.vocoder import GriffinLim, load_vocoder
+from vc.vocoder import GriffinLim, NeuralVocoder, load_vocoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_neural(path: str) -> tuple[object, AudioConfig]:
+def load_neural(path: str) -> tuple[NeuralVocoder, AudioConfig]:
     """The neural vocoder of a checkpoint, and the audio config it was trained with."""
     ckpt = load_checkpoint(path)  # any version: read as the current layout
     cfg = read_config(ckpt, path)
     return load_vocoder("vocos", cfg, ckpt.get("vocoder")), cfg.audio
+
+
+class TruePhase:
+    """A neural vocoder's magnitude with the original clip's phase (set `spectrum` before each call)."""
+
+    def __init__(self, vocoder: NeuralVocoder):
+        self.vocoder, self.spectrum = vocoder, None
+
+    @torch.inference_mode()
+    def __call__(self, mel: torch.Tensor, length: int) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.vocoder.bf16):  # as the vocoder runs
+            log_mag, _ = self.vocoder.net.spectrum(mel.float()[None])
+        return self.vocoder.net.synthesize(log_mag[0], self.spectrum.angle(), length)
 
 
 def main() -> None:
@@ -43,6 +59,8 @@ def main() -> None:
     p.add_argument("--vocoder-ckpt", action="append", default=[],
                    help="[NAME=]checkpoint with a 'vocoder' entry; repeat for several (default: Griffin-Lim only)")
     p.add_argument("--no-griffin-lim", action="store_true", help="leave Griffin-Lim out")
+    p.add_argument("--true-phase", action="store_true",
+                   help="also each neural vocoder's magnitude with the original's phase")
     p.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")
     p.add_argument("--out", default="runs/vocoder-copy", help="resynthesized clips and results.json go here")
     args = p.parse_args()
@@ -54,6 +72,8 @@ def main() -> None:
         name, _, path = given.rpartition("=")
         name = name or ("neural" if len(args.vocoder_ckpt) == 1 else f"neural{i + 1}")
         vocoders[name], neural_cfg = load_neural(path)
+        if args.true_phase:
+            vocoders[f"{name}/true-phase"] = TruePhase(vocoders[name])
         differ = [k for k in MEL_FIELDS if getattr(neural_cfg, k) != getattr(cfg, k)]
         if differ:
             raise SystemExit(f"error: {path}: its mel differs from the project's in {', '.join(differ)}")
@@ -70,6 +90,9 @@ def main() -> None:
     for i, path in enumerate(paths):
         wav = load_wav(path, cfg)
         mel = log_mel(wav, cfg)
+        for v in vocoders.values():
+            if isinstance(v, TruePhase):
+                v.spectrum = stft(torch.as_tensor(wav)[None], cfg)[0]
         # the original's F0 contour for every resynthesis too: MCD then compares envelopes, not F0 trackers' errors
         f0 = world_f0(wav, cfg.sample_rate)
         ref_mcep = mel_cepstrum(wav, f0, cfg.sample_rate)

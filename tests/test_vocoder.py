@@ -46,20 +46,6 @@ def test_anti_wrapping_is_periodic():
     torch.testing.assert_close(anti_wrap(x), torch.tensor([0.1, 0.1, 0.1, np.pi]))
 
 
-def test_phase_error_by_magnitude_ignores_errors_in_silent_bins():
-    diff = torch.zeros(1, 3, 5)  # 4 bins, 5 frames: 3 differences along frequency
-    diff[:, 0] = 1.0  # every error lies between bins 0 and 1
-    mag = torch.ones(1, 4, 5)
-    mag[:, 0] = 0.0  # ... and bin 0 is silent
-    assert training._phase_error(diff, None, 1) == pytest.approx(1 / 3)
-    assert training._phase_error(diff, mag, 1) == pytest.approx(0.0)
-    # along time, errors in loud bins count by their magnitude: bins 1-3 hold all the weight, bin 0 none
-    diff = torch.zeros(1, 4, 4)
-    diff[:, 1] = 1.0
-    assert training._phase_error(diff, mag, 2) == pytest.approx(1 / 3)
-    assert training._phase_error(diff, None, 2) == pytest.approx(0.25)
-
-
 def test_loss_is_lower_for_the_true_spectrum():
     torch.manual_seed(0)
     net = Vocos(AUDIO, SMALL)
@@ -74,8 +60,6 @@ def test_loss_is_lower_for_the_true_spectrum():
         loss.backward()
         opt.step()
     assert loss.item() < 0.8 * before.item()
-    weighted, _ = vocoder_loss(net, mel, wav, phase_weight=0.5, by_magnitude=True)
-    assert weighted.item() < 0.8 * vocoder_loss(Vocos(AUDIO, SMALL), mel, wav, 0.5, by_magnitude=True)[0].item()
 
 
 def test_load_vocoder():
@@ -85,11 +69,11 @@ def test_load_vocoder():
     with pytest.raises(VCError, match="unknown vocoder"):
         load_vocoder("wavenet", WITH_SMALL)
     net = Vocos(AUDIO, SMALL)
-    voc = load_vocoder("vocos", WITH_SMALL, vocoder_weights(net), bf16=False, phase="network")
+    voc = load_vocoder("vocos", WITH_SMALL, vocoder_weights(net), bf16=False)
     assert isinstance(voc, NeuralVocoder)
     mel = log_mel(synth_speech(150, 0.5), AUDIO)
     torch.testing.assert_close(voc(mel, 8000), net.eval()(mel[None], 8000)[0])
-    fast = load_vocoder("vocos", WITH_SMALL, vocoder_weights(net), bf16=True, phase="network")  # close, not equal
+    fast = load_vocoder("vocos", WITH_SMALL, vocoder_weights(net), bf16=True)  # bf16 autocast: close, not equal
     assert (log_mel(fast(mel, 8000), AUDIO) - log_mel(voc(mel, 8000), AUDIO)).abs().mean() < 0.05
     bad = vocoder_weights(net)
     bad.pop("head.weight")

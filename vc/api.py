@@ -92,13 +92,13 @@ class VoiceConverter:
     """
 
     def __init__(self, net: VoiceConverterNet, cfg: Config, vocoder: str | None = None, device: str = "cpu",
-                 vocoder_weights: dict | None = None, phase: str | None = None):
+                 vocoder_weights: dict | None = None):
         self.net = net.to(device).eval()
         self.cfg = cfg
         self.device = torch.device(device)
         self.bf16 = fast_bf16(self.device)  # the content encoder and decoder run under bf16 autocast (VC_BF16=0: no)
         self.vocoder_name = vocoder or ("vocos" if vocoder_weights is not None else "griffin-lim")
-        self.vocoder = load_vocoder(self.vocoder_name, cfg, vocoder_weights, **({"phase": phase} if phase else {}))
+        self.vocoder = load_vocoder(self.vocoder_name, cfg, vocoder_weights)
         if self.vocoder_name != "griffin-lim":
             self.vocoder.net.to(device)
         self.checker = load_checker()  # the input check (`vc.input_check`); None where it is not installed
@@ -313,13 +313,11 @@ class VoiceConverter:
 
 
 def load_model(checkpoint: str | os.PathLike | None = None, *, vocoder: str | None = None,
-               device: str = "cpu", phase: str | None = None) -> VoiceConverter:
+               device: str = "cpu") -> VoiceConverter:
     """Load a checkpoint as a `VoiceConverter`: a path, or the name of a shipped model ("default", "stream"; see
     `vc.registry`). Without one, $VC_CHECKPOINT or the shipped "default".
 
     `vocoder`: "vocos" (the checkpoint's own neural vocoder; the default when it has one) or "griffin-lim".
-    `phase`: where "vocos" takes the phase, "pghi" (from its magnitude, `vc.phase`) or "network" (its own); the
-    default is "pghi", "network" for a causal (streaming) vocoder.
     """
     path = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(path)
@@ -327,7 +325,6 @@ def load_model(checkpoint: str | os.PathLike | None = None, *, vocoder: str | No
     if ckpt.get("vocoder") is not None:
         check_weights(ckpt["vocoder"], path, "vocoder weights")
     try:
-        return VoiceConverter(net, cfg, vocoder=vocoder, device=device, vocoder_weights=ckpt.get("vocoder"),
-                              phase=phase)
+        return VoiceConverter(net, cfg, vocoder=vocoder, device=device, vocoder_weights=ckpt.get("vocoder"))
     except VCError as e:
         raise VCError(f"{path}: {e}") from None

@@ -1,8 +1,7 @@
 """Long audio: a file of any length converted chunk by chunk through the converter's own stages, with bounded memory.
 
-Chunks of `chunk_seconds` overlap by `overlap_seconds` and the overlap is cross-faded (where the vocoder makes its
-own phase, Griffin-Lim or the neural vocoder's phase from magnitude, each chunk also starts from the phases the
-previous one ended with), so that joins are inaudible. The source's pitch register
+Chunks of `chunk_seconds` overlap by `overlap_seconds` and the overlap is cross-faded (with Griffin-Lim, each chunk
+also starts from the phases the previous one ended with), so that joins are inaudible. The source's pitch register
 accumulates over the chunks seen so far.
 """
 from __future__ import annotations
@@ -15,6 +14,7 @@ import torch
 from . import pitch
 from .audio import SILENCE_DBFS, normalize_loudness, speech_levels
 from .errors import VCError
+from .vocoder import GriffinLim
 
 
 def _chunks(blocks: Iterable[np.ndarray], size: int, step: int, overlap: int) -> Iterator[np.ndarray]:
@@ -68,7 +68,7 @@ def convert_chunks(model, blocks: Iterable[np.ndarray], voice, *,
             p = model.source_pitch(x, voice, pitch_shift=pitch_shift, match_pitch=match_pitch,
                                    source_stats=register.add(f0).stats(), f0=f0)
             mel = model.decode(model.encode(x), voice, p, timbre_match=timbre_match)
-            if model.vocoder.carries_phase:
+            if isinstance(model.vocoder, GriffinLim):
                 with torch.inference_mode():
                     y, angles = model.vocoder(mel.float().cpu(), len(x), init=phase, return_phase=True)
                 y, phase = y.numpy().astype(np.float32), angles[:, step // hop:] if len(x) == size else None

@@ -123,9 +123,6 @@ def _vocoder_settings(args: argparse.Namespace):
         cfg = with_adversary(cfg, ADV_WEIGHT if args.adv_weight is None else args.adv_weight, mpd=args.mpd)
     if args.disc_start is not None:
         cfg.disc_start = args.disc_start
-    if args.phase_weight is not None:
-        cfg.phase_weight = args.phase_weight
-    cfg.phase_by_magnitude = args.phase_by_magnitude
     return cfg
 
 
@@ -166,8 +163,4 @@ def add_train_vocoder(sub) -> None:
     w.add_argument("--mpd", action="store_true", help="add the multi-period discriminator (implies --adversarial)")
     w.add_argument("--disc-start", type=STEP, default=None,
                    help="steps the discriminator trains alone before the vocoder sees its losses (default 500)")
-    w.add_argument("--phase-weight", type=NON_NEGATIVE, default=None,
-                   help="weight of the group-delay and instantaneous-frequency losses (default 0.5)")
-    w.add_argument("--phase-by-magnitude", action="store_true",
-                   help="weight each bin's phase-derivative error by the true magnitude there")
     w.set_defaults(func=_train_vocoder)

@@ -15,7 +15,6 @@ from .errors import VCError
 
 PARTS = ("speaker", "adain", "pitch", "decoder", "content")  # what `AdaptConfig.parts` may name
 VOCODERS = ("vocos", "griffin-lim")  # mel-to-waveform stages `load_vocoder` knows
-PHASES = ("pghi", "network")  # where the neural vocoder takes the phase (`vc.vocoder.NeuralVocoder`)
 LAYOUTS = ("folder", "vctk", "libritts", "librispeech")  # corpus layouts `vc prepare` reads
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au"}  # read by soundfile
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import PHASES, VOCODERS
+from .config import VOCODERS
 from .errors import VCError
 from .options import JOBS, PITCH_SHIFT, SAMPLE_RATE, TIMBRE_MATCH
 
@@ -28,9 +28,6 @@ def add_convert(sub) -> None:
     c.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped checkpoints/default.pt)")
     c.add_argument("--vocoder", default=None, choices=VOCODERS,
                    help="mel-to-waveform stage (default: the checkpoint's neural vocoder, else griffin-lim)")
-    c.add_argument("--phase", default=None, choices=PHASES,
-                   help="where the neural vocoder takes the phase: pghi, made from its magnitude (the default; "
-                   "network for a streaming model), or network, its own")
     c.add_argument("--pitch-shift", type=PITCH_SHIFT, default=0.0, metavar="SEMITONES",
                    help="move the output pitch by this many semitones (after matching the target's register)")
     c.add_argument("--no-match-pitch", action="store_true",
@@ -73,8 +70,8 @@ def convert(args: argparse.Namespace) -> int:
         jobs = shard(jobs, index, count)
         if default_report:
             default_report = output / f"vc-report-shard-{index}-of-{count}.csv"
-    summary = run(jobs, args.target, out_dir, checkpoint=args.checkpoint, vocoder=args.vocoder, phase=args.phase,
-                  device=args.device, workers=args.jobs, sample_rate=args.sample_rate, overwrite=args.overwrite, dry_run=args.dry_run,
+    summary = run(jobs, args.target, out_dir, checkpoint=args.checkpoint, vocoder=args.vocoder, device=args.device,
+                  workers=args.jobs, sample_rate=args.sample_rate, overwrite=args.overwrite, dry_run=args.dry_run,
                   pitch_shift=args.pitch_shift, match_pitch=not args.no_match_pitch, timbre_match=args.timbre_match,
                   report=Path(args.report) if args.report else default_report,
                   progress=not args.quiet and not single, echo=not single)

@@ -80,15 +80,15 @@ def _die_with(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="vc-parent-watch").start()
 
 
-def _init_worker(parent: int, checkpoint: str | None, vocoder: str | None, phase: str | None, device: str,
-                 threads: int, voice, options: dict) -> None:
+def _init_worker(parent: int, checkpoint: str | None, vocoder: str | None, device: str, threads: int, voice,
+                 options: dict) -> None:
     _die_with(parent)
     import torch
 
     from .api import load_model
 
     torch.set_num_threads(threads)
-    _worker["model"] = load_model(checkpoint, vocoder=vocoder, device=device, phase=phase)
+    _worker["model"] = load_model(checkpoint, vocoder=vocoder, device=device)
     _worker.update(voice=voice, options=options)
 
 
@@ -158,15 +158,13 @@ def sort_jobs(jobs: Sequence[Job], manifest: Manifest, wanted: dict[Job, dict], 
 
 
 def run(jobs: list[Job], targets: Sequence[str], out_dir: str | Path, *, checkpoint: str | None = None,
-        vocoder: str | None = None, phase: str | None = None, device: str = "cpu", workers: int = 1,
-        sample_rate: int | None = None,
+        vocoder: str | None = None, device: str = "cpu", workers: int = 1, sample_rate: int | None = None,
         overwrite: bool = False, dry_run: bool = False, report: str | Path | None = None,
         progress: bool = True, echo: bool = True, pitch_shift: float = 0.0, match_pitch: bool = True,
         timbre_match: float | None = None) -> Summary:
     """Convert `jobs` (outputs under `out_dir`) into the voice of `targets`. Outputs already made from the same
     source, targets, model and options are skipped; every input gets a report row. `pitch_shift`, `match_pitch` and
-    `timbre_match` (None: the default) are those of `VoiceConverter.convert`, `vocoder` and `phase` those of
-    `load_model`. `echo`: print a line for each failure
+    `timbre_match` (None: the default) are those of `VoiceConverter.convert`. `echo`: print a line for each failure
     and warning as it comes (they are in the summary and the report too)."""
     from .api import load_model
 
@@ -177,11 +175,10 @@ def run(jobs: list[Job], targets: Sequence[str], out_dir: str | Path, *, checkpo
     options = {"pitch_shift": pitch_shift, "match_pitch": match_pitch}
     if timbre_match is not None:
         options["timbre_match"] = timbre_match
-    shared = recipe(clips, model_path, {**options, "sample_rate": sample_rate, "vocoder": vocoder,
-                                         "phase": phase})
+    shared = recipe(clips, model_path, {**options, "sample_rate": sample_rate, "vocoder": vocoder})
     wanted = {j: key(j.source, shared) for j in jobs}
     todo, done = sort_jobs(jobs, Manifest(out_dir), wanted, overwrite)
-    model = load_model(checkpoint, vocoder=vocoder, device=device, phase=phase)
+    model = load_model(checkpoint, vocoder=vocoder, device=device)
     voice = model.embed(clips)  # an unusable target stops the run before any work
     if not dry_run:
         for folder in {out_dir} | ({report.parent} if report else set()):
@@ -189,7 +186,7 @@ def run(jobs: list[Job], targets: Sequence[str], out_dir: str | Path, *, checkpo
         for folder in {j.output.parent for j in todo} | ({report.parent} if report else set()):
             remove_stale(folder, recursive=False)  # where a killed earlier run left its temporary files
     summary = Summary(report=report, skipped=len(done))
-    settings = dict(checkpoint=checkpoint, vocoder=vocoder, phase=phase, device=device, sample_rate=sample_rate)
+    settings = dict(checkpoint=checkpoint, vocoder=vocoder, device=device, sample_rate=sample_rate)
     _execute(todo, done, summary, model, voice, options, wanted, out_dir, settings, workers, dry_run,
              progress, echo)
     return summary
@@ -250,8 +247,7 @@ def _execute(todo: list[Job], done: list[Job], summary: Summary, model, voice, o
 def _pool(todo: list[Job], record, summary: Summary, voice, options: dict, wanted: dict, out_dir: Path,
           settings: dict, workers: int) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
-    initargs = (os.getpid(), settings["checkpoint"], settings["vocoder"], settings["phase"], settings["device"], threads,
-                voice, options)
+    initargs = (os.getpid(), settings["checkpoint"], settings["vocoder"], settings["device"], threads, voice, options)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=initargs) as pool:
         queue, running = list(todo), set()

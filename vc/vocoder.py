@@ -8,11 +8,10 @@ import torch
 from torch import nn
 
 from .audio import LOG_FLOOR, hann_window, mel_filterbank, stft
-from .config import PHASES, VOCODERS, AudioConfig, Config, VocoderConfig
+from .config import VOCODERS, AudioConfig, Config, VocoderConfig
 from .errors import VCError
 from .checkpoint import float32
 from .model import CausalConv1d
-from .phase import pghi
 from .runtime import fast_bf16
 
 MAX_LOG_MAGNITUDE = math.log(100.0)  # STFT magnitudes above 100 (40 dB over full scale) are clamped, as in Vocos
@@ -80,36 +79,18 @@ class Vocos(nn.Module):
 class NeuralVocoder:
     """`Vocos` behind the same call as `GriffinLim`: log-mel (n_mels, frames) -> waveform (length,).
 
-    `phase`: "pghi" takes the network's magnitude and makes the phase from it (`vc.phase`: on dev clips DNSMOS 0.19
-    above the network's own phase); "network" takes the network's phase too. Default: "pghi", except for a causal
-    (streaming) vocoder, whose offline output must stay what `vc stream` computes block by block.
     The network runs under bf16 autocast where that is fast (`fast_bf16`); the inverse STFT stays in float32."""
 
-    def __init__(self, net: Vocos, bf16: bool | None = None, phase: str | None = None):
+    def __init__(self, net: Vocos, bf16: bool | None = None):
         self.net = net.eval()
         self.bf16 = fast_bf16() if bf16 is None else bf16
-        self.phase = phase or ("network" if net.cfg.causal else "pghi")
-        if self.phase not in PHASES:
-            raise VCError(f"unknown phase '{self.phase}' (choose from: {', '.join(PHASES)})")
-
-    @property
-    def carries_phase(self) -> bool:
-        """Whether a call takes `init` phases (so that `vc.chunks` can join chunks in phase)."""
-        return self.phase == "pghi"
 
     @torch.inference_mode()
-    def __call__(self, mel: torch.Tensor, length: int | None = None, init: torch.Tensor | None = None,
-                 return_phase: bool = False):
-        """As `GriffinLim.__call__`; `init` and the returned phases are unit complex (F, frames), and `init` applies
-        to "pghi" only."""
+    def __call__(self, mel: torch.Tensor, length: int | None = None) -> torch.Tensor:
         device = next(self.net.parameters()).device
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
             log_mag, phase = self.net.spectrum(mel.float().to(device)[None])
-        log_mag, phase = log_mag[0].cpu(), phase[0].cpu()
-        if self.phase == "pghi":
-            phase = pghi(log_mag, self.net.audio, None if init is None else init.angle())
-        wav = self.net.synthesize(log_mag, phase, length)
-        return (wav, torch.polar(torch.ones_like(phase), phase)) if return_phase else wav
+        return self.net.synthesize(log_mag, phase, length)[0].cpu()
 
 
 def vocoder_weights(net: Vocos) -> dict[str, torch.Tensor]:
@@ -138,7 +119,6 @@ class GriffinLim:
     def __init__(self, cfg: AudioConfig, n_iter: int = 64, momentum: float = 0.99, power: float = 1.0):
         self.cfg, self.n_iter, self.momentum, self.power = cfg, n_iter, momentum, power
 
-    carries_phase = True  # a call takes `init` phases
     def magnitude(self, mel: torch.Tensor) -> torch.Tensor:
         c = self.cfg
         inv = _inverse_filterbank(c.sample_rate, c.n_fft, c.n_mels, c.fmin, c.fmax).to(mel.device)
@@ -177,8 +157,6 @@ def load_vocoder(name: str, cfg: Config, weights: dict | None = None, **kwargs) 
     """`name` from VOCODERS; "vocos" needs `weights`, the vocoder entry of a checkpoint (architecture: `cfg.vocoder`).
     """
     if name == "griffin-lim":
-        if kwargs.pop("phase", None):
-            raise VCError("griffin-lim makes its own phase: --phase applies to the neural vocoder only")
         return GriffinLim(cfg.audio, **kwargs)
     if name == "vocos":
         if weights is None:

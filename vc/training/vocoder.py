@@ -53,9 +53,6 @@ class VocoderTrainConfig:
     lr: float = 5e-4
     warmup_steps: int = 200
     phase_weight: float = 0.5
-    # weight each bin's phase-derivative error by the true magnitude there: the phase of quiet bins is noise that no
-    # mel can predict, and the uniform mean spends most of the loss on it
-    phase_by_magnitude: bool = False
     gain_db: float = 6.0  # random gain of each segment in +-gain_db, so that level does not matter
     recon_share: float = 0.7  # fine-tuning: share of segments whose mel is the model's reconstruction
     threads: int = 0
@@ -91,26 +88,15 @@ def _mag(wav: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
                       return_complex=True).abs()
 
 
-def vocoder_loss(net: Vocos, mel: torch.Tensor, wav: torch.Tensor, phase_weight: float, bf16: bool = False,
-                 by_magnitude: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+def vocoder_loss(net: Vocos, mel: torch.Tensor, wav: torch.Tensor, phase_weight: float, bf16: bool = False
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """mel (B, n_mels, frames) and the waveform it belongs to (B, (frames - 1) * hop) -> loss, parts."""
-    loss, parts, _ = reconstruction(net, mel, wav, phase_weight, bf16, by_magnitude)
+    loss, parts, _ = reconstruction(net, mel, wav, phase_weight, bf16)
     return loss, parts
 
 
-def _phase_error(diff: torch.Tensor, mag: torch.Tensor | None, dim: int) -> torch.Tensor:
-    """Mean wrapped error of a phase derivative along `dim`; with `mag`, weighted by the geometric mean of the true
-    magnitudes of the two bins it spans."""
-    err = anti_wrap(diff)
-    if mag is None:
-        return err.mean()
-    n = mag.shape[dim]
-    w = torch.sqrt(mag.narrow(dim, 0, n - 1) * mag.narrow(dim, 1, n - 1))
-    return (w * err).sum() / w.sum().clamp(min=1e-8)
-
-
-def reconstruction(net: Vocos, mel: torch.Tensor, wav: torch.Tensor, phase_weight: float, bf16: bool = False,
-                   by_magnitude: bool = False) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+def reconstruction(net: Vocos, mel: torch.Tensor, wav: torch.Tensor, phase_weight: float, bf16: bool = False
+                   ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
     """`vocoder_loss`, and the generated waveform (B, samples)."""
     a = net.audio
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -119,13 +105,12 @@ def reconstruction(net: Vocos, mel: torch.Tensor, wav: torch.Tensor, phase_weigh
     true = stft(wav, a)[:, :, EDGE:-EDGE]
     true_phase = true.angle()
     log_mag, phase = log_mag[:, :, EDGE:-EDGE], phase[:, :, EDGE:-EDGE]
-    weight = true.abs() if by_magnitude else None
     parts = {
         "mel": F.l1_loss(log_mel(out, a), log_mel(wav, a)),
         "mag": F.l1_loss(log_mag, torch.log(true.abs().clamp(min=1e-5))),
         "ip": anti_wrap(phase - true_phase).mean(),
-        "gd": _phase_error(torch.diff(phase, dim=1) - torch.diff(true_phase, dim=1), weight, 1),
-        "iaf": _phase_error(torch.diff(phase, dim=2) - torch.diff(true_phase, dim=2), weight, 2),
+        "gd": anti_wrap(torch.diff(phase, dim=1) - torch.diff(true_phase, dim=1)).mean(),
+        "iaf": anti_wrap(torch.diff(phase, dim=2) - torch.diff(true_phase, dim=2)).mean(),
     }
     mr, sc = 0.0, 0.0
     for n_fft, hop in RESOLUTIONS:
@@ -236,7 +221,7 @@ class VocoderTrainer:
         mel, wav = self.sampler.batch(step)
         self.net.train()
         if self.adversary is None:
-            loss, parts = vocoder_loss(self.net, mel, wav, cfg.phase_weight, self.bf16, cfg.phase_by_magnitude)
+            loss, parts = vocoder_loss(self.net, mel, wav, cfg.phase_weight, self.bf16)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
         else:
@@ -250,7 +235,7 @@ class VocoderTrainer:
         """The generator's gradients (reconstruction, and after `disc_start` steps the adversarial and feature-matching
         terms), and the discriminator's update on the same audio."""
         cfg, adversary = self.cfg, self.adversary
-        loss, parts, out = reconstruction(self.net, mel, wav, cfg.phase_weight, self.bf16, cfg.phase_by_magnitude)
+        loss, parts, out = reconstruction(self.net, mel, wav, cfg.phase_weight, self.bf16)
         joint = step >= cfg.disc_start
         d_loss, adv, fm = adversary.losses(out, wav, joint, self.bf16)
         if joint:
