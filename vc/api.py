@@ -47,7 +47,7 @@ class Voice:
     (None where they held too little voiced speech to measure)."""
     embedding: torch.Tensor
     pitch: PitchStats | None = None
-    spectrum: torch.Tensor | None = None  # mean log-mel (n_mels,) of the clips' speech frames
+    spectrum: torch.Tensor | None = None  # mean log-mel (n_mels,) of the clips' speech frames; NaN: a band noise hid
     checks: tuple[InputCheck, ...] = ()  # the input check of each clip (`VoiceConverter.check_input`), where run
 
     def mix(self, other: "Voice", weight: float) -> "Voice":
@@ -60,7 +60,7 @@ class Voice:
                                (1 - weight) * self.pitch.std + weight * other.pitch.std)
         spectrum = self.spectrum if self.spectrum is not None else other.spectrum
         if self.spectrum is not None and other.spectrum is not None:
-            spectrum = (1 - weight) * self.spectrum + weight * other.spectrum
+            spectrum = timbre.mean_spectrum([self.spectrum, other.spectrum], [1 - weight, weight])
         return Voice(emb, stats, spectrum, self.checks + other.checks)
 
 
@@ -171,7 +171,7 @@ class VoiceConverter:
         embs = [self.net.speaker_encoder(self.net.normalize(m.to(self.device)[None]))[0] for m in mels]
         stats = pitch.stats([pitch.track(w, self.cfg.audio, self.cfg.pitch)[0] for w in wavs], self.cfg.pitch)
         db = self.cfg.convert.speech_frames_db
-        spectrum = torch.stack([timbre.speech_spectrum(m, db) for m in mels]).mean(dim=0)
+        spectrum = timbre.mean_spectrum([timbre.reference_spectrum(m, db) for m in mels])
         checked = tuple(c for c in checks if c is not None)
         return Voice(torch.stack(embs).mean(dim=0).cpu(), stats, spectrum, checked)
 

@@ -1,0 +1,51 @@
+import numpy as np
+import torch
+
+from vc import timbre
+from vc.audio import log_mel
+from vc.training.corrupt import colored_noise, mix
+
+from conftest import synth_speech
+
+SPEECH_DB = 30.0
+
+
+def with_pauses(seed: int = 0) -> np.ndarray:
+    """Speech-like sound in three bursts with near-silent pauses between them, as a real reference has."""
+    rng = np.random.default_rng(seed)
+    burst = synth_speech(180, 0.8, seed=seed)
+    pause = 1e-4 * rng.standard_normal(4000).astype(np.float32)
+    return np.concatenate([burst, pause, burst, pause, burst])
+
+
+def test_a_clean_reference_knows_every_band_and_matches_as_before():
+    mel = log_mel(with_pauses())
+    spectrum = timbre.reference_spectrum(mel, SPEECH_DB)
+    assert torch.isfinite(spectrum).all()
+    torch.testing.assert_close(spectrum, timbre.speech_spectrum(mel, SPEECH_DB))
+
+
+def test_bands_that_noise_hides_in_a_reference_are_unknown():
+    wav = with_pauses()
+    noisy = mix(wav, colored_noise(len(wav), 0.0, np.random.default_rng(1)), 10.0)  # white noise 10 dB below
+    spectrum = timbre.reference_spectrum(log_mel(noisy.astype(np.float32)), SPEECH_DB)
+    known = torch.isfinite(spectrum)
+    # the harmonics are loud at the bottom of the spectrum and fall by 1/k^1.45: white noise covers the top (and the
+    # narrow low bands between harmonics)
+    assert known[:30].sum() >= 10 and not known[-30:].any()
+
+
+def test_match_leaves_unknown_bands_alone_and_moves_the_known_ones():
+    mel = torch.zeros(4, 6)
+    target = torch.tensor([1.0, 3.0, torch.nan, torch.nan])
+    out = timbre.match(mel, target, torch.zeros(4), 1.0)
+    torch.testing.assert_close(out[:, 0], torch.tensor([-1.0, 1.0, 0.0, 0.0]))  # mean change over known bands removed
+    torch.testing.assert_close(timbre.match(mel, torch.full((4,), torch.nan), torch.zeros(4), 1.0), mel)
+
+
+def test_mean_spectrum_averages_each_band_over_the_clips_that_know_it():
+    a = torch.tensor([1.0, torch.nan, torch.nan])
+    b = torch.tensor([3.0, 2.0, torch.nan])
+    mean = timbre.mean_spectrum([a, b], [0.25, 0.75])
+    torch.testing.assert_close(mean[:2], torch.tensor([2.5, 2.0]))
+    assert torch.isnan(mean[2])
