@@ -22,10 +22,14 @@ class SpeechSpectrum:
         self.threshold = speech_db / 20 * math.log(10)  # in natural-log amplitude
         self.n, self.sum, self.loudest = 0, None, -math.inf
 
-    def add(self, mel: torch.Tensor) -> "SpeechSpectrum":
+    def speech_frames(self, mel: torch.Tensor) -> torch.Tensor:
+        """The speech frames of log-mel `mel` (n_mels, frames), as a mask (frames,); the loudest yet includes them."""
         level = torch.logsumexp(mel, dim=0)
         self.loudest = max(self.loudest, float(level.max()))
-        keep = level > self.loudest - self.threshold
+        return level > self.loudest - self.threshold
+
+    def add(self, mel: torch.Tensor) -> "SpeechSpectrum":
+        keep = self.speech_frames(mel)
         if keep.any():
             s = mel[:, keep].sum(dim=1)
             self.n += int(keep.sum())
@@ -46,12 +50,11 @@ def reference_spectrum(mel: torch.Tensor, speech_db: float, reliable_db: float =
     """A target clip's log-mel (n_mels, frames) -> its speech spectrum (n_mels,), NaN in the bands whose mean power
     over the speech frames is less than `reliable_db` above the clip's noise floor there (the `noise_quantile` of the
     band's power over all frames): in those bands the spectrum is the noise's, not the voice's."""
-    spectrum = speech_spectrum(mel, speech_db)
+    frames = SpeechSpectrum(speech_db).speech_frames(mel)  # the frames `speech_spectrum` averages
     power = torch.exp(2 * mel.float())
-    level = torch.logsumexp(mel, dim=0)
-    speech = power[:, level > level.max() - speech_db / 20 * math.log(10)].mean(dim=1)
     noise = torch.quantile(power, noise_quantile, dim=1).clamp(min=1e-20)
-    return torch.where(10 * torch.log10(speech / noise) < reliable_db, torch.nan, spectrum)
+    snr_db = 10 * torch.log10(power[:, frames].mean(dim=1) / noise)
+    return torch.where(snr_db < reliable_db, torch.nan, mel[:, frames].mean(dim=1))
 
 
 def mean_spectrum(spectra: list[torch.Tensor], weights: list[float] | None = None) -> torch.Tensor:
