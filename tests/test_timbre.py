@@ -49,3 +49,20 @@ def test_mean_spectrum_averages_each_band_over_the_clips_that_know_it():
     mean = timbre.mean_spectrum([a, b], [0.25, 0.75])
     torch.testing.assert_close(mean[:2], torch.tensor([2.5, 2.0]))
     assert torch.isnan(mean[2])
+
+
+def test_a_noisy_reference_leaves_its_pauses_out_of_the_bands_it_knows():
+    wav = with_pauses()
+    noisy = log_mel(mix(wav, colored_noise(len(wav), 1.0, np.random.default_rng(1)), 10.0).astype(np.float32))
+    clean = timbre.speech_spectrum(log_mel(wav), SPEECH_DB)
+    spectrum = timbre.reference_spectrum(noisy, SPEECH_DB)
+    known = torch.isfinite(spectrum)
+
+    def error(s: torch.Tensor) -> float:  # the timbre match removes the mean change over the known bands
+        d = (s - clean)[known]
+        return float((d - d.mean()).abs().mean())
+
+    # pink noise 10 dB below: most bands unknown, so the clip counts as noisy; its pauses (noise alone) are left out
+    # of the bands still known, which halves the error of a plain mean over its speech frames
+    assert 0.1 < known.float().mean() < 0.5
+    assert error(spectrum) < 0.6 * error(timbre.speech_spectrum(noisy, SPEECH_DB))

@@ -2,7 +2,9 @@
 the target clips'. Offline, a clip's frames come all at once; a stream adds them as they come (`SpeechSpectrum`).
 
 A reference recorded in noise has the noise's spectrum in its own: where a band's speech is not well above the clip's
-noise floor, `reference_spectrum` leaves that band unknown (NaN) and `match` leaves the output's band as it is."""
+noise floor, `reference_spectrum` leaves that band unknown (NaN) and `match` leaves the output's band as it is. In a
+noisy reference (more than `NOISY_SHARE` of its bands unknown), the frames of noise alone, its pauses, are left out
+of the mean."""
 from __future__ import annotations
 
 import math
@@ -11,6 +13,8 @@ import torch
 
 RELIABLE_DB = 10.0  # a band of a reference whose speech is less than this above its noise floor is not matched
 NOISE_QUANTILE = 0.1  # a reference's noise floor in a band: this quantile of the band's power over the clip's frames
+NOISY_SHARE = 0.05  # a reference with more of its bands unknown than this is noisy (clean dev clips: 0.8 % on average)
+NOISE_ONLY_DB = 4.5  # in a noisy reference, frames less than this above its quietest (NOISE_QUANTILE) are noise alone
 
 
 class SpeechSpectrum:
@@ -49,12 +53,25 @@ def reference_spectrum(mel: torch.Tensor, speech_db: float, reliable_db: float =
                        noise_quantile: float = NOISE_QUANTILE) -> torch.Tensor:
     """A target clip's log-mel (n_mels, frames) -> its speech spectrum (n_mels,), NaN in the bands whose mean power
     over the speech frames is less than `reliable_db` above the clip's noise floor there (the `noise_quantile` of the
-    band's power over all frames): in those bands the spectrum is the noise's, not the voice's."""
+    band's power over all frames): in those bands the spectrum is the noise's, not the voice's.
+
+    A noisy reference (more than `NOISY_SHARE` of its bands unknown) counts as speech only the frames `NOISE_ONLY_DB`
+    above the clip's quietest (its `noise_quantile` of frame levels): the others, its pauses, are the noise's alone.
+    A clean reference is measured as `speech_spectrum` measures the output."""
     frames = SpeechSpectrum(speech_db).speech_frames(mel)  # the frames `speech_spectrum` averages
     power = torch.exp(2 * mel.float())
     noise = torch.quantile(power, noise_quantile, dim=1).clamp(min=1e-20)
-    snr_db = 10 * torch.log10(power[:, frames].mean(dim=1) / noise)
-    return torch.where(snr_db < reliable_db, torch.nan, mel[:, frames].mean(dim=1))
+
+    def known(frames: torch.Tensor) -> torch.Tensor:
+        return 10 * torch.log10(power[:, frames].mean(dim=1) / noise) >= reliable_db
+
+    if float((~known(frames)).float().mean()) <= NOISY_SHARE:
+        return torch.where(known(frames), mel[:, frames].mean(dim=1), torch.nan)
+    level = torch.logsumexp(mel.float(), dim=0) * (20 / math.log(10))  # dB
+    frames = frames & (level > torch.quantile(level, noise_quantile) + NOISE_ONLY_DB)
+    if not frames.any():  # noise all through: nothing of the voice to match
+        return torch.full_like(noise, torch.nan)
+    return torch.where(known(frames), mel[:, frames].mean(dim=1), torch.nan)
 
 
 def mean_spectrum(spectra: list[torch.Tensor], weights: list[float] | None = None) -> torch.Tensor:
