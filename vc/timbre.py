@@ -65,8 +65,9 @@ def reference_spectrum(mel: torch.Tensor, speech_db: float, reliable_db: float =
     def known(frames: torch.Tensor) -> torch.Tensor:
         return 10 * torch.log10(power[:, frames].mean(dim=1) / noise) >= reliable_db
 
-    if float((~known(frames)).float().mean()) <= NOISY_SHARE:
-        return torch.where(known(frames), mel[:, frames].mean(dim=1), torch.nan)
+    reliable = known(frames)
+    if float((~reliable).float().mean()) <= NOISY_SHARE:
+        return torch.where(reliable, mel[:, frames].mean(dim=1), torch.nan)
     level = torch.logsumexp(mel.float(), dim=0) * (20 / math.log(10))  # dB
     frames = frames & (level > torch.quantile(level, noise_quantile) + NOISE_ONLY_DB)
     if not frames.any():  # noise all through: nothing of the voice to match
