@@ -17,6 +17,11 @@ NOISY_SHARE = 0.05  # a reference with more of its bands unknown than this is no
 NOISE_ONLY_DB = 4.5  # in a noisy reference, frames less than this above its quietest (NOISE_QUANTILE) are noise alone
 
 
+def frame_levels(mel: torch.Tensor) -> torch.Tensor:
+    """Log-mel (n_mels, frames) -> each frame's level (frames,), in natural-log amplitude."""
+    return torch.logsumexp(mel, dim=0)
+
+
 class SpeechSpectrum:
     """The mean log-mel (n_mels,) of the speech frames seen so far: frames within `speech_db` dB of the loudest yet.
 
@@ -28,7 +33,7 @@ class SpeechSpectrum:
 
     def speech_frames(self, mel: torch.Tensor) -> torch.Tensor:
         """The speech frames of log-mel `mel` (n_mels, frames), as a mask (frames,); the loudest yet includes them."""
-        level = torch.logsumexp(mel, dim=0)
+        level = frame_levels(mel)
         self.loudest = max(self.loudest, float(level.max()))
         return level > self.loudest - self.threshold
 
@@ -68,8 +73,8 @@ def reference_spectrum(mel: torch.Tensor, speech_db: float, reliable_db: float =
     reliable = known(frames)
     if float((~reliable).float().mean()) <= NOISY_SHARE:
         return torch.where(reliable, mel[:, frames].mean(dim=1), torch.nan)
-    level = torch.logsumexp(mel.float(), dim=0) * (20 / math.log(10))  # dB
-    frames = frames & (level > torch.quantile(level, noise_quantile) + NOISE_ONLY_DB)
+    level = frame_levels(mel.float())
+    frames = frames & (level > torch.quantile(level, noise_quantile) + NOISE_ONLY_DB / 20 * math.log(10))
     if not frames.any():  # noise all through: nothing of the voice to match
         return torch.full_like(noise, torch.nan)
     return torch.where(known(frames), mel[:, frames].mean(dim=1), torch.nan)
