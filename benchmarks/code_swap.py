@@ -63,7 +63,7 @@ def main() -> None:
         p_in = student.source_pitch(wav, voice)
         outs = {"student": student.encode(wav), "student + teacher's code": teacher_content(student, teacher, wav)}
         for name, content in outs.items():
-            out = student.finish(student.vocode(student.decode(content, voice, p_in), len(wav)))
+            out = student.finish(student.vocode(student.decode(content, voice, p_in), len(wav), p_in))
             cos[name].append(judge.similarity(judge.embed(out), ref))
         cos["teacher"].append(judge.similarity(judge.embed(teacher.convert(data / r["source"], data / r["target"])),
                                                ref))

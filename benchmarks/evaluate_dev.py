@@ -156,12 +156,16 @@ def convert_all(system: str, pairs: list[dict], out: Path, args: argparse.Namesp
     options = {} if args.timbre_match is None else {"timbre_match": args.timbre_match}
     if system in args.models:
         model = vc.load_model(args.models[system], vocoder=args.vocoder)
+        if system in args.network_phase:
+            model.cfg = model.cfg.replace(convert={"harmonic_phase": 0.0})
         sr = model.sample_rate
 
         def convert(source: Path, target: Path) -> np.ndarray:
             return model.convert(source, target, **options)
     elif system == "stream":
         streamer = vc.load_model(args.stream_checkpoint)
+        if system in args.network_phase:
+            streamer.cfg = streamer.cfg.replace(convert={"harmonic_phase": 0.0})
         sr = streamer.sample_rate
 
         def convert(source: Path, target: Path) -> np.ndarray:
@@ -252,6 +256,9 @@ def parse_args() -> argparse.Namespace:
                    help="the causal model of the `stream` system (the streaming engine of `vc live`)")
     p.add_argument("--block-ms", type=float, default=25.0, help="block length of the `stream` system")
     p.add_argument("--timbre-match", type=float, default=None, help="the model's timbre match (default: its own)")
+    p.add_argument("--network-phase", action="append", default=[], metavar="NAME",
+                   help="the system NAME keeps the neural vocoder's phase everywhere (`convert.harmonic_phase: 0`; "
+                   "repeatable)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dev"), help="split with utterances.tsv")
     p.add_argument("--pairs", type=int, default=40, help="number of pairs, a quarter per gender pairing")
     p.add_argument("--seed", type=int, default=0, help="seed of the pair draw")

@@ -51,8 +51,9 @@ def main() -> None:
         cer["the corrupted source itself"].append(error_rates(text, asr.transcribe(wav["noisy"]))["cer"])
         voice = model.embed(pair["target"])
         for name, (content, pitch) in WAYS.items():
-            mel = model.decode(model.encode(wav[content]), voice, model.source_pitch(wav[pitch], voice))
-            out = model.finish(model.vocode(mel, len(wav[content])))
+            p = model.source_pitch(wav[pitch], voice)
+            mel = model.decode(model.encode(wav[content]), voice, p)
+            out = model.finish(model.vocode(mel, len(wav[content]), p))
             cer[name].append(error_rates(text, asr.transcribe(out))["cer"])
         print(f"{i + 1}/{len(pairs)} " + "  ".join(f"{v[-1]:.3f}" for v in cer.values()), flush=True)
     print(f"\nCER by Whisper base, {len(pairs)} pairs, noise {args.noise_snr:g} dB{' and a room' if args.reverb else ''}:")

@@ -16,8 +16,9 @@ def test_stages_chain_into_convert(tiny_checkpoint, clips):
     voice = model.embed(clips["target"])
     content = model.encode(src)
     frames = len(src) // model.cfg.audio.hop_length + 1
-    mel = model.decode(content, voice, model.source_pitch(src, voice, pitch_shift=2), timbre_match=0.5)
-    staged = model.finish(model.vocode(mel, len(src)))
+    p = model.source_pitch(src, voice, pitch_shift=2)
+    mel = model.decode(content, voice, p, timbre_match=0.5)
+    staged = model.finish(model.vocode(mel, len(src), p))
     assert voice.embedding.shape == (model.cfg.model.speaker_dim,)
     assert voice.pitch is not None and 180 < voice.pitch.hz < 260  # the synthetic target speaks at 220 Hz
     assert content.frames == frames and content.pad == model.cfg.convert.edge_pad

@@ -12,7 +12,8 @@ from vc.cli import main
 from vc.config import AudioConfig, Config, VocoderConfig
 from vc.errors import VCError
 from vc.runtime import fast_bf16
-from vc.vocoder import GriffinLim, NeuralVocoder, Vocos, build_vocoder, load_vocoder, vocoder_weights
+from vc.vocoder import (GriffinLim, NeuralVocoder, Vocos, build_vocoder, f0_phase, harmonic_phase, load_vocoder,
+                        vocoder_weights)
 from vc.training import vocoder as training
 from vc.training.discriminator import Adversary, Discriminator, discriminator_loss, feature_matching, generator_loss
 from vc.training.loop import warmup_cosine
@@ -39,6 +40,42 @@ def test_vocos_output_lines_up_with_the_mel_frames():
     diff = (net(mel2) - wav).abs()[0]
     changed = torch.nonzero(diff > 1e-6)[:, 0]
     assert changed.min() > (40 - 12) * AUDIO.hop_length and changed.max() < (40 + 12) * AUDIO.hop_length
+
+
+def test_harmonic_phase_makes_voiced_frames_harmonics_of_their_f0():
+    # A voiced magnitude (peaks at the harmonics of 200 Hz, as wide as the window's main lobe) with random phase
+    # sounds rough: its frames do not join. Given F0, the voiced frames' bins below the cutoff take the phase of the
+    # nearest harmonic, and the energy gathers at multiples of F0; nothing else changes.
+    net, frames, f0 = Vocos(AUDIO, SMALL), 200, 200.0
+    bins = AUDIO.n_fft // 2 + 1
+    hz = torch.arange(bins) * AUDIO.sample_rate / AUDIO.n_fft
+    comb = torch.exp(-0.5 * ((hz - f0 * torch.round(hz / f0)) / 15.0) ** 2) + 1e-3
+    gen = torch.Generator().manual_seed(0)
+    log_mag = comb.log()[None, :, None].expand(1, bins, frames)
+    noise = 2 * math.pi * torch.rand(1, bins, frames, generator=gen)
+    contour = torch.full((frames,), f0)
+    contour[150:] = 0  # the last frames unvoiced
+    phase = harmonic_phase(noise[0], contour, AUDIO, cutoff=4000.0)
+    assert torch.equal(phase[hz >= 4000], noise[0][hz >= 4000]) and torch.equal(phase[:, 150:], noise[0][:, 150:])
+
+    def harmonicity(ph: torch.Tensor) -> float:
+        """Energy within 20 Hz of a harmonic over the rest, 0.1-3.5 kHz, in the voiced frames' middle."""
+        wav = net.synthesize(log_mag, ph[None] if ph.dim() == 2 else ph)[0, 40 * AUDIO.hop_length:130 * AUDIO.hop_length]
+        power = np.abs(np.fft.rfft(wav.numpy() * np.hanning(len(wav)))) ** 2
+        freq = np.fft.rfftfreq(len(wav), 1 / AUDIO.sample_rate)
+        near = np.abs(freq - f0 * np.round(freq / f0)) < 20
+        low = (freq > 100) & (freq < 3500)
+        return power[near & low].sum() / power[~near & low].sum()
+
+    assert harmonicity(phase) > 10 * harmonicity(noise)
+    assert harmonicity(phase) > 100
+
+
+def test_f0_phase_integrates_f0_from_its_start():
+    f0 = torch.tensor([100.0, 100.0, 0.0, 200.0])
+    hop = AUDIO.hop_length / AUDIO.sample_rate
+    expected = 0.5 + 2 * math.pi * hop * torch.tensor([0.0, 100.0, 150.0, 250.0])  # trapezoids: 100, 50, 100 Hz
+    assert torch.allclose(f0_phase(f0, AUDIO, start=0.5), expected.double())
 
 
 def test_anti_wrapping_is_periodic():

@@ -34,7 +34,7 @@ from .pitch import PitchStats
 from .registry import resolve_checkpoint
 from .runtime import fast_bf16
 from .stream import Stream
-from .vocoder import load_vocoder
+from .vocoder import GriffinLim, load_vocoder
 
 # A clip: a path, a float array already at the model's rate, or (array, sample_rate).
 Audio = Union[str, os.PathLike, np.ndarray, tuple]
@@ -226,9 +226,15 @@ class VoiceConverter:
         return mel
 
     @torch.inference_mode()
-    def vocode(self, mel: torch.Tensor, length: int | None = None) -> np.ndarray:
-        """Log-mel (n_mels, frames) -> waveform (T,) float32."""
-        return self.vocoder(mel.float().cpu(), length).numpy().astype(np.float32)
+    def vocode(self, mel: torch.Tensor, length: int | None = None, pitch_features: torch.Tensor | None = None,
+               fundamental: torch.Tensor | None = None) -> np.ndarray:
+        """Log-mel (n_mels, frames) -> waveform (T,) float32. With the decoder's `pitch_features` (`source_pitch`),
+        the neural vocoder's voiced frames take the phase of their F0's harmonics below `convert.harmonic_phase` Hz
+        (`vc.vocoder.harmonic_phase`; `fundamental`: the F0's phase track, where chunks carry it)."""
+        if pitch_features is None or isinstance(self.vocoder, GriffinLim):
+            return self.vocoder(mel.float().cpu(), length).numpy().astype(np.float32)
+        return self.vocoder(mel.float().cpu(), length, pitch.hz(pitch_features, self.cfg.pitch),
+                            self.cfg.convert.harmonic_phase, fundamental).numpy().astype(np.float32)
 
     def finish(self, wav: np.ndarray, name: str = "<conversion>") -> np.ndarray:
         """The vocoder's waveform -> the output: checked to be finite, loudness-normalized."""
@@ -254,7 +260,7 @@ class VoiceConverter:
         f0 = pitch.contour(*analysis, self.sample_rate, float(analysis[2].max()), self.cfg.pitch)[0]
         p = self.source_pitch(wav, voice, pitch_shift=pitch_shift, match_pitch=match_pitch, f0=f0)
         mel = self.decode(content, voice, p, timbre_match=timbre_match)
-        return self.finish(self.vocode(mel, len(wav)), name if name != "<source>" else "<conversion>")
+        return self.finish(self.vocode(mel, len(wav), p), name if name != "<source>" else "<conversion>")
 
     def reconstruct_mel(self, wav: np.ndarray) -> torch.Tensor:
         """Teacher-forced reconstruction of a (prepared) clip in its own voice and pitch: log-mel (n_mels, frames)

@@ -116,7 +116,7 @@ def staged_convert(model, source: Path, target: Path, output: Path) -> dict[str,
         with timer("mel"):  # the nets are inside: subtracted below
             mel = model.decode(model.encode(wav), voice, p)
         with timer("vocoder"):
-            out = model.vocode(mel, len(wav))
+            out = model.vocode(mel, len(wav), p)
         with timer("write"):
             save_wav(output, model.finish(out), model.sample_rate)
     finally:

@@ -1,7 +1,8 @@
 """Long audio: a file of any length converted chunk by chunk through the converter's own stages, with bounded memory.
 
 Chunks of `chunk_seconds` overlap by `overlap_seconds` and the overlap is cross-faded (with Griffin-Lim, each chunk
-also starts from the phases the previous one ended with), so that joins are inaudible. The source's pitch register
+also starts from the phases the previous one ended with; with the neural vocoder, the harmonics' phase of voiced
+frames runs on from the previous chunk), so that joins are inaudible. The source's pitch register
 accumulates over the chunks seen so far.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from . import pitch
 from .audio import SILENCE_DBFS, normalize_loudness, speech_levels
 from .errors import VCError
-from .vocoder import GriffinLim
+from .vocoder import GriffinLim, f0_phase
 
 
 def _chunks(blocks: Iterable[np.ndarray], size: int, step: int, overlap: int) -> Iterator[np.ndarray]:
@@ -58,10 +59,11 @@ def convert_chunks(model, blocks: Iterable[np.ndarray], voice, *,
     register = pitch.Register(model.cfg.pitch)
     pending: np.ndarray | None = None  # the previous chunk's last `overlap` output samples
     phase: torch.Tensor | None = None
+    tail: tuple[torch.Tensor, float] | None = None  # the previous chunk's overlap: pitch features, F0 phase at its start
     speech = False
     for x in _chunks(blocks, size, step, overlap):
         if speech_levels(x, c.sample_rate)[0] < SILENCE_DBFS:  # DC and rumble count as silence, as in `load_wav`
-            y, phase = np.zeros_like(x), None
+            y, phase, tail = np.zeros_like(x), None, None
         else:
             x = normalize_loudness(x, c.sample_rate, c.target_db)
             f0 = pitch.track(x, c, model.cfg.pitch)[0]
@@ -72,8 +74,12 @@ def convert_chunks(model, blocks: Iterable[np.ndarray], voice, *,
                 with torch.inference_mode():
                     y, angles = model.vocoder(mel.float().cpu(), len(x), init=phase, return_phase=True)
                 y, phase = y.numpy().astype(np.float32), angles[:, step // hop:] if len(x) == size else None
-            else:
-                y = model.vocode(mel, len(x))
+            else:  # the harmonics' phase runs on across the join: the overlap takes the previous chunk's F0 and phase
+                if tail is not None:
+                    p = torch.cat([tail[0][:, :p.shape[1]], p[:, tail[0].shape[1]:]], dim=1)
+                fundamental = f0_phase(pitch.hz(p, model.cfg.pitch), c, tail[1] if tail is not None else 0.0)
+                y = model.vocode(mel, len(x), p, fundamental)
+                tail = (p[:, step // hop:], float(fundamental[step // hop])) if len(x) == size else None
             y = y * _gain(y, pending, overlap, c.sample_rate, c.target_db)
             speech = True
         if pending is not None:

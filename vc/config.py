@@ -141,8 +141,11 @@ class ConvertConfig(_Checked):
     mel_clamp: float = 4.0  # decoder output above this many standard deviations over a band's mean is a glitch
     timbre_match: float = 1.0  # default share of the mean-spectrum match after the decoder
     speech_frames_db: float = 30.0  # frames within this many dB of the loudest count as speech for a mean spectrum
+    harmonic_phase: float = 4000.0  # Hz: below it, voiced frames take the phase of the F0's harmonics instead of the
+    # neural vocoder's (`vc.vocoder.harmonic_phase`); 0: the vocoder's phase everywhere
 
     _rules = {**_positive("mel_clamp", "speech_frames_db"),
+              "harmonic_phase": (lambda c: c.harmonic_phase >= 0, "0 or positive"),
               "edge_pad": (lambda c: c.edge_pad >= 0, "0 or positive"),
               "timbre_match": (lambda c: 0 <= c.timbre_match <= 1, "between 0 and 1")}
 

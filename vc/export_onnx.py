@@ -200,6 +200,10 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, vocoder_ckpt: st
                      else None,
             "inverse_stft": "vocoder outputs -> torch.istft(exp(log_magnitude) * exp(i phase), n_fft, hop_length, "
                             "win_length, hann window, center=True): vc.export_onnx.synthesize",
+            "harmonic_phase_hz": cfg.convert.harmonic_phase,
+            "harmonic_phase": "before the inverse STFT, voiced frames take the phase of their F0's harmonics below "
+                              "harmonic_phase_hz (F0 from the decoder's pitch input: vc.pitch.hz; "
+                              "vc.vocoder.harmonic_phase); 0: the vocoder's phase as it is",
             "graphs": {n: {"inputs": list(g[1]), "outputs": OUTPUTS[n]}
                        for n, g in _graphs(net, vocoder, 8, clamp).items()}}
     (out / "vc-onnx.json").write_text(json.dumps(meta, indent=1))

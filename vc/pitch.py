@@ -162,6 +162,13 @@ def features(f0: torch.Tensor, cfg: PitchConfig | None = None) -> torch.Tensor:
     return torch.stack([lf0, voiced.float()])
 
 
+def hz(features: torch.Tensor, cfg: PitchConfig | None = None) -> torch.Tensor:
+    """The inverse of `features`: (2, frames) -> F0 (frames,) in Hz, 0 where unvoiced."""
+    cfg = cfg or PitchConfig()
+    f0 = torch.exp(features[0].double() * cfg.log_f0_scale + cfg.log_f0_center)
+    return torch.where(features[1] > 0.5, f0, torch.zeros_like(f0))
+
+
 def transpose(f0: torch.Tensor, source: PitchStats | None, target: PitchStats | None, semitones: float = 0.0
               ) -> torch.Tensor:
     """Move a contour from the source's register to the target's (log-F0 mean and spread), then by `semitones`.

@@ -112,7 +112,7 @@ class Stream:
         with torch.inference_mode():
             self.content = ContentEncoder(net.content_encoder, dtype, net.cfg.norm_window, net.cfg.norm)
             self.decoder = Decoder(net.decoder, voice.embedding.to(torch.float32), dtype)
-            self.vocoder = Vocoder(model.vocoder.net, dtype)
+            self.vocoder = Vocoder(model.vocoder.net, dtype, convert.harmonic_phase)
             if prime is not None and net.cfg.norm_window <= 0 and "instance" in (net.cfg.norm, net.cfg.decoder_norm):
                 self._prime(prime, voice, dtype, prime_seconds)
         self.lookahead = net.cfg.lookahead
@@ -135,6 +135,7 @@ class Stream:
         self.register = pitch.Register(self.pitch_cfg)  # the source's log-F0 register so far
         self.spectrum = timbre.SpeechSpectrum(convert.speech_frames_db)  # the output's speech spectrum so far
         self.out = np.zeros(self.delay, np.float32)  # converted samples not yet returned (silence first)
+        self.f0_out = torch.zeros(0, dtype=torch.float64)  # F0 (Hz) of pitch frames not yet decoded: for the vocoder
         self.stats = StreamStats(self.block_size / cfg.sample_rate)
         log_mel(np.zeros(cfg.win_length, np.float32), cfg)  # the filterbank and FFT plans, before the first block
         # Shield the blocks from Python's garbage collector: a full collection walks every tracked object (about
@@ -233,13 +234,15 @@ class Stream:
             self.pitch_frames += 2 * m
             p = self._pitch_features(f0)
             self.decoder.push(content, p[None] if self.decoder.pitch is not None else None)
+            self.f0_out = torch.cat([self.f0_out, pitch.hz(p, self.pitch_cfg)])
         out = self.decoder.pull(self.mel_frames - self.lookahead - self.decoded if self.spread else None)
         if out.shape[2] == 0:
             return
         self.decoded += out.shape[2]
         mel_out = self.model.net.denormalize(out, clamp=self.clamp)[0]
         mel_out = timbre.match(mel_out, self.voice.spectrum, self.spectrum.add(mel_out).mean(), self.timbre_match)
-        self.out = np.concatenate([self.out, self.vocoder(mel_out[None])])
+        f0_out, self.f0_out = self.f0_out[:out.shape[2]], self.f0_out[out.shape[2]:]
+        self.out = np.concatenate([self.out, self.vocoder(mel_out[None], f0_out)])
         next_yin = self.yin_start + len(self.yin[0])
         keep = min(self.mel_frames * hop - win // 2, next_yin * hop - frame_length // 2)  # oldest still needed
         drop = max(0, keep - self.audio_start)

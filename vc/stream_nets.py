@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .audio import hann_window
 from .model import CausalConv1d, _act, channel_norm
+from .vocoder import f0_phase, harmonic_phase
 
 EPS = 1e-5  # as in `instance_norm`
 
@@ -210,8 +211,12 @@ class Vocoder:
     it, and each block's layer scale into its second linear layer (the same function to float rounding, in about two
     thirds of the time a one-frame block took with the modules' own layers)."""
 
-    def __init__(self, net, dtype: torch.dtype):
+    def __init__(self, net, dtype: torch.dtype, cutoff: float = 0.0):
+        """`cutoff` (Hz): below it, voiced frames take the phase of their F0's harmonics (`vc.vocoder.harmonic_phase`,
+        the fundamental's phase carried from block to block); 0: the network's phase everywhere."""
         self.dtype, self.dim = dtype, net.cfg.dim
+        self.audio, self.cutoff = net.audio, cutoff
+        self.f0_last, self.phase_last = 0.0, 0.0  # the last frame's F0 (Hz) and its fundamental's phase
         self.mel_mean, self.mel_std = float(net.mel_mean), float(net.mel_std)
         self.embed = Conv(net.embed)  # float32: its output is summed into the residual stream
         self.norm = (net.norm.weight.detach().float(), net.norm.bias.detach().float(), net.norm.eps)
@@ -245,8 +250,9 @@ class Vocoder:
         self.env = torch.zeros(a.n_fft)
         self.skip = a.n_fft // 2 - pad  # samples before time 0
 
-    def __call__(self, mel: torch.Tensor) -> np.ndarray:
-        """Log-mel frames (1, n_mels, n) -> the waveform samples that no later frame changes."""
+    def __call__(self, mel: torch.Tensor, f0: torch.Tensor | None = None) -> np.ndarray:
+        """Log-mel frames (1, n_mels, n) and, with a cutoff, their F0 (n,) in Hz -> the waveform samples that no
+        later frame changes."""
         dt, dim = self.dtype, (self.dim,)
         x = self.embed.rows(((mel - self.mel_mean) / self.mel_std)[0].T)  # (n, dim)
         x = F.layer_norm(x, dim, *self.norm)
@@ -255,6 +261,12 @@ class Vocoder:
             x = x + F.linear(F.gelu(F.linear(y.to(dt), *one)), *two).float()
         x = F.linear(F.layer_norm(x, dim, None, None, self.final_eps).to(dt), *self.head).float()  # (n, 2 * bins)
         log_mag, phase = x.chunk(2, dim=1)
+        if self.cutoff > 0 and f0 is not None and len(f0):
+            f0 = F.pad(f0.double()[:phase.shape[0]], (0, max(0, phase.shape[0] - len(f0))))  # 0 Hz: unvoiced
+            f0 = torch.cat([f0.new_full((1,), self.f0_last), f0])
+            fundamental = f0_phase(f0, self.audio, self.phase_last)[1:]
+            phase = harmonic_phase(phase.T, f0[1:], self.audio, self.cutoff, fundamental).T
+            self.f0_last, self.phase_last = float(f0[-1]), float(fundamental[-1])
         spec = torch.polar(torch.exp(log_mag.clamp(max=math.log(100.0))), phase)
         frames = torch.fft.irfft(spec, self.n_fft)[:, self.edge:] * self.window  # (n, n_fft - edge)
         n, hop, width = frames.shape[0], self.hop, frames.shape[1]

@@ -1,4 +1,8 @@
-"""Mel to waveform: a Vocos-style neural vocoder trained in this project, and Griffin-Lim (no training) as fallback."""
+"""Mel to waveform: a Vocos-style neural vocoder trained in this project, and Griffin-Lim (no training) as fallback.
+
+Where the output's F0 is known (a conversion's, moved to the target's register), the neural vocoder's phase in voiced
+frames below `convert.harmonic_phase` Hz is replaced by the phase of that F0's harmonics (`harmonic_phase`): the
+network predicts the magnitude well, its phase is what the listener hears as roughness."""
 from __future__ import annotations
 
 import functools
@@ -76,20 +80,57 @@ class Vocos(nn.Module):
         return self.synthesize(*self.spectrum(mel), length)
 
 
+def f0_phase(f0: torch.Tensor, audio: AudioConfig, start: float = 0.0) -> torch.Tensor:
+    """F0 (frames,) in Hz, 0 where unvoiced -> the phase of the fundamental at each frame's centre (radians, float64):
+    `start` at frame 0, then F0 integrated over each hop (trapezoids; an unvoiced frame counts as 0 Hz)."""
+    f0 = f0.double()
+    step = torch.pi * (f0[1:] + f0[:-1]) * audio.hop_length / audio.sample_rate
+    return torch.cat([f0.new_full((1,), start), start + torch.cumsum(step, 0)])
+
+
+def harmonic_phase(phase: torch.Tensor, f0: torch.Tensor, audio: AudioConfig, cutoff: float,
+                   fundamental: torch.Tensor | None = None) -> torch.Tensor:
+    """The STFT phase (n_fft // 2 + 1, frames) with every bin below `cutoff` Hz of a voiced frame (`f0` > 0, Hz)
+    replaced by the phase of the harmonic h of F0 nearest to it: h times the fundamental's phase (`f0_phase`, or
+    `fundamental` where given), plus pi per bin for `stft`'s frame origin, which lies half an FFT before the centre.
+    The harmonics then stay coherent from frame to frame whatever the magnitude looks like, as a sinusoidal
+    synthesizer's do (cf. Krawczyk and Gerkmann 2014, STFT phase reconstruction in voiced speech). Other bins and
+    frames keep `phase`."""
+    frames = phase.shape[1]
+    f0 = torch.nn.functional.pad(f0.double()[:frames], (0, max(0, frames - len(f0))))
+    fundamental = f0_phase(f0, audio) if fundamental is None else fundamental.double()[:frames]
+    # h * phase mod 2 pi needs only the phase mod 2 pi (h is whole), which float32 then holds to 1e-4 rad for h < 100
+    turn = torch.remainder(fundamental, 2 * torch.pi).to(phase.dtype)
+    low = min(phase.shape[0], math.ceil(cutoff * audio.n_fft / audio.sample_rate))  # the bins below the cutoff
+    bins = torch.arange(low, device=phase.device)
+    hz = bins.to(phase.dtype) * (audio.sample_rate / audio.n_fft)
+    f0 = f0.to(phase.dtype)
+    h = torch.round(hz[:, None] / f0.clamp(min=1.0)[None]).clamp(min=1.0)
+    harmonics = h * turn[None] + torch.pi * (bins % 2).to(phase.dtype)[:, None]  # -pi k and +pi k agree mod 2 pi
+    return torch.cat([torch.where((f0 > 0)[None], harmonics, phase[:low]), phase[low:]])
+
+
 class NeuralVocoder:
     """`Vocos` behind the same call as `GriffinLim`: log-mel (n_mels, frames) -> waveform (length,).
 
-    The network runs under bf16 autocast where that is fast (`fast_bf16`); the inverse STFT stays in float32."""
+    The network runs under bf16 autocast where that is fast (`fast_bf16`); the inverse STFT stays in float32. Given
+    the output's F0 and a cutoff, voiced frames take the harmonics' phase below it (`harmonic_phase`)."""
 
     def __init__(self, net: Vocos, bf16: bool | None = None):
         self.net = net.eval()
         self.bf16 = fast_bf16() if bf16 is None else bf16
 
     @torch.inference_mode()
-    def __call__(self, mel: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    def __call__(self, mel: torch.Tensor, length: int | None = None, f0: torch.Tensor | None = None,
+                 cutoff: float = 0.0, fundamental: torch.Tensor | None = None) -> torch.Tensor:
+        """`f0` (frames,) in Hz and `cutoff` in Hz: see `harmonic_phase` (`fundamental`: its phase track, where a
+        caller carries one across chunks)."""
         device = next(self.net.parameters()).device
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
             log_mag, phase = self.net.spectrum(mel.float().to(device)[None])
+        if f0 is not None and cutoff > 0:
+            phase = harmonic_phase(phase[0], f0.to(device), self.net.audio, cutoff,
+                                   None if fundamental is None else fundamental.to(device))[None]
         return self.net.synthesize(log_mag, phase, length)[0].cpu()
 
 
