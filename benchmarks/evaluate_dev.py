@@ -156,16 +156,14 @@ def convert_all(system: str, pairs: list[dict], out: Path, args: argparse.Namesp
     options = {} if args.timbre_match is None else {"timbre_match": args.timbre_match}
     if system in args.models:
         model = vc.load_model(args.models[system], vocoder=args.vocoder)
-        if system in args.network_phase:
-            model.cfg = model.cfg.replace(convert={"harmonic_phase": 0.0})
+        model.cfg = model.cfg.replace(convert=args.convert_overrides.get(system, {}))
         sr = model.sample_rate
 
         def convert(source: Path, target: Path) -> np.ndarray:
             return model.convert(source, target, **options)
     elif system == "stream":
         streamer = vc.load_model(args.stream_checkpoint)
-        if system in args.network_phase:
-            streamer.cfg = streamer.cfg.replace(convert={"harmonic_phase": 0.0})
+        streamer.cfg = streamer.cfg.replace(convert=args.convert_overrides.get(system, {}))
         sr = streamer.sample_rate
 
         def convert(source: Path, target: Path) -> np.ndarray:
@@ -259,6 +257,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--network-phase", action="append", default=[], metavar="NAME",
                    help="the system NAME keeps the neural vocoder's phase everywhere (`convert.harmonic_phase: 0`; "
                    "repeatable)")
+    p.add_argument("--convert", action="append", default=[], metavar="NAME:KEY=VALUE",
+                   help="the system NAME converts with `convert.KEY` set to VALUE, a number (e.g. "
+                   "model:mel_contrast=1; repeatable)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dev"), help="split with utterances.tsv")
     p.add_argument("--pairs", type=int, default=40, help="number of pairs, a quarter per gender pairing")
     p.add_argument("--seed", type=int, default=0, help="seed of the pair draw")
@@ -280,6 +281,16 @@ def parse_args() -> argparse.Namespace:
     if len(extra) != len(args.model) or set(extra) & set(SYSTEMS):
         p.error("--model: NAME=CHECKPOINT, with a NAME other than " + ", ".join(SYSTEMS))
     args.models = {"model": args.checkpoint, **extra}
+    args.convert_overrides = defaultdict(dict)
+    for name in args.network_phase:
+        args.convert_overrides[name]["harmonic_phase"] = 0.0
+    for item in args.convert:
+        name, _, setting = item.partition(":")
+        key, _, value = setting.partition("=")
+        try:
+            args.convert_overrides[name][key] = float(value)
+        except ValueError:
+            p.error(f"--convert {item}: NAME:KEY=VALUE with a number for VALUE")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     systems += [name for name in extra if name not in systems]
     if not systems or set(systems) - set(SYSTEMS) - set(extra):
@@ -297,7 +308,7 @@ def score_system(rows: list[Row], pairs: list[dict], scorer: Scorer, more_asr: l
         for row, extra_row in zip(result["rows"], other["rows"]):
             row.update({f"{k}_{judge.asr}": extra_row[k] for k in ("cer", "wer", "src_cer") if k in extra_row})
         result["summary"].update({f"{k}_{judge.asr}": v for k, v in other["summary"].items()
-                                  if k in ("cer", "wer", "src_cer")})
+                                  if k in ("cer", "wer", "src_cer", "cer_pooled", "src_cer_pooled")})
     for scope, kinds in (("same-gender", ("FF", "MM")), ("cross-gender", ("FM", "MF"))):
         subset = summarize([r for r, p in zip(result["rows"], pairs) if p["kind"] in kinds])
         result["summary"].update({f"{k} ({scope})": subset[k] for k in SUBSET_KEYS if k in subset})

@@ -94,6 +94,23 @@ def test_bundled_vocoder_is_the_default(tiny_checkpoint, clips, tmp_path):
     assert vc.load_model(tiny_checkpoint).vocoder_name == "griffin-lim"  # no vocoder inside: the fallback
 
 
+def test_decode_applies_the_contrast_after_the_timbre_match(tiny_checkpoint, clips):
+    from vc.timbre import SpeechSpectrum, contrast
+
+    model = vc.load_model(tiny_checkpoint)
+    src = model.load(clips["source"], trim=False)
+    voice = model.embed(clips["target"])
+    content, p = model.encode(src), model.source_pitch(src, voice)
+    assert model.cfg.convert.mel_contrast == 1.1  # the default
+    model.cfg = model.cfg.replace(convert={"mel_contrast": 1.0})
+    flat = model.decode(content, voice, p)
+    model.cfg = model.cfg.replace(convert={"mel_contrast": 1.3})
+    widened = model.decode(content, voice, p)
+    spectrum = SpeechSpectrum(model.cfg.convert.speech_frames_db).add(flat)
+    torch.testing.assert_close(widened, contrast(flat, spectrum, 1.3))
+    assert widened.std(1).mean() > 1.2 * flat.std(1).mean()
+
+
 def test_timbre_match_moves_the_average_spectrum_toward_the_target(tiny_checkpoint, clips):
     # Measured on the converted audio itself, as a listener gets it: its speech spectrum (level aside) lies closer
     # to the target clip's the stronger the match.

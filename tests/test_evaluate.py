@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from vc.cli import main
-from vc.evaluate import evaluate, read_rows
+from vc.evaluate import evaluate, read_rows, summarize
 from vc.judges import error_rates, mcd, mean_log_f0, mel_cepstrum, normalize_text, world_f0
 
 from conftest import ROOT, synth_speech
@@ -93,8 +93,19 @@ def test_cli_without_the_eval_extra_says_how_to_install(voices, monkeypatch, cap
 def test_text_is_normalized_before_scoring():
     pytest.importorskip("jiwer")
     assert normalize_text("  Don't STOP, 'now'! ") == "don't stop now"
-    assert error_rates("Hello, world.", "hello world") == {"cer": 0.0, "wer": 0.0}
+    assert error_rates("Hello, world.", "hello world") == {"cer": 0.0, "wer": 0.0, "ref_chars": 11}
     assert error_rates("hello world", "hello")["wer"] == pytest.approx(0.5)
+
+
+def test_pooled_cer_weighs_rows_by_their_reference_characters():
+    # a two-word clip read wholly wrong, and a long one read right: the mean over rows says half the characters
+    # are lost, the corpus-level rate one in fifty
+    rows = [{"cer": 1.0, "src_cer": 0.0, "ref_chars": 2}, {"cer": 0.0, "src_cer": 0.01, "ref_chars": 98},
+            {"cer": 0.5}]  # no reference length: not pooled
+    summary = summarize(rows)
+    assert summary["cer"] == pytest.approx(0.5)
+    assert summary["cer_pooled"] == pytest.approx(0.02)
+    assert summary["src_cer_pooled"] == pytest.approx(0.0098)
 
 
 @needs_eval

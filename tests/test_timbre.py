@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import torch
 
@@ -66,3 +68,18 @@ def test_a_noisy_reference_leaves_its_pauses_out_of_the_bands_it_knows():
     # of the bands still known, which halves the error of a plain mean over its speech frames
     assert 0.1 < known.float().mean() < 0.5
     assert error(spectrum) < 0.6 * error(timbre.speech_spectrum(noisy, SPEECH_DB))
+
+
+def test_contrast_widens_departures_from_the_speech_spectrum_and_leaves_pauses():
+    mel = log_mel(with_pauses())
+    spectrum = timbre.SpeechSpectrum(SPEECH_DB).add(mel)
+    speech = spectrum.speech_frames(mel)
+    out = timbre.contrast(mel, spectrum, 1.2)
+    torch.testing.assert_close(out[:, speech].mean(1), spectrum.mean())  # the speech spectrum stays where it was
+    torch.testing.assert_close(out[:, speech].std(1), 1.2 * mel[:, speech].std(1))  # its variation over time widens
+    level = timbre.frame_levels(mel)
+    far_below = level < spectrum.loudest - (SPEECH_DB + timbre.CONTRAST_FADE_DB) / 20 * math.log(10)
+    assert far_below.sum() > 20  # the pauses
+    torch.testing.assert_close(out[:, far_below], mel[:, far_below])  # keep their level
+    assert timbre.contrast(mel, spectrum, 1.0) is mel
+    assert timbre.contrast(mel, timbre.SpeechSpectrum(SPEECH_DB), 1.2) is mel  # no speech seen yet

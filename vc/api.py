@@ -5,7 +5,7 @@
 
 `convert` is its public stages chained, and every other path (long files, `vc bench`, the demo) calls the same
 stages: `embed` (target clips -> `Voice`), `encode` (source -> `Content`), `source_pitch` (source -> the decoder's
-pitch input), `decode` (-> log-mel, edges, clamp and timbre match included), `vocode` (-> waveform), `finish`
+pitch input), `decode` (-> log-mel, edges, clamp, timbre match and contrast included), `vocode` (-> waveform), `finish`
 (loudness, and a check that the result is sound).
 """
 from __future__ import annotations
@@ -205,8 +205,9 @@ class VoiceConverter:
                timbre_match: float | None = None) -> torch.Tensor:
         """Content, speaker (a `Voice` or its embedding) and, for pitch-conditioned models, `source_pitch` (2, frames)
         -> log-mel (n_mels, frames) in the space `log_mel` returns: decoded with the content's mirrored edges, which
-        are then cut, glitches clamped (`convert.mel_clamp`), and the timbre matched to the voice's clips
-        (`timbre_match`, default `convert.timbre_match`; a voice without clips has no spectrum to match)."""
+        are then cut, glitches clamped (`convert.mel_clamp`), the timbre matched to the voice's clips
+        (`timbre_match`, default `convert.timbre_match`; a voice without clips has no spectrum to match), and the
+        departures from the speech spectrum widened (`convert.mel_contrast`, `vc.timbre.contrast`)."""
         c = self.cfg.convert
         voice = self.voice(voice)
         frames, pad = content.frames, content.pad
@@ -223,6 +224,8 @@ class VoiceConverter:
         amount = c.timbre_match if timbre_match is None else timbre_match
         if amount > 0 and voice.spectrum is not None:
             mel = timbre.match(mel, voice.spectrum, timbre.speech_spectrum(mel, c.speech_frames_db), amount)
+        if c.mel_contrast != 1:
+            mel = timbre.contrast(mel, timbre.SpeechSpectrum(c.speech_frames_db).add(mel), c.mel_contrast)
         return mel
 
     @torch.inference_mode()

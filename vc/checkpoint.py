@@ -35,7 +35,7 @@ ADDED_FIELDS = {"model": {"content_features": "mel", "whisper_layers": 0, "conte
                           "mel_gan_start": 0, "code_teacher": "", "code_distill": 1.0,
                           "teacher_code_share": 0.0},
                 # how a conversion is synthesized, not what the weights learned: older files get the present default
-                "convert": {"harmonic_phase": 4000.0}}
+                "convert": {"harmonic_phase": 4000.0, "mel_contrast": 1.1}}
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:

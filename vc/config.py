@@ -143,8 +143,11 @@ class ConvertConfig(_Checked):
     speech_frames_db: float = 30.0  # frames within this many dB of the loudest count as speech for a mean spectrum
     harmonic_phase: float = 4000.0  # Hz: below it, voiced frames take the phase of the F0's harmonics instead of the
     # neural vocoder's (`vc.vocoder.harmonic_phase`); 0: the vocoder's phase everywhere
+    mel_contrast: float = 1.1  # the output log-mel's departures from its speech spectrum are scaled by this after the
+    # timbre match, against the decoder's over-smoothing (`vc.timbre.contrast`); 1: as decoded
 
     _rules = {**_positive("mel_clamp", "speech_frames_db"),
+              "mel_contrast": (lambda c: 0.5 <= c.mel_contrast <= 2, "between 0.5 and 2"),
               "harmonic_phase": (lambda c: c.harmonic_phase >= 0, "0 or positive"),
               "edge_pad": (lambda c: c.edge_pad >= 0, "0 or positive"),
               "timbre_match": (lambda c: 0 <= c.timbre_match <= 1, "between 0 and 1")}

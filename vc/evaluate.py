@@ -12,7 +12,9 @@ and the seconds the conversion took. Per row (the judges live in vc/judges.py):
   ceiling. The summary gives its mean over rows and, steadier, the same ratio of the means (gap_closed_pooled).
 - asr (Whisper base by default, which shares no weights with the converter's Whisper tiny.en content features;
   `asr="tiny.en"` for the earlier judge): cer, wer of the output's transcript against `text`, else against the source's transcript;
-  src_cer, src_wer: the source's own, against `text`. Text is lowercased and stripped of punctuation first.
+  src_cer, src_wer: the source's own, against `text`. Text is lowercased and stripped of punctuation first. The
+  summary's cer is the mean over rows, where a two-word clip weighs as much as a paragraph; cer_pooled (and
+  src_cer_pooled) is the corpus-level rate: all rows' character errors over all their reference characters.
 - dnsmos: ovrl, sig, bak of the output; src_ovrl, src_sig, src_bak of the source.
 - mcd: mel-cepstral distortion in dB to `parallel`, after DTW (c1..c24, silence trimmed at both ends only).
 - pitch (WORLD Harvest): f0_out, f0_src, f0_ref, geometric means over voiced frames in Hz; f0_dist_st, the
@@ -167,7 +169,8 @@ class Scorer:
             out.update(error_rates(row.text or out["src_transcript"], out["transcript"]))
             if row.text:
                 out["text"] = row.text
-                out.update({f"src_{k}": v for k, v in error_rates(row.text, out["src_transcript"]).items()})
+                out.update({f"src_{k}": v for k, v in error_rates(row.text, out["src_transcript"]).items()
+                            if k != "ref_chars"})
         if "dnsmos" in self.judges:
             mos = functools.partial(self.measure, "dnsmos", fn=self.model("dnsmos").score)
             out.update(mos(conv))
@@ -210,6 +213,11 @@ def summarize(results: list[dict]) -> dict:
             summary["gap_closed_rows"] = len(gapped)
         if key in ("mcd", "pitch_gap_closed") and values(key):
             summary[f"{key}_rows"] = len(values(key))
+    for key in ("cer", "src_cer"):
+        scored = [r for r in ok if r.get(key) is not None and r.get("ref_chars")]
+        if scored:
+            summary[f"{key}_pooled"] = (sum(r[key] * r["ref_chars"] for r in scored)
+                                        / sum(r["ref_chars"] for r in scored))
     timed = [r for r in ok if "seconds" in r]
     if timed:
         summary["rtf"] = sum(r["seconds"] for r in timed) / sum(r["duration_s"] for r in timed)

@@ -204,6 +204,9 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, *, vocoder_ckpt: st
             "harmonic_phase": "before the inverse STFT, voiced frames take the phase of their F0's harmonics below "
                               "harmonic_phase_hz (F0 from the decoder's pitch input: vc.pitch.hz; "
                               "vc.vocoder.harmonic_phase); 0: the vocoder's phase as it is",
+            "mel_contrast": cfg.convert.mel_contrast,
+            "contrast": "the decoder's log-mel, once the timbre is matched, has its departures from its speech "
+                        "spectrum scaled by mel_contrast before the vocoder (vc.timbre.contrast); 1: as decoded",
             "graphs": {n: {"inputs": list(g[1]), "outputs": OUTPUTS[n]}
                        for n, g in _graphs(net, vocoder, 8, clamp).items()}}
     (out / "vc-onnx.json").write_text(json.dumps(meta, indent=1))

@@ -102,12 +102,13 @@ def normalize_text(text: str) -> str:
 
 
 def error_rates(reference: str, hypothesis: str) -> dict[str, float]:
-    """{"cer", "wer"} of `hypothesis` against `reference`, both normalized first; empty when the reference is."""
+    """{"cer", "wer", "ref_chars"} of `hypothesis` against `reference`, both normalized first (`ref_chars`: the
+    normalized reference's length, CER's denominator); empty when the reference is."""
     jiwer = _import("jiwer")
     ref, hyp = normalize_text(reference), normalize_text(hypothesis)
     if not ref:
         return {}
-    return {"cer": float(jiwer.cer(ref, hyp)), "wer": float(jiwer.wer(ref, hyp))}
+    return {"cer": float(jiwer.cer(ref, hyp)), "wer": float(jiwer.wer(ref, hyp)), "ref_chars": len(ref)}
 
 
 class SpeakerJudge:

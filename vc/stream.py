@@ -134,6 +134,8 @@ class Stream:
         self.pitch_frames = 0  # pitch frames handed to the decoder
         self.register = pitch.Register(self.pitch_cfg)  # the source's log-F0 register so far
         self.spectrum = timbre.SpeechSpectrum(convert.speech_frames_db)  # the output's speech spectrum so far
+        self.contrast = convert.mel_contrast
+        self.matched = timbre.SpeechSpectrum(convert.speech_frames_db)  # the same after the timbre match
         self.out = np.zeros(self.delay, np.float32)  # converted samples not yet returned (silence first)
         self.f0_out = torch.zeros(0, dtype=torch.float64)  # F0 (Hz) of pitch frames not yet decoded: for the vocoder
         self.stats = StreamStats(self.block_size / cfg.sample_rate)
@@ -241,6 +243,8 @@ class Stream:
         self.decoded += out.shape[2]
         mel_out = self.model.net.denormalize(out, clamp=self.clamp)[0]
         mel_out = timbre.match(mel_out, self.voice.spectrum, self.spectrum.add(mel_out).mean(), self.timbre_match)
+        if self.contrast != 1:
+            mel_out = timbre.contrast(mel_out, self.matched.add(mel_out), self.contrast)
         f0_out, self.f0_out = self.f0_out[:out.shape[2]], self.f0_out[out.shape[2]:]
         self.out = np.concatenate([self.out, self.vocoder(mel_out[None], f0_out)])
         next_yin = self.yin_start + len(self.yin[0])

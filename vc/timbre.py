@@ -1,5 +1,5 @@
 """The timbre match after the decoder: the output's long-term average spectrum over its speech frames is moved toward
-the target clips'. Offline, a clip's frames come all at once; a stream adds them as they come (`SpeechSpectrum`).
+the target clips'; then `contrast` widens the output's departures from that spectrum. Offline, a clip's frames come all at once; a stream adds them as they come (`SpeechSpectrum`).
 
 A reference recorded in noise has the noise's spectrum in its own: where a band's speech is not well above the clip's
 noise floor, `reference_spectrum` leaves that band unknown (NaN) and `match` leaves the output's band as it is. In a
@@ -14,6 +14,7 @@ import torch
 RELIABLE_DB = 10.0  # a band of a reference whose speech is less than this above its noise floor is not matched
 NOISE_QUANTILE = 0.1  # a reference's noise floor in a band: this quantile of the band's power over the clip's frames
 NOISY_SHARE = 0.05  # a reference with more of its bands unknown than this is noisy (clean dev clips: 0.8 % on average)
+CONTRAST_FADE_DB = 20.0  # `contrast` fades out over this many dB below the speech frames
 NOISE_ONLY_DB = 4.5  # in a noisy reference, frames less than this above its quietest (NOISE_QUANTILE) are noise alone
 
 
@@ -103,3 +104,18 @@ def match(mel: torch.Tensor, target: torch.Tensor | None, output: torch.Tensor |
         return mel
     delta = torch.where(known, delta - delta[known].mean(), 0.0)
     return mel + amount * delta[:, None]
+
+
+def contrast(mel: torch.Tensor, spectrum: SpeechSpectrum, amount: float, fade_db: float = CONTRAST_FADE_DB
+             ) -> torch.Tensor:
+    """Log-mel `mel` (n_mels, frames) with each band's departures from its speech spectrum (`spectrum`, to which
+    `mel` has been added) scaled by `amount` (1: unchanged): a global-variance post-filter (cf. Toda et al. 2007,
+    Silen et al. 2012) for a decoder whose mels are smoother over time and frequency than speech. Speech frames get
+    all of it; below them it fades out over `fade_db`, so that pauses keep their level."""
+    centre = spectrum.mean()
+    if amount == 1 or centre is None:
+        return mel
+    fade = fade_db / 20 * math.log(10)
+    floor = spectrum.loudest - spectrum.threshold - fade
+    weight = ((frame_levels(mel) - floor) / fade).clamp(0, 1)
+    return mel + (amount - 1) * weight[None] * (mel - centre.to(mel.device)[:, None])
