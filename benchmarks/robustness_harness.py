@@ -171,7 +171,8 @@ def kill_batch(ws: Workspace, argv: list[str], ready: Callable[[], bool]) -> Non
     children = descendants(proc.pid)
     proc.kill()
     proc.wait()
-    for _ in range(60):  # orphans that watch their parent notice within a second
+    for _ in range(300):  # orphans that watch their parent notice within a second on an idle machine; under load
+        # (a CI run beside two training jobs) a worker still importing torch took more than 6 s to be scheduled
         if not any(_running(c) for c in children):
             break
         time.sleep(0.1)
