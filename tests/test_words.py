@@ -59,3 +59,19 @@ def test_in_register_moves_each_items_voiced_log_f0_to_the_other_items_mean():
     torch.testing.assert_close(moved[2], pitch[2])  # nothing voiced: nothing to move
     torch.testing.assert_close(moved[:, 1], voiced)
     assert in_register(None, None) is None
+
+
+def test_normalized_word_loss_ignores_what_stays_the_same_over_the_segment():
+    class Identity(torch.nn.Module):  # states = Whisper's view itself, (B, frames, 80)
+        dims = WhisperDims()
+
+        def forward(self, mel):
+            return mel.transpose(1, 2)
+
+    audio = AudioConfig()
+    clip = log_mel(_speechlike(1.6, 140, 1), audio)[None]
+    louder = clip + 0.5  # the same sounds, every band 0.5 nepers up: a constant over the segment
+    assert word_loss(Identity(), louder, clip, audio).item() > 0.1
+    assert word_loss(Identity(), louder, clip, audio, normalize=True).item() == pytest.approx(0, abs=1e-4)
+    other = log_mel(_speechlike(1.6, 220, 2), audio)[None]
+    assert word_loss(Identity(), other, clip, audio, normalize=True).item() > 0.1

@@ -197,6 +197,7 @@ class TrainConfig(_Checked):
     # under torchrun each process keeps its own discriminator, and rank 0's is the one checkpointed)
     word_loss: float = 0.0  # weight of `vc.training.words.word_loss`: each segment is also decoded in another voice
     # of the batch, and the frozen Whisper encoder's states of that conversion are pulled toward the clip's own
+    word_loss_norm: bool = False  # compare those states standardized per channel over each segment (the voice out)
     vq_commitment: float = 0.25  # with model.content "vq": weight of the commitment term (the codebook term has 1)
     bf16: bool = True  # bf16 autocast where it pays (`vc.runtime.fast_bf16`)
     threads: int = 0  # torch threads; 0 keeps torch's default

@@ -35,7 +35,8 @@ from .words import word_loss
 # norm window learns on them the steady state of its chained windows)
 RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "voice_shift", "voice_shift_semitones",
                     "voice_shift_copies", "segment_frames", "batch_size", "mel_gan", "mel_gan_start", "adv_weight",
-                    "adv_start", "adv_ramp", "teacher_code_share", "speaker_warp", "speaker_warp_share", "word_loss")
+                    "adv_start", "adv_ramp", "teacher_code_share", "speaker_warp", "speaker_warp_share", "word_loss",
+                    "word_loss_norm")
 
 
 def adv_weight(cfg: Config, step: int) -> float:
@@ -266,7 +267,8 @@ class ConverterTrainer:
                 code_l1 = (content.float() - code_target[:, :, :content.shape[2]]).abs().mean()
                 loss = loss + t.code_distill * code_l1
             if converted is not None:  # what Whisper hears of the conversion to another voice against the clip
-                words = word_loss(net.features, net.denormalize(converted.float()), net.denormalize(mel), cfg.audio)
+                words = word_loss(net.features, net.denormalize(converted.float()), net.denormalize(mel), cfg.audio,
+                                  t.word_loss_norm)
                 loss = loss + t.word_loss * words
             gan = self.mel_adv is not None and step >= t.mel_gan_start
             if gan:  # against the discriminator before its update; its loss from the same forward

@@ -33,12 +33,18 @@ def whisper_view(mel: torch.Tensor, audio: AudioConfig) -> torch.Tensor:
     return (logs + 4.0) / 4.0 + VIEW_OFFSET
 
 
-def word_loss(encoder: WhisperEncoder, converted: torch.Tensor, clip: torch.Tensor, audio: AudioConfig) -> torch.Tensor:
+def word_loss(encoder: WhisperEncoder, converted: torch.Tensor, clip: torch.Tensor, audio: AudioConfig,
+              normalize: bool = False) -> torch.Tensor:
     """Mean absolute difference of the encoder's states (all blocks and its final norm) of `converted` and of `clip`
-    (both natural-log mels (B, 80, T)); the gradient reaches `converted` only."""
+    (both natural-log mels (B, 80, T)); the gradient reaches `converted` only. `normalize`: each item's states are
+    first standardized per channel over its frames (instance norm), so that what stays the same over a segment, much
+    of the voice, is not compared: only how the states move, the words."""
     frames = converted.shape[2] * audio.hop_length * SAMPLE_RATE // (audio.sample_rate * HOP_LENGTH)
     frames = min(2 * encoder.dims.n_ctx, frames // 2 * 2)
     with torch.no_grad():
         target = encoder(whisper_view(clip.float(), audio)[:, :, :frames])
     heard = encoder(whisper_view(converted.float(), audio)[:, :, :frames])
-    return (heard.float() - target.float()).abs().mean()
+    heard, target = heard.float(), target.float()
+    if normalize:  # states are (B, frames, channels)
+        heard, target = (F.instance_norm(x.transpose(1, 2)).transpose(1, 2) for x in (heard, target))
+    return (heard - target).abs().mean()
