@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import export_inference, float32, load_checkpoint, read_config, whisper_entry
-from ..errors import VCError
 from ..config import Config
+from ..errors import VCError
 from ..model import SpeakerClassifier, VoiceConverterNet
 from ..pitch import features
 from ..runtime import fast_bf16
@@ -195,7 +195,8 @@ class ConverterTrainer:
                     module.load_state_dict(state[key])
         for m in (net, self.clf, *heads):
             m.to(d.device)
-        if state is not None and "opt_g" in state:  # after the move: the optimizer state lands on the parameters' device
+        if state is not None and "opt_g" in state:  # after the move, so that the optimizer state lands on the
+            # parameters' device
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_c.load_state_dict(state["opt_c"])
         self.codes = corpus.codes  # `train.code_teacher`: the teacher's codes, on the mel frames
@@ -212,11 +213,11 @@ class ConverterTrainer:
                                      net=MelDiscriminator().to(d.device))
         net.train(), self.clf.train()
 
-    def step(self, step: int) -> dict[str, float]:
+    def _batch(self, draw: int):
+        """Batch `draw` on the device: target and reference mels (normalized), speaker ids, pitch, the content input
+        (the target, or a corrupted or voice-shifted copy), its Whisper states and the teacher's (or None), and which
+        items became new voices (`new_voices`)."""
         cfg, t, d, net = self.cfg, self.cfg.train, self.d, self.net
-        torch.manual_seed(t.seed * 1_000_003 + step)  # dropout depends on the step only: resume is exact
-        draw = step * d.world + d.rank  # every rank its own batches; one process draws as it always did
-        rng = np.random.default_rng([t.seed, draw, 1])
         mel, ref, ids, pitch = self.sampler.batch(draw, t.batch_size)
         states = self.sampler.segments(draw, t.batch_size, self.states) if self.states is not None else None
         teacher = self.sampler.segments(draw, t.batch_size, self.teacher) if self.teacher is not None else None
@@ -234,6 +235,14 @@ class ConverterTrainer:
                                               np.random.default_rng([t.seed, draw, 2]), cfg.audio, cfg.pitch)
         mel, ref = net.normalize(mel), net.normalize(ref)
         content_mel = net.normalize(content_mel) if self.corpus.corrupted or self.corpus.shifted else mel
+        return mel, ref, ids, pitch, content_mel, states, teacher, changed
+
+    def step(self, step: int) -> dict[str, float]:
+        cfg, t, d, net = self.cfg, self.cfg.train, self.d, self.net
+        torch.manual_seed(t.seed * 1_000_003 + step)  # dropout depends on the step only: resume is exact
+        draw = step * d.world + d.rank  # every rank its own batches; one process draws as it always did
+        rng = np.random.default_rng([t.seed, draw, 1])
+        mel, ref, ids, pitch, content_mel, states, teacher, changed = self._batch(draw)
         lr = learning_rate(cfg, step)
         for group in self.opt_g.param_groups + self.opt_c.param_groups:
             group["lr"] = lr
@@ -332,7 +341,8 @@ def train(cfg: Config, data: str | Path | list[str | Path], out: str | Path, dev
     """Train (or resume from `out/last.pt`) and export `out/model.pt`. Returns the exported path.
 
     `init`: a fresh run starts from this exported model's weights (fine-tuning: its architecture and feature
-    statistics, fresh optimizers, probe classifier and heads, step 0 of the recipe's schedule); a resumed run ignores it.
+    statistics, fresh optimizers, probe classifier and heads, step 0 of the recipe's schedule); a resumed run ignores
+    it.
 
     `data`: one data folder or several, whose utterances are pooled (a speaker id names one speaker across them).
     `max_minutes` and `until` (a step) end this call early, with a checkpoint, as a kill would; a later call resumes.
