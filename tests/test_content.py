@@ -289,18 +289,20 @@ def test_a_causal_mel_model_learns_a_whisper_teachers_code_and_its_decoder_loss_
     torch.testing.assert_close(seen[0][1], student[1], atol=0, rtol=0)
 
 
-def test_vc_train_init_fine_tunes_an_exported_model_with_the_word_loss(whisper_run, train_dir, dev_dir, tmp_path,
+def test_vc_train_init_fine_tunes_an_exported_model_with_the_word_and_voice_losses(whisper_run, train_dir, dev_dir, tmp_path,
                                                                          capsys):
     from vc.cli import main
 
     weights = whisper_run.parent / "whisper-encoder.pt"
     recipe = tmp_path / "words.yaml"  # the tiny recipe's training settings, no model section: --init gives it
     recipe.write_text("train:\n  steps: 2\n  batch_size: 4\n  segment_frames: 32\n  val_every: 2\n  word_loss: 0.5\n"
+                      "  voice_loss: 0.5\n"
                       f"  whisper_weights: {weights}\n")
     args = ["train", str(recipe), "--data", str(train_dir), "--dev", str(dev_dir)]
     assert main([*args, "--out", str(tmp_path / "run"), "--init", str(whisper_run)]) == 0
     rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "words" in r] and all(r["words"] > 0 for r in rows if "words" in r)
+    assert [r for r in rows if "voice" in r] and all(0 < r["voice"] <= 2 for r in rows if "voice" in r)
     start, tuned = (load_checkpoint(p) for p in (whisper_run, tmp_path / "run" / "model.pt"))
     for section in ("model", "audio", "pitch", "convert"):  # the architecture and its settings came from the model
         assert tuned["config"][section] == start["config"][section], section

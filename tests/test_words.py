@@ -1,12 +1,13 @@
-"""`train.word_loss` (`vc.training.words`): Whisper's view of the converter's mels, and the loss on it."""
+"""`vc.training.words`: Whisper's view of the converter's mels, the word loss on it, and the voice loss."""
 import numpy as np
 import pytest
 import torch
 
 from vc import whisper
 from vc.audio import log_mel
-from vc.config import AudioConfig
-from vc.training.words import whisper_view, word_loss
+from vc.config import AudioConfig, ModelConfig
+from vc.model import SpeakerEncoder
+from vc.training.words import voice_loss, whisper_view, word_loss
 from vc.whisper import WhisperDims, WhisperEncoder
 
 
@@ -75,3 +76,18 @@ def test_normalized_word_loss_ignores_what_stays_the_same_over_the_segment():
     assert word_loss(Identity(), louder, clip, audio, normalize=True).item() == pytest.approx(0, abs=1e-4)
     other = log_mel(_speechlike(1.6, 220, 2), audio)[None]
     assert word_loss(Identity(), other, clip, audio, normalize=True).item() > 0.1
+
+
+def test_voice_loss_is_zero_in_the_wanted_voice_grows_away_from_it_and_reaches_the_conversion_only():
+    torch.manual_seed(0)
+    encoder = SpeakerEncoder(ModelConfig(), 80)
+    voices = torch.randn(2, 80, 64)
+    with torch.no_grad():
+        wanted = encoder(voices)
+    assert voice_loss(encoder, voices, wanted).item() == pytest.approx(0, abs=1e-5)
+    converted = voices.flip(0).clone().requires_grad_(True)  # each in the other's voice
+    loss = voice_loss(encoder, converted, wanted)
+    assert loss.item() > 1e-3
+    loss.backward()
+    assert converted.grad is not None and converted.grad.abs().sum() > 0
+    assert all(p.grad is None for p in encoder.parameters())  # the encoder cannot meet it by hearing voices alike

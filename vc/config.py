@@ -198,6 +198,8 @@ class TrainConfig(_Checked):
     word_loss: float = 0.0  # weight of `vc.training.words.word_loss`: each segment is also decoded in another voice
     # of the batch, and the frozen Whisper encoder's states of that conversion are pulled toward the clip's own
     word_loss_norm: bool = False  # compare those states standardized per channel over each segment (the voice out)
+    voice_loss: float = 0.0  # weight of `vc.training.words.voice_loss`: the speaker encoder's embedding of that
+    # conversion (its weights held) pulled toward the embedding of the voice it was converted to
     vq_commitment: float = 0.25  # with model.content "vq": weight of the commitment term (the codebook term has 1)
     bf16: bool = True  # bf16 autocast where it pays (`vc.runtime.fast_bf16`)
     threads: int = 0  # torch threads; 0 keeps torch's default
@@ -228,6 +230,7 @@ class TrainConfig(_Checked):
               "mel_gan": (lambda c: c.mel_gan >= 0, "0 or positive"),
               "mel_gan_start": (lambda c: c.mel_gan_start >= 0, "0 or positive"),
               "word_loss": (lambda c: c.word_loss >= 0, "0 or positive"),
+              "voice_loss": (lambda c: c.voice_loss >= 0, "0 or positive"),
               "threads": (lambda c: c.threads >= 0, "0 or positive")}
 
 

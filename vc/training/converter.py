@@ -27,7 +27,7 @@ from .distributed import Dist, setup
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
 from .teacher import teacher_encoder
-from .words import word_loss
+from .words import voice_loss, word_loss
 
 
 # what a resumed run takes from the recipe: a run may be extended, go on as denoising training, against the
@@ -36,7 +36,7 @@ from .words import word_loss
 RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "voice_shift", "voice_shift_semitones",
                     "voice_shift_copies", "segment_frames", "batch_size", "mel_gan", "mel_gan_start", "adv_weight",
                     "adv_start", "adv_ramp", "teacher_code_share", "speaker_warp", "speaker_warp_share", "word_loss",
-                    "word_loss_norm")
+                    "word_loss_norm", "voice_loss")
 
 
 def adv_weight(cfg: Config, step: int) -> float:
@@ -253,7 +253,7 @@ class ConverterTrainer:
             # freq_warp stretches the mel along frequency (timbre scrambling): Whisper states have no frequency axis
             # to stretch, so they enter unwarped
             x = freq_warp(content_mel, t.freq_warp, rng) if states is None else states
-            cross = in_register(pitch, pitch.roll(1, dims=0)) if t.word_loss > 0 else None
+            cross = in_register(pitch, pitch.roll(1, dims=0)) if t.word_loss > 0 or t.voice_loss > 0 else None
             content, spk, rec, spk_logits, predicted, converted = self.gen(x, ref, pitch, shown, cross)
             recon = (rec.float() - mel).abs().mean()
             # The encoder is pushed toward a classifier that cannot tell speakers apart (uniform output);
@@ -275,10 +275,13 @@ class ConverterTrainer:
             if code_target is not None:
                 code_l1 = (content.float() - code_target[:, :, :content.shape[2]]).abs().mean()
                 loss = loss + t.code_distill * code_l1
-            if converted is not None:  # what Whisper hears of the conversion to another voice against the clip
+            if t.word_loss > 0:  # what Whisper hears of the conversion to another voice against the clip
                 words = word_loss(net.features, net.denormalize(converted.float()), net.denormalize(mel), cfg.audio,
                                   t.word_loss_norm)
                 loss = loss + t.word_loss * words
+            if t.voice_loss > 0:  # and whose voice the speaker encoder hears in it
+                voice = voice_loss(net.speaker_encoder, converted, spk.roll(1, dims=0))
+                loss = loss + t.voice_loss * voice
             gan = self.mel_adv is not None and step >= t.mel_gan_start
             if gan:  # against the discriminator before its update; its loss from the same forward
                 d_loss, g_adv, fm = self.mel_adv.losses(rec.float(), mel, True, self.bf16)
@@ -300,7 +303,8 @@ class ConverterTrainer:
                 **({"vq_perplexity": vq.perplexity} if vq is not None else {}),
                 **({"distill": distill.item()} if predicted is not None else {}),
                 **({"code_l1": code_l1.item()} if code_target is not None else {}),
-                **({"words": words.item()} if converted is not None else {}),
+                **({"words": words.item()} if t.word_loss > 0 else {}),
+                **({"voice": voice.item()} if t.voice_loss > 0 else {}),
                 **({"mel_d": d_loss.item(), "mel_g": g_adv.item(), "mel_fm": fm.item()} if gan else {})}
 
     def _teacher_codes(self, draw: int) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:

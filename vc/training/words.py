@@ -1,4 +1,5 @@
-"""`train.word_loss`: what a frozen Whisper encoder hears in a conversion, against what it hears in the clip.
+"""Losses on conversions to another voice of the batch: `train.word_loss`, what a frozen Whisper encoder hears in a
+conversion against what it hears in the clip, and `train.voice_loss`, whose voice the speaker encoder hears in it.
 
 The decoder learns from an L1 loss on the mel of the clip in its own voice, which weighs every band and frame alike:
 a fricative's few quiet high bands ("th" against "s") count for little, and conversions to another voice are never
@@ -13,6 +14,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from torch.func import functional_call
 
 from ..config import AudioConfig
 from ..whisper import HOP_LENGTH, SAMPLE_RATE, WhisperEncoder
@@ -48,3 +51,14 @@ def word_loss(encoder: WhisperEncoder, converted: torch.Tensor, clip: torch.Tens
     if normalize:  # states are (B, frames, channels)
         heard, target = (F.instance_norm(x.transpose(1, 2)).transpose(1, 2) for x in (heard, target))
     return (heard - target).abs().mean()
+
+
+def voice_loss(speaker_encoder: torch.nn.Module, converted: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+    """1 - the cosine between the speaker encoder's embedding of `converted` (normalized mels (B, n_mels, T)) and
+    `wanted` (the embeddings (B, speaker_dim) of the voices they were converted to), averaged. The encoder's weights
+    are read as constants here, so the gradient reaches the conversion only: the encoder cannot satisfy the loss by
+    hearing every voice alike. The word loss pulls a conversion toward what Whisper hears in the source, the voice
+    included; this pulls it back toward the target's voice."""
+    weights = {name: p.detach() for name, p in speaker_encoder.named_parameters()}
+    heard = functional_call(speaker_encoder, (weights, dict(speaker_encoder.named_buffers())), (converted,))
+    return (1 - F.cosine_similarity(heard.float(), wanted.detach().float(), dim=1)).mean()
