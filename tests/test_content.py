@@ -296,7 +296,7 @@ def test_vc_train_init_fine_tunes_an_exported_model_with_the_word_and_voice_loss
     weights = whisper_run.parent / "whisper-encoder.pt"
     recipe = tmp_path / "words.yaml"  # the tiny recipe's training settings, no model section: --init gives it
     recipe.write_text("train:\n  steps: 2\n  batch_size: 4\n  segment_frames: 32\n  val_every: 2\n  word_loss: 0.5\n"
-                      "  voice_loss: 0.5\n"
+                      "  voice_loss: 0.5\n  speaker_ce_weight: 0.1\n"
                       f"  whisper_weights: {weights}\n")
     args = ["train", str(recipe), "--data", str(train_dir), "--dev", str(dev_dir)]
     assert main([*args, "--out", str(tmp_path / "run"), "--init", str(whisper_run)]) == 0
@@ -310,5 +310,23 @@ def test_vc_train_init_fine_tunes_an_exported_model_with_the_word_and_voice_loss
     moved = [k for k in start["model"] if k.startswith("decoder.")
              and not torch.equal(start["model"][k].float(), tuned["model"][k].float())]
     assert moved  # and it trained on from its weights
+    assert "speaker head fitted on the model's embeddings" in capsys.readouterr().out  # the export has none
     assert main([*args, "--out", str(tmp_path / "bad"), "--init", str(whisper_run.parent / "last.pt")]) != 0
     assert "not an exported model" in capsys.readouterr().err
+
+
+def test_fit_speaker_head_names_the_training_speakers_from_the_models_embeddings():
+    from types import SimpleNamespace
+
+    from vc.training.converter import fit_speaker_head
+
+    torch.manual_seed(0)
+    net = VoiceConverterNet(ModelConfig(), 80)
+    tilt = torch.linspace(-1, 1, 80)[:, None]  # each speaker its own spectral slope: embeddings that differ
+    utts = [SimpleNamespace(speaker=f"s{k}") for k in range(4) for _ in range(3)]
+    mels = [k * tilt + 0.3 * torch.randn(80, 60) for k in range(4) for _ in range(3)]
+    corpus = SimpleNamespace(speakers=["s0", "s1", "s2", "s3"], utts=utts, mels=mels)
+    head = torch.nn.Linear(ModelConfig().speaker_dim, 4)
+    before = head.weight.detach().clone()
+    assert fit_speaker_head(head, net, corpus, torch.device("cpu")) == 1.0  # chance: 0.25
+    assert not torch.equal(before, head.weight)

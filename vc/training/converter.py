@@ -195,6 +195,12 @@ class ConverterTrainer:
                     module.load_state_dict(state[key])
         for m in (net, self.clf, *heads):
             m.to(d.device)
+        if state is not None and "speaker_head" not in state and t.speaker_ce_weight > 0:
+            # `--init`: the export carries no speaker head; one that names the speakers from the start keeps the
+            # auxiliary loss from pulling the embeddings about while a fresh head learns
+            accuracy = fit_speaker_head(self.spk_head, net, corpus, d.device)
+            if d.main:
+                print(f"speaker head fitted on the model's embeddings: {accuracy:.1%} of training utterances named")
         if state is not None and "opt_g" in state:  # after the move, so that the optimizer state lands on the
             # parameters' device
             self.opt_g.load_state_dict(state["opt_g"])
@@ -390,6 +396,27 @@ def _train(cfg: Config, data: str | Path | list[str | Path], out: Path, dev: str
     run.finish(outcome, model_path)
     d.barrier()
     return model_path
+
+
+def fit_speaker_head(head: nn.Linear, net: VoiceConverterNet, corpus: Corpus, device: torch.device,
+                     frames: int = 400, steps: int = 300) -> float:
+    """Fit `head` (speaker embedding -> training speaker) on the embeddings of every training utterance (its middle
+    `frames` mel frames) by the model as it stands, full batch; returns the head's accuracy on them."""
+    index = {s: i for i, s in enumerate(corpus.speakers)}
+    ids = torch.tensor([index[u.speaker] for u in corpus.utts], device=device)
+    with torch.no_grad():
+        embs = []
+        for mel in corpus.mels:
+            start = max(0, (mel.shape[1] - frames) // 2)
+            embs.append(net.speaker_encoder(net.normalize(mel[None, :, start:start + frames].float().to(device))))
+        embs = torch.cat(embs).float()
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(head(embs), ids).backward()
+        opt.step()
+    with torch.no_grad():
+        return (head(embs).argmax(dim=1) == ids).float().mean().item()
 
 
 def init_state(path: str | Path, cfg: Config) -> tuple[dict[str, Any], Config]:
