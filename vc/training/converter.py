@@ -2,7 +2,6 @@
 process, or on several under torchrun (DistributedDataParallel, see `vc.training.distributed`)."""
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import export_inference, float32, load_checkpoint, read_config, whisper_entry
+from ..checkpoint import export_inference, read_config, whisper_entry
 from ..config import Config
 from ..errors import VCError
 from ..model import SpeakerClassifier, VoiceConverterNet
@@ -24,6 +23,7 @@ from .corpus import Corpus, channel_stats, read_corpus, whisper_encoder
 from .data import SegmentSampler, Utterance
 from .discriminator import Adversary, MelDiscriminator
 from .distributed import Dist, setup
+from .finetune import fit_speaker_head, init_state
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
 from .teacher import teacher_encoder
@@ -195,10 +195,12 @@ class ConverterTrainer:
                     module.load_state_dict(state[key])
         for m in (net, self.clf, *heads):
             m.to(d.device)
+        spk_index = {s: i for i, s in enumerate(corpus.speakers)}
+        speaker_ids = [spk_index[u.speaker] for u in corpus.utts]
         if state is not None and "speaker_head" not in state and t.speaker_ce_weight > 0:
             # `--init`: the export carries no speaker head; one that names the speakers from the start keeps the
             # auxiliary loss from pulling the embeddings about while a fresh head learns
-            accuracy = fit_speaker_head(self.spk_head, net, corpus, d.device)
+            accuracy = fit_speaker_head(self.spk_head, net, corpus.mels, speaker_ids, d.device)
             if d.main:
                 print(f"speaker head fitted on the model's embeddings: {accuracy:.1%} of training utterances named")
         if state is not None and "opt_g" in state:  # after the move, so that the optimizer state lands on the
@@ -208,8 +210,7 @@ class ConverterTrainer:
         self.codes = corpus.codes  # `train.code_teacher`: the teacher's codes, on the mel frames
         self.gen = d.wrap(Generator(net, self.spk_head, self.distill_head, detach_code=self.codes is not None))
         self.clf_dp = d.wrap(self.clf)
-        spk_index = {s: i for i, s in enumerate(corpus.speakers)}
-        self.sampler = SegmentSampler(corpus.mels, [spk_index[u.speaker] for u in corpus.utts], t.segment_frames,
+        self.sampler = SegmentSampler(corpus.mels, speaker_ids, t.segment_frames,
                                       t.seed, corpus.f0s if cfg.model.pitch else None, cfg.pitch,
                                       t.speaker_balance)
         self.bf16 = t.bf16 and fast_bf16(d.device)
@@ -396,35 +397,3 @@ def _train(cfg: Config, data: str | Path | list[str | Path], out: Path, dev: str
     run.finish(outcome, model_path)
     d.barrier()
     return model_path
-
-
-def fit_speaker_head(head: nn.Linear, net: VoiceConverterNet, corpus: Corpus, device: torch.device,
-                     frames: int = 400, steps: int = 300) -> float:
-    """Fit `head` (speaker embedding -> training speaker) on the embeddings of every training utterance (its middle
-    `frames` mel frames) by the model as it stands, full batch; returns the head's accuracy on them."""
-    index = {s: i for i, s in enumerate(corpus.speakers)}
-    ids = torch.tensor([index[u.speaker] for u in corpus.utts], device=device)
-    with torch.no_grad():
-        embs = []
-        for mel in corpus.mels:
-            start = max(0, (mel.shape[1] - frames) // 2)
-            embs.append(net.speaker_encoder(net.normalize(mel[None, :, start:start + frames].float().to(device))))
-        embs = torch.cat(embs).float()
-    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
-    for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(head(embs), ids).backward()
-        opt.step()
-    with torch.no_grad():
-        return (head(embs).argmax(dim=1) == ids).float().mean().item()
-
-
-def init_state(path: str | Path, cfg: Config) -> tuple[dict[str, Any], Config]:
-    """An exported model as the start of a fresh run (`vc train --init`): its weights in float32, and its config
-    with the recipe's training section."""
-    payload = load_checkpoint(path)
-    if payload.get("kind") != "inference" or "model" not in payload:
-        raise VCError(f"{path}: not an exported model (vc train --init takes a model.pt or a shipped checkpoint)")
-    model_cfg = read_config(payload, Path(path))
-    weights = float32(payload["model"])
-    return {"model": weights, "speakers": None}, model_cfg.replace(train=dataclasses.asdict(cfg.train))
