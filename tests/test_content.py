@@ -12,7 +12,7 @@ from conftest import ROOT
 
 import vc
 from vc.checkpoint import export_inference, load_checkpoint
-from vc.config import Config, ModelConfig, load_recipe
+from vc.config import Config, ModelConfig, TrainConfig, load_recipe
 from vc.errors import VCError
 from vc.model import VoiceConverterNet
 from vc.whisper import WhisperDims
@@ -313,6 +313,28 @@ def test_vc_train_init_fine_tunes_an_exported_model_with_the_word_and_voice_loss
     assert "speaker head fitted on the model's embeddings" in capsys.readouterr().out  # the export has none
     assert main([*args, "--out", str(tmp_path / "bad"), "--init", str(whisper_run.parent / "last.pt")]) != 0
     assert "not an exported model" in capsys.readouterr().err
+
+
+def test_train_parts_trains_the_content_encoder_alone_and_holds_the_rest(whisper_run, train_dir, dev_dir, tmp_path):
+    from vc.cli import main
+
+    weights = whisper_run.parent / "whisper-encoder.pt"
+    recipe = tmp_path / "content.yaml"
+    recipe.write_text("train:\n  steps: 2\n  batch_size: 4\n  segment_frames: 32\n  val_every: 2\n  word_loss: 0.5\n"
+                      f"  parts: [content]\n  whisper_weights: {weights}\n")
+    args = ["train", str(recipe), "--data", str(train_dir), "--dev", str(dev_dir)]
+    assert main([*args, "--out", str(tmp_path / "run"), "--init", str(whisper_run)]) == 0
+    start, tuned = (load_checkpoint(p) for p in (whisper_run, tmp_path / "run" / "model.pt"))
+    assert tuned["config"]["train"]["parts"] == ("content",)
+    moved = {k.split(".")[0] for k in start["model"]
+             if k in tuned["model"] and not torch.equal(start["model"][k].float(), tuned["model"][k].float())}
+    assert moved == {"content_encoder"}  # the decoder, speaker encoder, Whisper encoder and statistics held
+
+
+def test_train_parts_are_checked_and_read_from_a_yaml_list():
+    assert TrainConfig(parts=["content", "adain"]).parts == ("content", "adain")
+    with pytest.raises(VCError, match="parts"):
+        TrainConfig(parts=("contents",))
 
 
 def test_fit_speaker_head_names_the_training_speakers_from_the_models_embeddings():

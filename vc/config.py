@@ -13,7 +13,8 @@ import yaml
 
 from .errors import VCError
 
-PARTS = ("speaker", "adain", "pitch", "decoder", "content")  # what `AdaptConfig.parts` may name
+PARTS = ("speaker", "adain", "pitch", "decoder", "content")  # what `AdaptConfig.parts` and `TrainConfig.parts` may
+# name
 VOCODERS = ("vocos", "griffin-lim")  # mel-to-waveform stages `load_vocoder` knows
 LAYOUTS = ("folder", "vctk", "libritts", "librispeech")  # corpus layouts `vc prepare` reads
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au"}  # read by soundfile
@@ -200,6 +201,8 @@ class TrainConfig(_Checked):
     word_loss_norm: bool = False  # compare those states standardized per channel over each segment (the voice out)
     voice_loss: float = 0.0  # weight of `vc.training.words.voice_loss`: the speaker encoder's embedding of that
     # conversion (its weights held) pulled toward the embedding of the voice it was converted to
+    parts: tuple[str, ...] = ()  # the parts of the model that train (names from PARTS); empty: all of them. A
+    # fine-tune (`vc train --init`) of the content encoder alone keeps the decoder's and speaker encoder's voice
     vq_commitment: float = 0.25  # with model.content "vq": weight of the commitment term (the codebook term has 1)
     bf16: bool = True  # bf16 autocast where it pays (`vc.runtime.fast_bf16`)
     threads: int = 0  # torch threads; 0 keeps torch's default
@@ -231,7 +234,13 @@ class TrainConfig(_Checked):
               "mel_gan_start": (lambda c: c.mel_gan_start >= 0, "0 or positive"),
               "word_loss": (lambda c: c.word_loss >= 0, "0 or positive"),
               "voice_loss": (lambda c: c.voice_loss >= 0, "0 or positive"),
-              "threads": (lambda c: c.threads >= 0, "0 or positive")}
+              "threads": (lambda c: c.threads >= 0, "0 or positive"),
+              "parts": (lambda c: set(c.parts) <= set(PARTS), f"empty or names from {', '.join(PARTS)}")}
+
+    def __post_init__(self) -> None:
+        if isinstance(self.parts, (list, str)):  # a YAML list (or one name) is kept as a tuple: the config hashes
+            object.__setattr__(self, "parts", tuple([self.parts] if isinstance(self.parts, str) else self.parts))
+        super().__post_init__()
 
 
 @dataclass

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import build_model, export_inference, load_checkpoint
-from ..config import PARTS, AdaptConfig, Config
+from ..config import AdaptConfig, Config
 from ..errors import VCError
 from ..model import VoiceConverterNet
 from ..runtime import fast_bf16, resolve_device
@@ -29,6 +29,7 @@ from ..vocoder import load_vocoder
 from .augment import freq_warp
 from .data import SegmentSampler, encoder_id, list_utterances, load_features, load_states
 from .distributed import Dist
+from .finetune import trainable
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
 
@@ -39,22 +40,6 @@ def learning_rate(cfg: AdaptConfig, step: int, time_used: float = 0.0, floor: fl
     if step >= cfg.warmup_steps:
         step = max(step, cfg.warmup_steps + time_used * (cfg.steps - cfg.warmup_steps))
     return warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps, floor)
-
-
-def trainable(net: VoiceConverterNet, parts: tuple[str, ...] | list[str]) -> list[torch.nn.Parameter]:
-    """Freeze everything but `parts` (names from PARTS) and return the parameters left to train."""
-    unknown = sorted(set(parts) - set(PARTS))
-    if unknown or not parts:
-        raise VCError(f"unknown part(s) to adapt: {', '.join(unknown) or 'none given'} "
-                      f"(choose from {', '.join(PARTS)})")
-    modules = {"speaker": [net.speaker_encoder], "adain": [net.decoder.norms], "decoder": [net.decoder],
-               "content": [net.content_encoder],
-               "pitch": [net.decoder.pitch] if net.decoder.pitch is not None else []}
-    net.requires_grad_(False)
-    for part in parts:
-        for m in modules[part]:
-            m.requires_grad_(True)
-    return [p for p in net.parameters() if p.requires_grad]
 
 
 class AdaptTrainer:

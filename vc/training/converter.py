@@ -23,7 +23,7 @@ from .corpus import Corpus, channel_stats, read_corpus, whisper_encoder
 from .data import SegmentSampler, Utterance
 from .discriminator import Adversary, MelDiscriminator
 from .distributed import Dist, setup
-from .finetune import fit_speaker_head, init_state
+from .finetune import fit_speaker_head, init_state, trainable
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
 from .teacher import teacher_encoder
@@ -182,6 +182,8 @@ class ConverterTrainer:
         net.mel_mean.copy_(all_frames.mean(dim=1))
         net.mel_std.copy_(all_frames.std(dim=1).clamp(min=1e-3))
         del all_frames
+        if t.parts:  # `train.parts`: the rest is held (gradients still pass through it to the parts that train)
+            trainable(net, t.parts)
         # the frozen Whisper encoder, when there is one, is no parameter of the optimizer
         heads = [self.spk_head] + ([self.distill_head] if self.distill_head is not None else [])
         self.gen_params = [p for p in net.parameters() if p.requires_grad] + [p for h in heads for p in h.parameters()]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import float32, load_checkpoint, read_config
-from ..config import Config
+from ..config import PARTS, Config
 from ..errors import VCError
 from ..model import VoiceConverterNet
 
@@ -46,3 +46,19 @@ def init_state(path: str | Path, cfg: Config) -> tuple[dict[str, Any], Config]:
     model_cfg = read_config(payload, Path(path))
     weights = float32(payload["model"])
     return {"model": weights, "speakers": None}, model_cfg.replace(train=dataclasses.asdict(cfg.train))
+
+
+def trainable(net: VoiceConverterNet, parts: tuple[str, ...] | list[str]) -> list[torch.nn.Parameter]:
+    """Freeze everything but `parts` (names from PARTS) and return the parameters left to train."""
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise VCError(f"unknown part(s): {', '.join(unknown) or 'none given'} "
+                      f"(choose from {', '.join(PARTS)})")
+    modules = {"speaker": [net.speaker_encoder], "adain": [net.decoder.norms], "decoder": [net.decoder],
+               "content": [net.content_encoder],
+               "pitch": [net.decoder.pitch] if net.decoder.pitch is not None else []}
+    net.requires_grad_(False)
+    for part in parts:
+        for m in modules[part]:
+            m.requires_grad_(True)
+    return [p for p in net.parameters() if p.requires_grad]
