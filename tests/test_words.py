@@ -7,7 +7,7 @@ from vc import whisper
 from vc.audio import log_mel
 from vc.config import AudioConfig, ModelConfig
 from vc.model import SpeakerEncoder
-from vc.training.words import voice_loss, whisper_view, word_loss
+from vc.training.words import speech_states, voice_loss, whisper_view, word_loss
 from vc.whisper import WhisperDims, WhisperEncoder
 
 
@@ -76,6 +76,29 @@ def test_normalized_word_loss_ignores_what_stays_the_same_over_the_segment():
     assert word_loss(Identity(), louder, clip, audio, normalize=True).item() == pytest.approx(0, abs=1e-4)
     other = log_mel(_speechlike(1.6, 220, 2), audio)[None]
     assert word_loss(Identity(), other, clip, audio, normalize=True).item() > 0.1
+
+
+def test_word_loss_on_speech_ignores_what_differs_in_the_pauses_only():
+    class Identity(torch.nn.Module):  # states = Whisper's view itself, (B, frames, 80)
+        dims = WhisperDims()
+
+        def forward(self, mel):
+            return mel.transpose(1, 2)
+
+    audio = AudioConfig()
+    wav = _speechlike(1.6, 140, 1)
+    wav[8000:16000] *= 1e-2  # 0.5 to 1 s 40 dB down: a pause
+    clip = log_mel(wav, audio)[None]
+    view = whisper_view(clip, audio)
+    speech = speech_states(view, 30.0, view.shape[2])[0]
+    assert speech[:45].all() and speech[105:].all() and not speech[55:95].any()  # the sound heard, the pause not
+    noisier = clip.clone()
+    noisier[:, :, 44:76] += 1.0  # the pause 9 dB louder (room tone), the speech as it was
+    everywhere = word_loss(Identity(), noisier, clip, audio).item()
+    assert everywhere > 0.02
+    assert word_loss(Identity(), noisier, clip, audio, speech_db=30.0).item() < everywhere / 10
+    other = log_mel(_speechlike(1.6, 220, 2), audio)[None]  # other sounds in the speech still count
+    assert word_loss(Identity(), other, clip, audio, speech_db=30.0).item() > 0.1
 
 
 def test_voice_loss_is_zero_in_the_wanted_voice_grows_away_from_it_and_reaches_the_conversion_only():

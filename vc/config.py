@@ -199,6 +199,8 @@ class TrainConfig(_Checked):
     word_loss: float = 0.0  # weight of `vc.training.words.word_loss`: each segment is also decoded in another voice
     # of the batch, and the frozen Whisper encoder's states of that conversion are pulled toward the clip's own
     word_loss_norm: bool = False  # compare those states standardized per channel over each segment (the voice out)
+    word_loss_speech_db: float = 0.0  # above 0: the word loss compares only the states of the clip's frames within
+    # this many dB of its loudest (speech, not the pauses, whose noise it would otherwise teach the conversion)
     voice_loss: float = 0.0  # weight of `vc.training.words.voice_loss`: the speaker encoder's embedding of that
     # conversion (its weights held) pulled toward the embedding of the voice it was converted to
     parts: tuple[str, ...] = ()  # the parts of the model that train (names from PARTS); empty: all of them. A
@@ -234,6 +236,7 @@ class TrainConfig(_Checked):
               "mel_gan_start": (lambda c: c.mel_gan_start >= 0, "0 or positive"),
               "word_loss": (lambda c: c.word_loss >= 0, "0 or positive"),
               "voice_loss": (lambda c: c.voice_loss >= 0, "0 or positive"),
+              "word_loss_speech_db": (lambda c: c.word_loss_speech_db >= 0, "0 or positive"),
               "threads": (lambda c: c.threads >= 0, "0 or positive"),
               "parts": (lambda c: set(c.parts) <= set(PARTS), f"empty or names from {', '.join(PARTS)}")}
 

@@ -36,7 +36,7 @@ from .words import voice_loss, word_loss
 RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "voice_shift", "voice_shift_semitones",
                     "voice_shift_copies", "segment_frames", "batch_size", "mel_gan", "mel_gan_start", "adv_weight",
                     "adv_start", "adv_ramp", "teacher_code_share", "speaker_warp", "speaker_warp_share", "word_loss",
-                    "word_loss_norm", "voice_loss")
+                    "word_loss_norm", "voice_loss", "word_loss_speech_db")
 
 
 def adv_weight(cfg: Config, step: int) -> float:
@@ -286,7 +286,7 @@ class ConverterTrainer:
                 loss = loss + t.code_distill * code_l1
             if t.word_loss > 0:  # what Whisper hears of the conversion to another voice against the clip
                 words = word_loss(net.features, net.denormalize(converted.float()), net.denormalize(mel), cfg.audio,
-                                  t.word_loss_norm)
+                                  t.word_loss_norm, t.word_loss_speech_db)
                 loss = loss + t.word_loss * words
             if t.voice_loss > 0:  # and whose voice the speaker encoder hears in it
                 voice = voice_loss(net.speaker_encoder, converted, spk.roll(1, dims=0))

@@ -36,21 +36,36 @@ def whisper_view(mel: torch.Tensor, audio: AudioConfig) -> torch.Tensor:
     return (logs + 4.0) / 4.0 + VIEW_OFFSET
 
 
+def speech_states(view: torch.Tensor, speech_db: float, n_states: int) -> torch.Tensor:
+    """Which of `n_states` encoder states (B, n_states, bool) hear a frame of `view` (Whisper's view of a clip,
+    (B, 80, T')) whose power is within `speech_db` dB of the clip's loudest frame: speech, not its pauses."""
+    logs = (view - VIEW_OFFSET) * 4.0 - 4.0  # back to log10 power per band
+    db = 10 * torch.logsumexp(logs * math.log(10), dim=1) / math.log(10)  # the frame's power over the bands, in dB
+    loud = (db >= db.amax(dim=1, keepdim=True) - speech_db).float()
+    return F.adaptive_max_pool1d(loud[:, None], n_states)[:, 0] > 0
+
+
 def word_loss(encoder: WhisperEncoder, converted: torch.Tensor, clip: torch.Tensor, audio: AudioConfig,
-              normalize: bool = False) -> torch.Tensor:
+              normalize: bool = False, speech_db: float = 0.0) -> torch.Tensor:
     """Mean absolute difference of the encoder's states (all blocks and its final norm) of `converted` and of `clip`
     (both natural-log mels (B, 80, T)); the gradient reaches `converted` only. `normalize`: each item's states are
     first standardized per channel over its frames (instance norm), so that what stays the same over a segment, much
-    of the voice, is not compared: only how the states move, the words."""
+    of the voice, is not compared: only how the states move, the words. `speech_db` above 0: only the states of
+    the clip's speech count (`speech_states`), so that the conversion is not pulled toward the noise of its pauses."""
     frames = converted.shape[2] * audio.hop_length * SAMPLE_RATE // (audio.sample_rate * HOP_LENGTH)
     frames = min(2 * encoder.dims.n_ctx, frames // 2 * 2)
     with torch.no_grad():
-        target = encoder(whisper_view(clip.float(), audio)[:, :, :frames])
+        view = whisper_view(clip.float(), audio)[:, :, :frames]
+        target = encoder(view)
     heard = encoder(whisper_view(converted.float(), audio)[:, :, :frames])
     heard, target = heard.float(), target.float()
     if normalize:  # states are (B, frames, channels)
         heard, target = (F.instance_norm(x.transpose(1, 2)).transpose(1, 2) for x in (heard, target))
-    return (heard - target).abs().mean()
+    error = (heard - target).abs().mean(dim=2)  # (B, states)
+    if speech_db <= 0:
+        return error.mean()
+    speech = speech_states(view, speech_db, error.shape[1]).float()
+    return (error * speech).sum() / speech.sum().clamp(min=1)
 
 
 def voice_loss(speaker_encoder: torch.nn.Module, converted: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
