@@ -22,6 +22,14 @@ def _speechlike(seconds: float, f0: float, seed: int) -> np.ndarray:
     return (0.3 * wav / np.abs(wav).max()).astype(np.float32)
 
 
+class _Identity(torch.nn.Module):
+    """An encoder whose states are Whisper's view itself, (B, frames, 80): what the word loss compares, laid bare."""
+    dims = WhisperDims()
+
+    def forward(self, mel):
+        return mel.transpose(1, 2)
+
+
 def test_whisper_view_of_the_converters_mel_matches_whispers_own_front_end():
     wav = _speechlike(2.0, 140, 0)
     view = whisper_view(log_mel(wav, AudioConfig())[None], AudioConfig())[0]
@@ -63,28 +71,16 @@ def test_in_register_moves_each_items_voiced_log_f0_to_the_other_items_mean():
 
 
 def test_normalized_word_loss_ignores_what_stays_the_same_over_the_segment():
-    class Identity(torch.nn.Module):  # states = Whisper's view itself, (B, frames, 80)
-        dims = WhisperDims()
-
-        def forward(self, mel):
-            return mel.transpose(1, 2)
-
     audio = AudioConfig()
     clip = log_mel(_speechlike(1.6, 140, 1), audio)[None]
     louder = clip + 0.5  # the same sounds, every band 0.5 nepers up: a constant over the segment
-    assert word_loss(Identity(), louder, clip, audio).item() > 0.1
-    assert word_loss(Identity(), louder, clip, audio, normalize=True).item() == pytest.approx(0, abs=1e-4)
+    assert word_loss(_Identity(), louder, clip, audio).item() > 0.1
+    assert word_loss(_Identity(), louder, clip, audio, normalize=True).item() == pytest.approx(0, abs=1e-4)
     other = log_mel(_speechlike(1.6, 220, 2), audio)[None]
-    assert word_loss(Identity(), other, clip, audio, normalize=True).item() > 0.1
+    assert word_loss(_Identity(), other, clip, audio, normalize=True).item() > 0.1
 
 
 def test_word_loss_on_speech_ignores_what_differs_in_the_pauses_only():
-    class Identity(torch.nn.Module):  # states = Whisper's view itself, (B, frames, 80)
-        dims = WhisperDims()
-
-        def forward(self, mel):
-            return mel.transpose(1, 2)
-
     audio = AudioConfig()
     wav = _speechlike(1.6, 140, 1)
     wav[8000:16000] *= 1e-2  # 0.5 to 1 s 40 dB down: a pause
@@ -94,11 +90,11 @@ def test_word_loss_on_speech_ignores_what_differs_in_the_pauses_only():
     assert speech[:45].all() and speech[105:].all() and not speech[55:95].any()  # the sound heard, the pause not
     noisier = clip.clone()
     noisier[:, :, 44:76] += 1.0  # the pause 9 dB louder (room tone), the speech as it was
-    everywhere = word_loss(Identity(), noisier, clip, audio).item()
+    everywhere = word_loss(_Identity(), noisier, clip, audio).item()
     assert everywhere > 0.02
-    assert word_loss(Identity(), noisier, clip, audio, speech_db=30.0).item() < everywhere / 10
+    assert word_loss(_Identity(), noisier, clip, audio, speech_db=30.0).item() < everywhere / 10
     other = log_mel(_speechlike(1.6, 220, 2), audio)[None]  # other sounds in the speech still count
-    assert word_loss(Identity(), other, clip, audio, speech_db=30.0).item() > 0.1
+    assert word_loss(_Identity(), other, clip, audio, speech_db=30.0).item() > 0.1
 
 
 def test_voice_loss_is_zero_in_the_wanted_voice_grows_away_from_it_and_reaches_the_conversion_only():
