@@ -85,8 +85,8 @@ def test_word_loss_on_speech_ignores_what_differs_in_the_pauses_only():
     wav = _speechlike(1.6, 140, 1)
     wav[8000:16000] *= 1e-2  # 0.5 to 1 s 40 dB down: a pause
     clip = log_mel(wav, audio)[None]
-    view = whisper_view(clip, audio)
-    speech = speech_states(view, 30.0, view.shape[2])[0]
+    frames = whisper_view(clip, audio).shape[2]  # Whisper's 10-ms frames
+    speech = speech_states(clip, 30.0, frames)[0]
     assert speech[:45].all() and speech[105:].all() and not speech[55:95].any()  # the sound heard, the pause not
     noisier = clip.clone()
     noisier[:, :, 44:76] += 1.0  # the pause 9 dB louder (room tone), the speech as it was

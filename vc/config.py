@@ -13,8 +13,7 @@ import yaml
 
 from .errors import VCError
 
-PARTS = ("speaker", "adain", "pitch", "decoder", "content")  # what `AdaptConfig.parts` and `TrainConfig.parts` may
-# name
+PARTS = ("speaker", "adain", "pitch", "decoder", "content")  # what `AdaptConfig.parts`, `TrainConfig.parts` name
 VOCODERS = ("vocos", "griffin-lim")  # mel-to-waveform stages `load_vocoder` knows
 LAYOUTS = ("folder", "vctk", "libritts", "librispeech")  # corpus layouts `vc prepare` reads
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au"}  # read by soundfile

@@ -19,8 +19,8 @@ NOISE_ONLY_DB = 4.5  # in a noisy reference, frames less than this above its qui
 
 
 def frame_levels(mel: torch.Tensor) -> torch.Tensor:
-    """Log-mel (n_mels, frames) -> each frame's level (frames,), in natural-log amplitude."""
-    return torch.logsumexp(mel, dim=0)
+    """Log-mel (..., n_mels, frames) -> each frame's level (..., frames), in natural-log amplitude."""
+    return torch.logsumexp(mel, dim=-2)
 
 
 class SpeechSpectrum:

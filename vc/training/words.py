@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..config import AudioConfig
+from ..timbre import frame_levels
 from ..whisper import HOP_LENGTH, SAMPLE_RATE, WhisperEncoder
 
 # Whisper's own front end reads a dev clip 0.15 above `whisper_view` of its mel in every band (the 25-ms window
@@ -36,12 +37,11 @@ def whisper_view(mel: torch.Tensor, audio: AudioConfig) -> torch.Tensor:
     return (logs + 4.0) / 4.0 + VIEW_OFFSET
 
 
-def speech_states(view: torch.Tensor, speech_db: float, n_states: int) -> torch.Tensor:
-    """Which of `n_states` encoder states (B, n_states, bool) hear a frame of `view` (Whisper's view of a clip,
-    (B, 80, T')) whose power is within `speech_db` dB of the clip's loudest frame: speech, not its pauses."""
-    logs = (view - VIEW_OFFSET) * 4.0 - 4.0  # back to log10 power per band
-    db = 10 * torch.logsumexp(logs * math.log(10), dim=1) / math.log(10)  # the frame's power over the bands, in dB
-    loud = (db >= db.amax(dim=1, keepdim=True) - speech_db).float()
+def speech_states(clip: torch.Tensor, speech_db: float, n_states: int) -> torch.Tensor:
+    """Which of `n_states` encoder states (B, n_states, bool) hear a speech frame of `clip` (natural-log mels
+    (B, 80, T)): one within `speech_db` dB of the clip's loudest, as the timbre match counts them (`vc.timbre`)."""
+    level = frame_levels(clip)
+    loud = (level > level.amax(dim=1, keepdim=True) - speech_db / 20 * math.log(10)).float()
     return F.adaptive_max_pool1d(loud[:, None], n_states)[:, 0] > 0
 
 
@@ -55,8 +55,7 @@ def word_loss(encoder: WhisperEncoder, converted: torch.Tensor, clip: torch.Tens
     frames = converted.shape[2] * audio.hop_length * SAMPLE_RATE // (audio.sample_rate * HOP_LENGTH)
     frames = min(2 * encoder.dims.n_ctx, frames // 2 * 2)
     with torch.no_grad():
-        view = whisper_view(clip.float(), audio)[:, :, :frames]
-        target = encoder(view)
+        target = encoder(whisper_view(clip.float(), audio)[:, :, :frames])
     heard = encoder(whisper_view(converted.float(), audio)[:, :, :frames])
     heard, target = heard.float(), target.float()
     if normalize:  # states are (B, frames, channels)
@@ -64,7 +63,7 @@ def word_loss(encoder: WhisperEncoder, converted: torch.Tensor, clip: torch.Tens
     error = (heard - target).abs().mean(dim=2)  # (B, states)
     if speech_db <= 0:
         return error.mean()
-    speech = speech_states(view, speech_db, error.shape[1]).float()
+    speech = speech_states(clip.float(), speech_db, error.shape[1]).float()
     return (error * speech).sum() / speech.sum().clamp(min=1)
 
 
