@@ -349,3 +349,24 @@ def test_fit_speaker_head_names_the_training_speakers_from_the_models_embeddings
     before = head.weight.detach().clone()
     assert fit_speaker_head(head, net, mels, ids, torch.device("cpu")) == 1.0  # chance: 0.25
     assert not torch.equal(before, head.weight)
+
+
+def test_train_code_hold_keeps_the_starting_content_encoder_in_the_checkpoint(whisper_run, train_dir, dev_dir,
+                                                                               tmp_path):
+    from vc.cli import main
+
+    weights = whisper_run.parent / "whisper-encoder.pt"
+    recipe = tmp_path / "hold.yaml"
+    recipe.write_text("train:\n  steps: 2\n  batch_size: 4\n  segment_frames: 32\n  val_every: 2\n  code_hold: 1.0\n"
+                      f"  lr: 0.01\n  parts: [content]\n  whisper_weights: {weights}\n")
+    args = ["train", str(recipe), "--data", str(train_dir), "--dev", str(dev_dir), "--out", str(tmp_path / "run")]
+    assert main([*args, "--init", str(whisper_run)]) == 0
+    start, last = load_checkpoint(whisper_run), load_checkpoint(tmp_path / "run" / "last.pt")
+    prefix = "content_encoder."
+    held = {k[len(prefix):]: v for k, v in start["model"].items() if k.startswith(prefix)}
+    assert set(last["code_anchor"]) == set(held)
+    for k, v in held.items():  # the anchor is the content encoder the run began from, not where it went
+        torch.testing.assert_close(last["code_anchor"][k].float(), v.float(), atol=0, rtol=0, msg=k)
+    assert any(not torch.equal(last["model"][prefix + k].float(), v.float()) for k, v in held.items())
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any("hold" in row for row in logged)

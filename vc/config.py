@@ -202,6 +202,9 @@ class TrainConfig(_Checked):
     # this many dB of its loudest (speech, not the pauses, whose noise it would otherwise teach the conversion)
     voice_loss: float = 0.0  # weight of `vc.training.words.voice_loss`: the speaker encoder's embedding of that
     # conversion (its weights held) pulled toward the embedding of the voice it was converted to
+    code_hold: float = 0.0  # weight of `vc.training.hold.CodeAnchor`: the content code of the clip's pauses pulled
+    # toward the content encoder's code of the same input as the run began (L1)
+    code_hold_db: float = 30.0  # pauses: content frames with no clip frame within this many dB of the loudest; 0: all
     parts: tuple[str, ...] = ()  # the parts of the model that train (names from PARTS); empty: all of them. A
     # fine-tune (`vc train --init`) of the content encoder alone keeps the decoder's and speaker encoder's voice
     vq_commitment: float = 0.25  # with model.content "vq": weight of the commitment term (the codebook term has 1)
@@ -236,6 +239,8 @@ class TrainConfig(_Checked):
               "word_loss": (lambda c: c.word_loss >= 0, "0 or positive"),
               "voice_loss": (lambda c: c.voice_loss >= 0, "0 or positive"),
               "word_loss_speech_db": (lambda c: c.word_loss_speech_db >= 0, "0 or positive"),
+              "code_hold": (lambda c: c.code_hold >= 0, "0 or positive"),
+              "code_hold_db": (lambda c: c.code_hold_db >= 0, "0 or positive"),
               "threads": (lambda c: c.threads >= 0, "0 or positive"),
               "parts": (lambda c: set(c.parts) <= set(PARTS), f"empty or names from {', '.join(PARTS)}")}
 

@@ -24,6 +24,7 @@ from .data import SegmentSampler, Utterance
 from .discriminator import Adversary, MelDiscriminator
 from .distributed import Dist, setup
 from .finetune import fit_speaker_head, init_state, trainable
+from .hold import CodeAnchor
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
 from .teacher import teacher_encoder
@@ -36,7 +37,7 @@ from .words import voice_loss, word_loss
 RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "voice_shift", "voice_shift_semitones",
                     "voice_shift_copies", "segment_frames", "batch_size", "mel_gan", "mel_gan_start", "adv_weight",
                     "adv_start", "adv_ramp", "teacher_code_share", "speaker_warp", "speaker_warp_share", "word_loss",
-                    "word_loss_norm", "voice_loss", "word_loss_speech_db")
+                    "word_loss_norm", "voice_loss", "word_loss_speech_db", "code_hold", "code_hold_db")
 
 
 def adv_weight(cfg: Config, step: int) -> float:
@@ -209,6 +210,8 @@ class ConverterTrainer:
             # parameters' device
             self.opt_g.load_state_dict(state["opt_g"])
             self.opt_c.load_state_dict(state["opt_c"])
+        self.anchor = (CodeAnchor(net.content_encoder, t.code_hold_db, (state or {}).get("code_anchor")).to(d.device)
+                       if t.code_hold > 0 else None)  # `train.code_hold`: the content encoder as the run began
         self.codes = corpus.codes  # `train.code_teacher`: the teacher's codes, on the mel frames
         self.gen = d.wrap(Generator(net, self.spk_head, self.distill_head, detach_code=self.codes is not None))
         self.clf_dp = d.wrap(self.clf)
@@ -291,6 +294,9 @@ class ConverterTrainer:
             if t.voice_loss > 0:  # and whose voice the speaker encoder hears in it
                 voice = voice_loss(net.speaker_encoder, converted, spk.roll(1, dims=0))
                 loss = loss + t.voice_loss * voice
+            if self.anchor is not None:  # the code of the clip's pauses held where the run began
+                hold = self.anchor.loss(x, content, net.denormalize(mel))
+                loss = loss + t.code_hold * hold
             gan = self.mel_adv is not None and step >= t.mel_gan_start
             if gan:  # against the discriminator before its update; its loss from the same forward
                 d_loss, g_adv, fm = self.mel_adv.losses(rec.float(), mel, True, self.bf16)
@@ -314,6 +320,7 @@ class ConverterTrainer:
                 **({"code_l1": code_l1.item()} if code_target is not None else {}),
                 **({"words": words.item()} if t.word_loss > 0 else {}),
                 **({"voice": voice.item()} if t.voice_loss > 0 else {}),
+                **({"hold": hold.item()} if self.anchor is not None else {}),
                 **({"mel_d": d_loss.item(), "mel_g": g_adv.item(), "mel_fm": fm.item()} if gan else {})}
 
     def _teacher_codes(self, draw: int) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
@@ -336,6 +343,7 @@ class ConverterTrainer:
                 "opt_c": self.opt_c.state_dict(),
                 **({"distill_head": self.distill_head.state_dict()} if self.distill_head is not None else {}),
                 **({"mel_discriminator": self.mel_adv.state()} if self.mel_adv is not None else {}),
+                **({"code_anchor": self.anchor.state()} if self.anchor is not None else {}),
                 **({"whisper": whisper_entry(self.net)} if self.net.features is not None else {})}
 
     def validate(self, step: int, monitor: Monitor) -> dict[str, float]:
