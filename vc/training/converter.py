@@ -26,8 +26,8 @@ from .finetune import fit_speaker_head, init_state, trainable
 from .hold import CodeAnchor
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
-from .validation import validate
 from .teacher import teacher_encoder
+from .validation import validate
 from .words import voice_loss, word_loss
 
 
