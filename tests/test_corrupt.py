@@ -1,5 +1,6 @@
 """Denoising training: the corruptions keep a clip's length and timing, and `train.denoise` trains on corrupted
 content inputs and references against clean targets."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,15 @@ def test_a_clean_run_stopped_with_until_and_resumed_with_a_denoising_recipe_goes
     assert saved["config"]["train"]["segment_frames"] == 48  # longer or shorter segments go on from a resume too
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 10
     assert (tmp_path / "corrupted0-mel0.pt").is_file()
+
+
+@pytest.mark.parametrize("clean", [False, True])
+def test_code_hold_clean_holds_the_code_of_a_corrupted_input_to_the_clean_clips(train_dir, dev_dir, tmp_path, clean):
+    from vc.training.converter import train
+    cfg = load_recipe(ROOT / "recipes" / "tiny.yaml").replace(train={
+        "denoise": 1.0, "denoise_copies": 1, "steps": 1, "log_every": 1, "freq_warp": 0.0, "code_hold": 1.0,
+        "code_hold_db": 0.0, "code_hold_clean": clean})
+    train(cfg, train_dir, tmp_path, dev=dev_dir)
+    first = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    # before the first update the trained encoder is its frozen copy: they differ only in what they read
+    assert (first["hold"] > 1e-3) if clean else (first["hold"] == 0.0)

@@ -47,3 +47,14 @@ def test_code_hold_anchor_is_a_frozen_copy_restored_from_its_state():
     loss.backward()  # the gradient reaches the trained encoder, not the anchor
     assert encoder.weight.grad is not None and encoder.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in resumed.encoder.parameters())
+
+
+def test_code_hold_clean_is_refused_without_a_hold():
+    import pytest
+
+    from vc.config import TrainConfig
+    from vc.errors import VCError
+
+    with pytest.raises(VCError, match="code_hold_clean must be false while code_hold is 0"):
+        TrainConfig(code_hold_clean=True)
+    assert TrainConfig(code_hold_clean=True, code_hold=1.0).code_hold_clean

@@ -205,6 +205,8 @@ class TrainConfig(_Checked):
     code_hold: float = 0.0  # weight of `vc.training.hold.CodeAnchor`: the content code of the clip's pauses pulled
     # toward the content encoder's code of the same input as the run began (L1)
     code_hold_db: float = 30.0  # pauses: content frames with no clip frame within this many dB of the loudest; 0: all
+    code_hold_clean: bool = False  # the frozen copy reads the clip as recorded, not the corrupted or voice-shifted
+    # copy the trained encoder reads: the code of a noisy, reverberant input is pulled toward its clean code
     parts: tuple[str, ...] = ()  # the parts of the model that train (names from PARTS); empty: all of them. A
     # fine-tune (`vc train --init`) of the content encoder alone keeps the decoder's and speaker encoder's voice
     vq_commitment: float = 0.25  # with model.content "vq": weight of the commitment term (the codebook term has 1)
@@ -241,6 +243,7 @@ class TrainConfig(_Checked):
               "word_loss_speech_db": (lambda c: c.word_loss_speech_db >= 0, "0 or positive"),
               "code_hold": (lambda c: c.code_hold >= 0, "0 or positive"),
               "code_hold_db": (lambda c: c.code_hold_db >= 0, "0 or positive"),
+              "code_hold_clean": (lambda c: not c.code_hold_clean or c.code_hold > 0, "false while code_hold is 0"),
               "threads": (lambda c: c.threads >= 0, "0 or positive"),
               "parts": (lambda c: set(c.parts) <= set(PARTS), f"empty or names from {', '.join(PARTS)}")}
 

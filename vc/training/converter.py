@@ -37,7 +37,8 @@ from .words import voice_loss, word_loss
 RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "voice_shift", "voice_shift_semitones",
                     "voice_shift_copies", "segment_frames", "batch_size", "mel_gan", "mel_gan_start", "adv_weight",
                     "adv_start", "adv_ramp", "teacher_code_share", "speaker_warp", "speaker_warp_share", "word_loss",
-                    "word_loss_norm", "voice_loss", "word_loss_speech_db", "code_hold", "code_hold_db")
+                    "word_loss_norm", "voice_loss", "word_loss_speech_db", "code_hold", "code_hold_db",
+                    "code_hold_clean")
 
 
 def adv_weight(cfg: Config, step: int) -> float:
@@ -175,12 +176,14 @@ class ConverterTrainer:
     def _batch(self, draw: int):
         """Batch `draw` on the device: target and reference mels (normalized), speaker ids, pitch, the content input
         (the target, or a corrupted or voice-shifted copy), its Whisper states and the teacher's (or None), and which
-        items became new voices (`new_voices`)."""
+        items became new voices (`new_voices`). The Whisper states come twice: as the content encoder reads them,
+        and the clip's own before a copy replaced them."""
         cfg, t, d, net = self.cfg, self.cfg.train, self.d, self.net
         mel, ref, ids, pitch = self.sampler.batch(draw, t.batch_size)
         states = self.sampler.segments(draw, t.batch_size, self.states) if self.states is not None else None
         teacher = self.sampler.segments(draw, t.batch_size, self.teacher) if self.teacher is not None else None
         content_mel = mel  # what a mel content encoder reads: the target itself, or a corrupted copy (denoising)
+        clean = states  # the clip's own states before any copy replaces them (`train.code_hold_clean`)
         if self.corpus.corrupted:
             content_mel, ref, pitch, states = self.sampler.corrupted(draw, t.batch_size, self.corpus.corrupted,
                                                                      t.denoise, t.denoise_ref, mel, ref, pitch, states)
@@ -194,19 +197,20 @@ class ConverterTrainer:
                                               np.random.default_rng([t.seed, draw, 2]), cfg.audio, cfg.pitch)
         mel, ref = net.normalize(mel), net.normalize(ref)
         content_mel = net.normalize(content_mel) if self.corpus.corrupted or self.corpus.shifted else mel
-        return mel, ref, ids, pitch, content_mel, states, teacher, changed
+        return mel, ref, ids, pitch, content_mel, states, clean, teacher, changed
 
     def step(self, step: int) -> dict[str, float]:
         cfg, t, d, net = self.cfg, self.cfg.train, self.d, self.net
         torch.manual_seed(t.seed * 1_000_003 + step)  # dropout depends on the step only: resume is exact
         draw = step * d.world + d.rank  # every rank its own batches; one process draws as it always did
         rng = np.random.default_rng([t.seed, draw, 1])
-        mel, ref, ids, pitch, content_mel, states, teacher, changed = self._batch(draw)
+        mel, ref, ids, pitch, content_mel, states, clean, teacher, changed = self._batch(draw)
         lr = learning_rate(cfg, step)
         for group in self.opt_g.param_groups + self.opt_c.param_groups:
             group["lr"] = lr
         alpha = adv_weight(cfg, step)
         states = net.standardize(states.to(d.device)) if states is not None else None  # cut from the Whisper states
+        clean = net.standardize(clean.to(d.device)) if clean is not None else mel
         code_target, shown = self._teacher_codes(draw)
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             # freq_warp stretches the mel along frequency (timbre scrambling): Whisper states have no frequency axis
@@ -241,8 +245,9 @@ class ConverterTrainer:
             if t.voice_loss > 0:  # and whose voice the speaker encoder hears in it
                 voice = voice_loss(net.speaker_encoder, converted, spk.roll(1, dims=0))
                 loss = loss + t.voice_loss * voice
-            if self.anchor is not None:  # the code of the clip's pauses held where the run began
-                hold = self.anchor.loss(x, content, net.denormalize(mel))
+            if self.anchor is not None:  # the code of the clip's pauses held where the run began (with
+                # `code_hold_clean`, to the code the clip had before it was corrupted)
+                hold = self.anchor.loss(clean if t.code_hold_clean else x, content, net.denormalize(mel))
                 loss = loss + t.code_hold * hold
             gan = self.mel_adv is not None and step >= t.mel_gan_start
             if gan:  # against the discriminator before its update; its loss from the same forward
