@@ -131,3 +131,36 @@ def test_version_1_files_are_read_as_version_2(tmp_path):
                tmp_path / "v1.pt")
     model = vc.load_model(tmp_path / "v1.pt")
     assert model.cfg == cfg and model.vocoder_name == "vocos"
+
+
+def test_int8_weights_keep_every_row_within_half_a_step_and_the_others_as_they_are():
+    from vc.checkpoint import dequantized, quantized
+
+    torch.manual_seed(0)
+    state = {"features.blocks.0.mlp.0.weight": torch.randn(6, 5) * torch.arange(1, 7)[:, None],
+             "features.conv1.weight": torch.randn(4, 3, 2).half(), "features.conv1.bias": torch.randn(4),
+             "decoder.convs.0.weight": torch.randn(3, 3).half()}
+    stored, scales = quantized(state)
+    assert set(scales) == {"features.blocks.0.mlp.0.weight", "features.conv1.weight"}  # matrices under INT8 only
+    assert all(stored[k].dtype == torch.int8 for k in scales)
+    assert stored["features.conv1.bias"] is state["features.conv1.bias"]
+    assert stored["decoder.convs.0.weight"] is state["decoder.convs.0.weight"]
+    back = dequantized(stored, scales)
+    for k in scales:
+        w = state[k].float()
+        step = w.reshape(w.shape[0], -1).abs().amax(dim=1) / 127  # one scale per output row
+        assert ((back[k] - w).abs() <= step.reshape(-1, *[1] * (w.dim() - 1)) / 2 + 1e-6).all(), k
+        assert not torch.equal(back[k], w)  # it did round
+    requantized, _ = quantized(back)  # exporting a loaded file again stores the same numbers
+    assert all(torch.equal(requantized[k], stored[k]) for k in scales)
+
+
+def test_a_version_2_file_loads_and_damaged_int8_weights_are_named(tiny_checkpoint, clips, tmp_path):
+    ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    torch.save({**ckpt, "version": 2}, tmp_path / "v2.pt")  # written before int8 weights: the same numbers
+    assert load_checkpoint(tmp_path / "v2.pt")["version"] == VERSION
+    np.testing.assert_array_equal(vc.load_model(tmp_path / "v2.pt").convert(clips["source"], clips["target"]),
+                                  vc.load_model(tiny_checkpoint).convert(clips["source"], clips["target"]))
+    torch.save({**ckpt, "scales": {"features.missing.weight": torch.ones(3)}}, tmp_path / "bad.pt")
+    with pytest.raises(VCError, match="bad.pt: damaged int8 weights"):
+        load_checkpoint(tmp_path / "bad.pt")

