@@ -173,3 +173,15 @@ def test_code_hold_clean_holds_the_code_of_a_corrupted_input_to_the_clean_clips(
     first = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
     # before the first update the trained encoder is its frozen copy: they differ only in what they read
     assert (first["hold"] > 1e-3) if clean else (first["hold"] == 0.0)
+
+
+@pytest.mark.parametrize("corrupted", [0.0, 1.0])
+def test_voice_hold_holds_a_corrupted_references_embedding_to_the_clean_ones(train_dir, dev_dir, tmp_path, corrupted):
+    from vc.training.converter import train
+    cfg = load_recipe(ROOT / "recipes" / "tiny.yaml").replace(train={
+        "denoise_ref": corrupted, "denoise_copies": 1, "steps": 1, "log_every": 1, "voice_hold": 1.0})
+    path = train(cfg, train_dir, tmp_path, dev=dev_dir)
+    first = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    # before the first update the speaker encoder is its frozen copy: they differ only in the reference they hear
+    assert (first["voice_hold"] > 1e-3) if corrupted else (first["voice_hold"] == 0.0)
+    assert torch.load(path, weights_only=True)["config"]["train"]["voice_hold"] == 1.0

@@ -58,3 +58,16 @@ def test_code_hold_clean_is_refused_without_a_hold():
     with pytest.raises(VCError, match="code_hold_clean must be false while code_hold is 0"):
         TrainConfig(code_hold_clean=True)
     assert TrainConfig(code_hold_clean=True, code_hold=1.0).code_hold_clean
+
+
+def test_voice_hold_is_refused_with_speaker_warp():
+    import pytest
+
+    from vc.config import TrainConfig
+    from vc.errors import VCError
+
+    with pytest.raises(VCError, match="voice_hold"):
+        TrainConfig(voice_hold=1.0, speaker_warp=0.1)
+    with pytest.raises(VCError, match="voice_hold"):
+        TrainConfig(voice_hold=-1.0)
+    assert TrainConfig(voice_hold=1.0).voice_hold == 1.0

@@ -24,8 +24,9 @@ FORMAT = "vc-checkpoint"
 MEL_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmin", "fmax")  # what a mel depends on
 VERSION = 3  # bump when the layout of the file changes; loading refuses versions it does not know
 # Version 3 stores the Whisper encoder's matrices in int8 ("scales"); a version-2 reader would load them as numbers
-# and refuses the file instead. Version 1 kept the vocoder's config beside its weights, n_mels in the model section, and the pitch and conversion
-# settings as module constants (their defaults): `_upgrade` reads such files as version 2.
+# and refuses the file instead. Version 2 files read as version 3. Version 1 kept the vocoder's config beside its
+# weights, n_mels in the model section, and the pitch and conversion settings as module constants (their defaults):
+# `_upgrade` reads such files as version 2.
 # Fields added to version 2 after files were written with it, and the value such files meant (what they computed):
 # `_fill_added` puts them in, for version-1 files too. `Config.from_dict` itself stays strict.
 ADDED_FIELDS = {"model": {"content_features": "mel", "whisper_layers": 0, "content": "in", "codebook_size": 64,
@@ -38,7 +39,7 @@ ADDED_FIELDS = {"model": {"content_features": "mel", "whisper_layers": 0, "conte
                           "teacher_code_share": 0.0, "word_loss": 0.0,
                           "word_loss_norm": False, "voice_loss": 0.0, "parts": (),
                           "word_loss_speech_db": 0.0, "code_hold": 0.0, "code_hold_db": 30.0,
-                          "code_hold_clean": False},
+                          "code_hold_clean": False, "voice_hold": 0.0},
                 # how a conversion is synthesized, not what the weights learned: older files get the present default
                 "convert": {"harmonic_phase": 4000.0, "mel_contrast": 1.1}}
 
@@ -113,7 +114,8 @@ def dequantized(state: dict[str, torch.Tensor], scales: dict[str, torch.Tensor])
 
 
 def _upgrade(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 file as version 2 (see VERSION; version 2 reads as 3). Only inference, training and vocoder files held configs."""
+    """A version-1 file as version 2 (see VERSION), which `load_checkpoint` then reads as 3. Only inference, training
+    and vocoder files held configs."""
     ckpt = {**ckpt, "version": VERSION}
     vocoder = ckpt.get("vocoder")
     if ckpt.get("kind") in ("inference", "training"):

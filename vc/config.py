@@ -207,6 +207,8 @@ class TrainConfig(_Checked):
     code_hold_db: float = 30.0  # pauses: content frames with no clip frame within this many dB of the loudest; 0: all
     code_hold_clean: bool = False  # the frozen copy reads the clip as recorded, not the corrupted or voice-shifted
     # copy the trained encoder reads: the code of a noisy, reverberant input is pulled toward its clean code
+    voice_hold: float = 0.0  # weight of `vc.training.hold.VoiceAnchor`: the speaker embedding of the reference (a
+    # corrupted copy with `denoise_ref`) pulled toward the starting speaker encoder's embedding of the clean clip (L1)
     parts: tuple[str, ...] = ()  # the parts of the model that train (names from PARTS); empty: all of them. A
     # fine-tune (`vc train --init`) of the content encoder alone keeps the decoder's and speaker encoder's voice
     vq_commitment: float = 0.25  # with model.content "vq": weight of the commitment term (the codebook term has 1)
@@ -244,6 +246,8 @@ class TrainConfig(_Checked):
               "code_hold": (lambda c: c.code_hold >= 0, "0 or positive"),
               "code_hold_db": (lambda c: c.code_hold_db >= 0, "0 or positive"),
               "code_hold_clean": (lambda c: not c.code_hold_clean or c.code_hold > 0, "false while code_hold is 0"),
+              "voice_hold": (lambda c: c.voice_hold == 0 or (c.voice_hold > 0 and c.speaker_warp == 0),
+                             "0 or positive, and 0 with speaker_warp (a new voice has no clean reference)"),
               "threads": (lambda c: c.threads >= 0, "0 or positive"),
               "parts": (lambda c: set(c.parts) <= set(PARTS), f"empty or names from {', '.join(PARTS)}")}
 

@@ -23,7 +23,7 @@ from .data import SegmentSampler
 from .discriminator import Adversary, MelDiscriminator
 from .distributed import Dist, setup
 from .finetune import fit_speaker_head, init_state, trainable
-from .hold import CodeAnchor
+from .hold import CodeAnchor, VoiceAnchor
 from .loop import Run, Schedule, seed, warmup_cosine
 from .monitor import Monitor, sample_conversions
 from .teacher import teacher_encoder
@@ -38,7 +38,7 @@ RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "voice_
                     "voice_shift_copies", "segment_frames", "batch_size", "mel_gan", "mel_gan_start", "adv_weight",
                     "adv_start", "adv_ramp", "teacher_code_share", "speaker_warp", "speaker_warp_share", "word_loss",
                     "word_loss_norm", "voice_loss", "word_loss_speech_db", "code_hold", "code_hold_db",
-                    "code_hold_clean")
+                    "code_hold_clean", "voice_hold")
 
 
 def adv_weight(cfg: Config, step: int) -> float:
@@ -160,6 +160,8 @@ class ConverterTrainer:
             self.opt_c.load_state_dict(state["opt_c"])
         self.anchor = (CodeAnchor(net.content_encoder, t.code_hold_db, (state or {}).get("code_anchor")).to(d.device)
                        if t.code_hold > 0 else None)  # `train.code_hold`: the content encoder as the run began
+        self.voice_anchor = (VoiceAnchor(net.speaker_encoder, (state or {}).get("voice_anchor")).to(d.device)
+                             if t.voice_hold > 0 else None)  # `train.voice_hold`: the speaker encoder as it began
         self.codes = corpus.codes  # `train.code_teacher`: the teacher's codes, on the mel frames
         self.gen = d.wrap(Generator(net, self.spk_head, self.distill_head, detach_code=self.codes is not None))
         self.clf_dp = d.wrap(self.clf)
@@ -176,14 +178,14 @@ class ConverterTrainer:
     def _batch(self, draw: int):
         """Batch `draw` on the device: target and reference mels (normalized), speaker ids, pitch, the content input
         (the target, or a corrupted or voice-shifted copy), its Whisper states and the teacher's (or None), and which
-        items became new voices (`new_voices`). The Whisper states come twice: as the content encoder reads them,
-        and the clip's own before a copy replaced them."""
+        items became new voices (`new_voices`). The Whisper states and the reference come twice: as the encoders
+        read them, and the clip's own before a copy replaced them (`clean`, `clean_ref`)."""
         cfg, t, d, net = self.cfg, self.cfg.train, self.d, self.net
         mel, ref, ids, pitch = self.sampler.batch(draw, t.batch_size)
         states = self.sampler.segments(draw, t.batch_size, self.states) if self.states is not None else None
         teacher = self.sampler.segments(draw, t.batch_size, self.teacher) if self.teacher is not None else None
         content_mel = mel  # what a mel content encoder reads: the target itself, or a corrupted copy (denoising)
-        clean = states  # the clip's own states before any copy replaces them (`train.code_hold_clean`)
+        clean, clean_ref = states, ref  # the clip's own states and reference before any copy replaces them
         if self.corpus.corrupted:
             content_mel, ref, pitch, states = self.sampler.corrupted(draw, t.batch_size, self.corpus.corrupted,
                                                                      t.denoise, t.denoise_ref, mel, ref, pitch, states)
@@ -191,20 +193,20 @@ class ConverterTrainer:
             content_mel, _, _, states = self.sampler.corrupted(draw, t.batch_size, self.corpus.shifted, t.voice_shift,
                                                                0.0, content_mel, ref, pitch, states, with_pitch=False,
                                                                salt=4)
-        mel, ref, ids, pitch, content_mel = (x.to(d.device) if x is not None else None
-                                             for x in (mel, ref, ids, pitch, content_mel))
+        mel, ref, ids, pitch, content_mel, clean_ref = (x.to(d.device) if x is not None else None
+                                                        for x in (mel, ref, ids, pitch, content_mel, clean_ref))
         mel, ref, pitch, changed = new_voices(mel, ref, pitch, t.speaker_warp, t.speaker_warp_share,
                                               np.random.default_rng([t.seed, draw, 2]), cfg.audio, cfg.pitch)
-        mel, ref = net.normalize(mel), net.normalize(ref)
+        mel, ref, clean_ref = net.normalize(mel), net.normalize(ref), net.normalize(clean_ref)
         content_mel = net.normalize(content_mel) if self.corpus.corrupted or self.corpus.shifted else mel
-        return mel, ref, ids, pitch, content_mel, states, clean, teacher, changed
+        return mel, ref, ids, pitch, content_mel, states, clean, clean_ref, teacher, changed
 
     def step(self, step: int) -> dict[str, float]:
         cfg, t, d, net = self.cfg, self.cfg.train, self.d, self.net
         torch.manual_seed(t.seed * 1_000_003 + step)  # dropout depends on the step only: resume is exact
         draw = step * d.world + d.rank  # every rank its own batches; one process draws as it always did
         rng = np.random.default_rng([t.seed, draw, 1])
-        mel, ref, ids, pitch, content_mel, states, clean, teacher, changed = self._batch(draw)
+        mel, ref, ids, pitch, content_mel, states, clean, clean_ref, teacher, changed = self._batch(draw)
         lr = learning_rate(cfg, step)
         for group in self.opt_g.param_groups + self.opt_c.param_groups:
             group["lr"] = lr
@@ -249,6 +251,9 @@ class ConverterTrainer:
                 # `code_hold_clean`, to the code the clip had before it was corrupted)
                 hold = self.anchor.loss(clean if t.code_hold_clean else x, content, net.denormalize(mel))
                 loss = loss + t.code_hold * hold
+            if self.voice_anchor is not None:  # a corrupted reference's embedding held to the clean one's
+                voice_hold = self.voice_anchor.loss(clean_ref, spk)
+                loss = loss + t.voice_hold * voice_hold
             gan = self.mel_adv is not None and step >= t.mel_gan_start
             if gan:  # against the discriminator before its update; its loss from the same forward
                 d_loss, g_adv, fm = self.mel_adv.losses(rec.float(), mel, True, self.bf16)
@@ -273,6 +278,7 @@ class ConverterTrainer:
                 **({"words": words.item()} if t.word_loss > 0 else {}),
                 **({"voice": voice.item()} if t.voice_loss > 0 else {}),
                 **({"hold": hold.item()} if self.anchor is not None else {}),
+                **({"voice_hold": voice_hold.item()} if self.voice_anchor is not None else {}),
                 **({"mel_d": d_loss.item(), "mel_g": g_adv.item(), "mel_fm": fm.item()} if gan else {})}
 
     def _teacher_codes(self, draw: int) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
@@ -296,6 +302,7 @@ class ConverterTrainer:
                 **({"distill_head": self.distill_head.state_dict()} if self.distill_head is not None else {}),
                 **({"mel_discriminator": self.mel_adv.state()} if self.mel_adv is not None else {}),
                 **({"code_anchor": self.anchor.state()} if self.anchor is not None else {}),
+                **({"voice_anchor": self.voice_anchor.state()} if self.voice_anchor is not None else {}),
                 **({"whisper": whisper_entry(self.net)} if self.net.features is not None else {})}
 
     def validate(self, step: int, monitor: Monitor) -> dict[str, float]:
