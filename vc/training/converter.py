@@ -178,14 +178,17 @@ class ConverterTrainer:
     def _batch(self, draw: int):
         """Batch `draw` on the device: target and reference mels (normalized), speaker ids, pitch, the content input
         (the target, or a corrupted or voice-shifted copy), its Whisper states and the teacher's (or None), and which
-        items became new voices (`new_voices`). The Whisper states and the reference come twice: as the encoders
-        read them, and the clip's own before a copy replaced them (`clean`, `clean_ref`)."""
+        items became new voices (`new_voices`). With `code_hold_clean` the Whisper states, with `voice_hold` the
+        reference, come twice: as the encoders read them, and the clip's own before a copy replaced them (`clean`,
+        `clean_ref`; else None)."""
         cfg, t, d, net = self.cfg, self.cfg.train, self.d, self.net
         mel, ref, ids, pitch = self.sampler.batch(draw, t.batch_size)
         states = self.sampler.segments(draw, t.batch_size, self.states) if self.states is not None else None
         teacher = self.sampler.segments(draw, t.batch_size, self.teacher) if self.teacher is not None else None
         content_mel = mel  # what a mel content encoder reads: the target itself, or a corrupted copy (denoising)
-        clean, clean_ref = states, ref  # the clip's own states and reference before any copy replaces them
+        # the clip's own states and reference before any copy replaces them, where a hold reads them
+        clean = states if t.code_hold_clean else None
+        clean_ref = ref if t.voice_hold > 0 else None
         if self.corpus.corrupted:
             content_mel, ref, pitch, states = self.sampler.corrupted(draw, t.batch_size, self.corpus.corrupted,
                                                                      t.denoise, t.denoise_ref, mel, ref, pitch, states)
@@ -197,7 +200,8 @@ class ConverterTrainer:
                                                         for x in (mel, ref, ids, pitch, content_mel, clean_ref))
         mel, ref, pitch, changed = new_voices(mel, ref, pitch, t.speaker_warp, t.speaker_warp_share,
                                               np.random.default_rng([t.seed, draw, 2]), cfg.audio, cfg.pitch)
-        mel, ref, clean_ref = net.normalize(mel), net.normalize(ref), net.normalize(clean_ref)
+        mel, ref = net.normalize(mel), net.normalize(ref)
+        clean_ref = net.normalize(clean_ref) if clean_ref is not None else None
         content_mel = net.normalize(content_mel) if self.corpus.corrupted or self.corpus.shifted else mel
         return mel, ref, ids, pitch, content_mel, states, clean, clean_ref, teacher, changed
 
@@ -212,7 +216,8 @@ class ConverterTrainer:
             group["lr"] = lr
         alpha = adv_weight(cfg, step)
         states = net.standardize(states.to(d.device)) if states is not None else None  # cut from the Whisper states
-        clean = net.standardize(clean.to(d.device)) if clean is not None else mel
+        if t.code_hold_clean:  # a mel content encoder's clean input is the clip's mel itself
+            clean = net.standardize(clean.to(d.device)) if clean is not None else mel
         code_target, shown = self._teacher_codes(draw)
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             # freq_warp stretches the mel along frequency (timbre scrambling): Whisper states have no frequency axis
