@@ -185,3 +185,44 @@ def test_voice_hold_holds_a_corrupted_references_embedding_to_the_clean_ones(tra
     # before the first update the speaker encoder is its frozen copy: they differ only in the reference they hear
     assert (first["voice_hold"] > 1e-3) if corrupted else (first["voice_hold"] == 0.0)
     assert torch.load(path, weights_only=True)["config"]["train"]["voice_hold"] == 1.0
+
+
+def test_converted_voices_say_the_clip_in_another_speakers_voice_with_its_length(tiny_checkpoint, clips):
+    import vc
+    from vc.audio import load_wav, normalize_loudness
+    from vc.training.corrupt import ConvertedVoices
+
+    model = vc.load_model(tiny_checkpoint)
+    wav = load_wav(clips["source"], model.cfg.audio)
+    voices = ConvertedVoices(tiny_checkpoint, {"a": [str(clips["source"])], "b": [str(clips["target"])]},
+                             np.random.default_rng(0), model.sample_rate, -20.0)
+    out = voices(wav, np.random.default_rng(1), "a")  # the only other speaker: "b"
+    assert out.shape == wav.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    expected = normalize_loudness(model.convert(wav, model.embed(clips["target"])), model.sample_rate, -20.0)
+    assert np.allclose(out, expected, atol=1e-4)
+    assert list(voices.voices) == ["b"]  # embedded once, reused
+    assert not np.allclose(out, normalize_loudness(wav, model.sample_rate, -20.0), atol=1e-2)
+
+
+def test_converted_voices_refuse_a_model_at_another_sample_rate(tiny_checkpoint, clips):
+    from vc.errors import VCError
+    from vc.training.corrupt import ConvertedVoices
+
+    with pytest.raises(VCError, match="voice_shift_model"):
+        ConvertedVoices(tiny_checkpoint, {"a": [str(clips["source"])]}, np.random.default_rng(0), 22050, -20.0)
+
+
+def test_voice_shift_model_training_reads_converted_copies_on_the_clips_frames(train_dir, dev_dir, tmp_path,
+                                                                               tiny_checkpoint):
+    from vc.checkpoint import load_checkpoint
+    from vc.training.converter import train
+
+    cfg = load_recipe(ROOT / "recipes" / "tiny.yaml").replace(
+        train={"voice_shift": 1.0, "voice_shift_model": str(tiny_checkpoint), "steps": 2})
+    path = train(cfg, train_dir, tmp_path, dev=dev_dir)
+    assert torch.load(path, weights_only=True)["config"]["train"]["voice_shift_model"] == str(tiny_checkpoint)
+    assert not list(tmp_path.glob("shifted*"))
+    copy = load_checkpoint(next(tmp_path.glob("converted0-*.pt")))
+    clean = load_checkpoint(tmp_path / "features-train.pt")
+    assert [m.shape for m in copy["mels"]] == [m.shape for m in clean["mels"]]
+    assert all((a.float() - b.float()).abs().mean() > 0.05 for a, b in zip(copy["mels"], clean["mels"]))

@@ -180,6 +180,9 @@ class TrainConfig(_Checked):
     # `voice_shift_semitones`, up or down; pitch input, reference and target stay the clip's own
     voice_shift_semitones: float = 4.0
     voice_shift_copies: int = 1  # shifted copies of every training clip, cached with their features
+    voice_shift_model: str = ""  # an inference checkpoint (`vc.load_model`): the shifted copy is then its conversion
+    # of the clip into the voice of another training speaker (`vc.training.corrupt.ConvertedVoices`) instead of a
+    # pitch shift: real voices, with their register and timbre, for the content encoder and the decoder to see through
     distill: float = 0.0  # with mel content: weight of an auxiliary loss, a small head predicting a frozen Whisper
     # encoder's states (standardized, at the content rate) from the content code: a causal encoder learns from a
     # non-causal teacher what the words are (the states are cached as for whisper content; the head is not exported)

@@ -35,7 +35,7 @@ from .words import voice_loss, word_loss
 # adversary (from `adv_start`) or with speaker augmentation, or go on with longer segments (a model with a causal
 # norm window learns on them the steady state of its chained windows)
 RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "voice_shift", "voice_shift_semitones",
-                    "voice_shift_copies", "segment_frames", "batch_size", "mel_gan", "mel_gan_start", "adv_weight",
+                    "voice_shift_copies", "voice_shift_model", "segment_frames", "batch_size", "mel_gan", "mel_gan_start", "adv_weight",
                     "adv_start", "adv_ramp", "teacher_code_share", "speaker_warp", "speaker_warp_share", "word_loss",
                     "word_loss_norm", "voice_loss", "word_loss_speech_db", "code_hold", "code_hold_db",
                     "code_hold_clean", "voice_hold")

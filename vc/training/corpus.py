@@ -118,7 +118,7 @@ def read_corpus(cfg: Config, folders: list[Path], out: Path, dev: str | Path | N
               f"{len(dev_set[0])} dev utterances" + (f"; {d.world} processes" if d.world > 1 else ""))
     states = None if encoder is None else read_states(cfg, encoder, out, d, {
         "train": (train_utts, mels), "held": (held_utts, held_mels), "dev": dev_set[:2]})
-    def copies(kind: str, count: int, shift: float = 0.0) -> list:
+    def copies(kind: str, count: int, shift: float = 0.0, converter: str = "") -> list:
         digest = encoder_id(encoder) if encoder is not None else ""  # hashed only for a run that makes copies
         out_copies = []
         for copy in range(count):
@@ -126,13 +126,14 @@ def read_corpus(cfg: Config, folders: list[Path], out: Path, dev: str | Path | N
             args = (train_utts, mels, cfg.audio, cfg.pitch, t.seed, copy, encoder, cfg.model.whisper_layers, digest,
                     cache)
             if d.main:  # rank 0 computes each copy; the others read it
-                part = load_corrupted(*args, voice_shift=shift)
+                part = load_corrupted(*args, voice_shift=shift, converter=converter)
             d.barrier()
-            out_copies.append(part if d.main else load_corrupted(*args, voice_shift=shift))
+            out_copies.append(part if d.main else load_corrupted(*args, voice_shift=shift, converter=converter))
         return out_copies
 
     corrupted = copies("corrupted", t.denoise_copies) if t.denoise > 0 or t.denoise_ref > 0 else []
-    shifted = copies("shifted", t.voice_shift_copies, t.voice_shift_semitones) if t.voice_shift > 0 else []
+    shifted = (copies("converted" if t.voice_shift_model else "shifted", t.voice_shift_copies,
+                      t.voice_shift_semitones, t.voice_shift_model) if t.voice_shift > 0 else [])
     codes = None
     if t.code_teacher:  # rank 0 computes the teacher's codes from the training states; the others read them
         args = (t.code_teacher, states[0], cfg.audio.sample_rate / cfg.audio.hop_length, out / "teacher-codes.pt")

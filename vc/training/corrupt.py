@@ -108,6 +108,40 @@ def shift_voice(wav: np.ndarray, sr: int, rng: np.random.Generator, semitones: f
     return np.pad(x, (0, max(0, len(wav) - len(x))))[:len(wav)]
 
 
+class ConvertedVoices:
+    """`train.voice_shift_model`: a clip as another training speaker would say it, converted by an offline model
+    (`vc.load_model`): the voice is a real one, register and timbre together, unlike `shift_voice`. Each speaker's
+    voice is embedded once from one of its clips (drawn from `rng`); a clip goes to a speaker other than its own,
+    drawn from the `rng` of its call. Same length and timing as the clip, loudness-normalized to `target_db`."""
+
+    def __init__(self, path, clips: dict[str, list[str]], rng: np.random.Generator, sample_rate: int,
+                 target_db: float):
+        import warnings
+
+        from ..api import load_model
+        from ..errors import VCError, VCWarning
+
+        self.model, self.target_db, self.warnings = load_model(path), target_db, (warnings, VCWarning)
+        if self.model.sample_rate != sample_rate:
+            raise VCError(f"{path}: converts at {self.model.sample_rate} Hz, the run's audio is at {sample_rate} Hz "
+                          "(train.voice_shift_model)")
+        self.refs = {s: c[int(rng.integers(len(c)))] for s, c in sorted(clips.items())}
+        self.speakers = sorted(self.refs)
+        self.voices: dict = {}
+
+    def __call__(self, wav: np.ndarray, rng: np.random.Generator, speaker: str) -> np.ndarray:
+        warnings, VCWarning = self.warnings
+        others = [s for s in self.speakers if s != speaker] or self.speakers
+        target = others[int(rng.integers(len(others)))]
+        with warnings.catch_warnings():  # the input check's remarks on training clips are not the run's concern
+            warnings.simplefilter("ignore", VCWarning)
+            if target not in self.voices:
+                self.voices[target] = self.model.embed(self.refs[target])
+            x = self.model.convert(wav, self.voices[target])
+        x = np.pad(x, (0, max(0, len(wav) - len(x))))[:len(wav)]
+        return normalize_loudness(x, self.model.sample_rate, self.target_db).astype(np.float32)
+
+
 @dataclass
 class Corruption:
     """The training chain: each part applies with its probability. `rooms` and `speech` are pools to draw from

@@ -15,6 +15,7 @@ from ..audio import load_wav, log_mel
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import AUDIO_EXTENSIONS, AudioConfig, PitchConfig
 from ..errors import VCError
+from ..files import sha256
 from ..pitch import features, track
 from .distributed import Dist
 
@@ -134,38 +135,49 @@ CORRUPTED_VERSION = 1  # bump when what `load_corrupted` computes changes
 
 def load_corrupted(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioConfig, pitch: PitchConfig,
                    seed: int, copy: int, encoder=None, layers: int = 0, encoder_id: str = "",
-                   cache: str | Path | None = None, babble_clips: int = 120, voice_shift: float = 0.0
-                   ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None]:
+                   cache: str | Path | None = None, babble_clips: int = 120, voice_shift: float = 0.0,
+                   converter: str | Path = "") -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None]:
     """Corrupted copy number `copy` of every utterance (`vc.training.corrupt.Corruption`, drawn from `seed`, `copy`
     and the utterance's index): its log-mel (n_mels, T) in float16, F0 (T,) and, with a Whisper `encoder`, its
     states (n_state, T) in float16, on the same frames as the clean mel in `mels`. Cached in `cache` under a key of
     all that, as `load_states` does. The rooms (a second each to simulate at most) are a pool of one per ten
     utterances, 8 to 200. With `voice_shift` (semitones), the copy is the clean clip in another voice instead
-    (`vc.training.corrupt.shift_voice`: timbre scrambling, `train.voice_shift`)."""
+    (`vc.training.corrupt.shift_voice`: timbre scrambling, `train.voice_shift`); with `converter` (an inference
+    checkpoint, `train.voice_shift_model`) the clip converted by that model into another training speaker's voice
+    (`vc.training.corrupt.ConvertedVoices`)."""
     from ..content import whisper_states
-    from .corrupt import Corruption, room_impulse, shift_voice
+    from .corrupt import ConvertedVoices, Corruption, room_impulse, shift_voice
 
     rooms = min(200, max(8, len(utts) // 10))
     key = hashlib.sha1(json.dumps([CORRUPTED_VERSION, seed, copy, rooms, babble_clips, layers, encoder_id,
                                    asdict(cfg), asdict(pitch),
                                    [[asdict(u), m.shape[1]] for u, m in zip(utts, mels)]]
                                   + ([voice_shift] if voice_shift else [])  # noise copies keep their cached key
+                                  + ([sha256(converter)] if converter else [])
                                   ).encode()).hexdigest()
     c = read_cache(cache, key)
     if c is not None:
         return c["mels"], c["f0s"], c["states"]
     rng = np.random.default_rng([seed, copy, 0])
-    if voice_shift > 0:
-        def corrupt(wav, r):
+    if converter:
+        clips: dict[str, list[str]] = {}
+        for u in utts:
+            clips.setdefault(u.speaker, []).append(u.path)
+        corrupt = ConvertedVoices(converter, clips, rng, cfg.sample_rate, cfg.target_db)
+    elif voice_shift > 0:
+        def corrupt(wav, r, speaker):
             return shift_voice(wav, cfg.sample_rate, r, voice_shift)
     else:
         picked = rng.choice(len(utts), min(babble_clips, len(utts)), replace=False)
         pool = [load_wav(utts[i].path, cfg) for i in picked]
-        corrupt = Corruption([room_impulse(rng, cfg.sample_rate) for _ in range(rooms)], pool, cfg.sample_rate,
-                             target_db=cfg.target_db)
+        corruption = Corruption([room_impulse(rng, cfg.sample_rate) for _ in range(rooms)], pool, cfg.sample_rate,
+                                target_db=cfg.target_db)
+
+        def corrupt(wav, r, speaker):
+            return corruption(wav, r)
     out_mels, f0s, states = [], [], [] if encoder is not None else None
     for i, (u, m) in enumerate(zip(utts, mels)):
-        wav = corrupt(load_wav(u.path, cfg), np.random.default_rng([seed, copy, 1, i]))
+        wav = corrupt(load_wav(u.path, cfg), np.random.default_rng([seed, copy, 1, i]), u.speaker)
         out_mels.append(log_mel(wav, cfg).to(torch.float16))
         f0s.append(track(wav, cfg, pitch)[0])
         if states is not None:
