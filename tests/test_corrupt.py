@@ -213,16 +213,61 @@ def test_converted_voices_refuse_a_model_at_another_sample_rate(tiny_checkpoint,
 
 
 def test_voice_shift_model_training_reads_converted_copies_on_the_clips_frames(train_dir, dev_dir, tmp_path,
-                                                                               tiny_checkpoint):
+                                                                               tiny_checkpoint, monkeypatch):
     from vc.checkpoint import load_checkpoint
+    from vc.training import data
     from vc.training.converter import train
+    made = []
+    real = data.SegmentSampler.converted_targets
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        made.append(int(out[3].sum()))
+        return out
+
+    monkeypatch.setattr(data.SegmentSampler, "converted_targets", spy)
 
     cfg = load_recipe(ROOT / "recipes" / "tiny.yaml").replace(
-        train={"voice_shift": 1.0, "voice_shift_model": str(tiny_checkpoint), "steps": 2})
+        train={"voice_shift": 0.5, "voice_shift_model": str(tiny_checkpoint), "voice_shift_target": 1.0, "steps": 2})
     path = train(cfg, train_dir, tmp_path, dev=dev_dir)
-    assert torch.load(path, weights_only=True)["config"]["train"]["voice_shift_model"] == str(tiny_checkpoint)
+    saved = torch.load(path, weights_only=True)["config"]["train"]
+    assert saved["voice_shift_model"] == str(tiny_checkpoint) and saved["voice_shift_target"] == 1.0
     assert not list(tmp_path.glob("shifted*"))
+    assert len(made) == 2 and sum(made) > 0  # every step, some items learned conversions
     copy = load_checkpoint(next(tmp_path.glob("converted0-*.pt")))
     clean = load_checkpoint(tmp_path / "features-train.pt")
     assert [m.shape for m in copy["mels"]] == [m.shape for m in clean["mels"]]
     assert all((a.float() - b.float()).abs().mean() > 0.05 for a, b in zip(copy["mels"], clean["mels"]))
+
+
+def test_sampler_converted_targets_take_target_and_pitch_from_the_copy_and_the_reference_from_its_voice():
+    from vc.config import PitchConfig
+    mels = [torch.full((4, 40), float(i)) for i in range(3)]
+    f0s = [torch.full((40,), 100.0) for _ in range(3)]
+    copy = ([m + 100 for m in mels], [torch.full((40,), 200.0) for _ in range(3)], None)
+    sampler = SegmentSampler(mels, [0, 0, 1], 16, seed=0, f0s=f0s, pitch=PitchConfig())
+    mel, ref, _, pitch = sampler.batch(5, 8)
+    picked = [i for i, _, _, _ in sampler.draw(5, 8)]
+    content = mel.clone()
+    content[0] += 7  # an item whose content input was already swapped stays a reconstruction
+    target, ref2, pitch2, changed = sampler.converted_targets(5, 8, [copy], [[1, 1, 0]], 1.0, mel, ref, pitch, content)
+    assert not changed[0] and torch.equal(target[0], mel[0]) and torch.equal(ref2[0], ref[0])
+    assert changed[1:].all()
+    for b in range(1, 8):
+        i = picked[b]
+        assert (target[b] == i + 100).all() and not torch.equal(pitch2[b], pitch[b])
+        voice_of = {0: 1, 1: 1, 2: 0}[i]  # the reference is an utterance of the copy's voice
+        assert {int(v) for v in ref2[b].unique()} <= ({2} if voice_of == 1 else {0, 1})
+    assert torch.equal(mel, content - torch.cat([torch.full((1, 4, 16), 7.0), torch.zeros(7, 4, 16)]))  # inputs kept
+    _, _, _, none = sampler.converted_targets(5, 8, [copy], [[1, 1, 0]], 0.0, mel, ref, pitch, content)
+    assert not none.any()
+
+
+def test_voice_shift_target_needs_a_converter_and_refuses_voice_hold():
+    from vc.errors import VCError
+    cfg = load_recipe(ROOT / "recipes" / "tiny.yaml")
+    with pytest.raises(VCError, match="voice_shift_target"):
+        cfg.replace(train={"voice_shift_target": 0.5})
+    with pytest.raises(VCError, match="voice_shift_target"):
+        cfg.replace(train={"voice_shift_target": 0.5, "voice_shift_model": "m.pt", "voice_hold": 1.0})
+    assert cfg.replace(train={"voice_shift_target": 0.5, "voice_shift_model": "m.pt"}).train.voice_shift_target == 0.5

@@ -39,7 +39,8 @@ ADDED_FIELDS = {"model": {"content_features": "mel", "whisper_layers": 0, "conte
                           "teacher_code_share": 0.0, "word_loss": 0.0,
                           "word_loss_norm": False, "voice_loss": 0.0, "parts": (),
                           "word_loss_speech_db": 0.0, "code_hold": 0.0, "code_hold_db": 30.0,
-                          "code_hold_clean": False, "voice_hold": 0.0, "voice_shift_model": ""},
+                          "code_hold_clean": False, "voice_hold": 0.0, "voice_shift_model": "",
+                          "voice_shift_target": 0.0},
                 # how a conversion is synthesized, not what the weights learned: older files get the present default
                 "convert": {"harmonic_phase": 4000.0, "mel_contrast": 1.1}}
 

@@ -183,6 +183,9 @@ class TrainConfig(_Checked):
     voice_shift_model: str = ""  # an inference checkpoint (`vc.load_model`): the shifted copy is then its conversion
     # of the clip into the voice of another training speaker (`vc.training.corrupt.ConvertedVoices`) instead of a
     # pitch shift: real voices, with their register and timbre, for the content encoder and the decoder to see through
+    voice_shift_target: float = 0.0  # with voice_shift_model: the share of each batch (of the items whose content
+    # input is the clip itself) that learns a conversion instead of a reconstruction: the target and its pitch are the
+    # converted copy, the reference a clip of the copy's voice (`SegmentSampler.converted_targets`)
     distill: float = 0.0  # with mel content: weight of an auxiliary loss, a small head predicting a frozen Whisper
     # encoder's states (standardized, at the content rate) from the content code: a causal encoder learns from a
     # non-causal teacher what the words are (the states are cached as for whisper content; the head is not exported)
@@ -240,6 +243,9 @@ class TrainConfig(_Checked):
               "voice_shift": (lambda c: 0 <= c.voice_shift <= 1, "in [0, 1]"),
               "voice_shift_semitones": (lambda c: 1 <= c.voice_shift_semitones <= 12, "in [1, 12]"),
               "voice_shift_copies": (lambda c: c.voice_shift_copies >= 1, "at least 1"),
+              "voice_shift_target": (lambda c: c.voice_shift_target == 0 or (
+                  0 < c.voice_shift_target <= 1 and c.voice_shift_model and c.voice_hold == 0),
+                  "in [0, 1], and 0 without voice_shift_model or with voice_hold"),
               "distill": (lambda c: c.distill >= 0, "0 or positive"),
               "mel_gan": (lambda c: c.mel_gan >= 0, "0 or positive"),
               "mel_gan_start": (lambda c: c.mel_gan_start >= 0, "0 or positive"),

@@ -18,6 +18,7 @@ from ..model import SpeakerClassifier, VoiceConverterNet
 from ..runtime import fast_bf16
 from ..whisper import WhisperEncoder
 from .augment import freq_warp, new_voices
+from .corrupt import converted_speaker
 from .corpus import Corpus, channel_stats, read_corpus, whisper_encoder
 from .data import SegmentSampler
 from .discriminator import Adversary, MelDiscriminator
@@ -35,7 +36,7 @@ from .words import voice_loss, word_loss
 # adversary (from `adv_start`) or with speaker augmentation, or go on with longer segments (a model with a causal
 # norm window learns on them the steady state of its chained windows)
 RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "voice_shift", "voice_shift_semitones",
-                    "voice_shift_copies", "voice_shift_model", "segment_frames", "batch_size", "mel_gan", "mel_gan_start", "adv_weight",
+                    "voice_shift_copies", "voice_shift_model", "voice_shift_target", "segment_frames", "batch_size", "mel_gan", "mel_gan_start", "adv_weight",
                     "adv_start", "adv_ramp", "teacher_code_share", "speaker_warp", "speaker_warp_share", "word_loss",
                     "word_loss_norm", "voice_loss", "word_loss_speech_db", "code_hold", "code_hold_db",
                     "code_hold_clean", "voice_hold")
@@ -168,6 +169,11 @@ class ConverterTrainer:
         self.sampler = SegmentSampler(corpus.mels, speaker_ids, t.segment_frames,
                                       t.seed, corpus.f0s if cfg.model.pitch else None, cfg.pitch,
                                       t.speaker_balance)
+        self.voices = None  # `train.voice_shift_target`: the voice each converted copy gave each utterance
+        if t.voice_shift_target > 0:
+            names = sorted({u.speaker for u in corpus.utts})
+            self.voices = [[spk_index[converted_speaker(names, u.speaker, np.random.default_rng([t.seed, c, 1, i]))]
+                            for i, u in enumerate(corpus.utts)] for c in range(len(corpus.shifted))]
         self.bf16 = t.bf16 and fast_bf16(d.device)
         self.mel_adv = None  # `train.mel_gan`: a run resumed with it switched on starts a fresh discriminator
         if t.mel_gan > 0:
@@ -196,6 +202,11 @@ class ConverterTrainer:
             content_mel, _, _, states = self.sampler.corrupted(draw, t.batch_size, self.corpus.shifted, t.voice_shift,
                                                                0.0, content_mel, ref, pitch, states, with_pitch=False,
                                                                salt=4)
+        converted = torch.zeros(t.batch_size, dtype=torch.bool)
+        if self.voices is not None:  # conversions to learn: the copy's voice as the target, the clip as the input
+            mel, ref, pitch, converted = self.sampler.converted_targets(
+                draw, t.batch_size, self.corpus.shifted, self.voices, t.voice_shift_target, mel, ref, pitch,
+                content_mel)
         mel, ref, ids, pitch, content_mel, clean_ref = (x.to(d.device) if x is not None else None
                                                         for x in (mel, ref, ids, pitch, content_mel, clean_ref))
         mel, ref, pitch, changed = new_voices(mel, ref, pitch, t.speaker_warp, t.speaker_warp_share,
@@ -203,7 +214,9 @@ class ConverterTrainer:
         mel, ref = net.normalize(mel), net.normalize(ref)
         clean_ref = net.normalize(clean_ref) if clean_ref is not None else None
         content_mel = net.normalize(content_mel) if self.corpus.corrupted or self.corpus.shifted else mel
-        return mel, ref, ids, pitch, content_mel, states, clean, clean_ref, teacher, changed
+        # a conversion's reference is another speaker's: the speaker head, which names the clip's, skips it
+        return (mel, ref, ids, pitch, content_mel, states, clean, clean_ref, teacher,
+                changed | converted.to(changed.device))
 
     def step(self, step: int) -> dict[str, float]:
         cfg, t, d, net = self.cfg, self.cfg.train, self.d, self.net

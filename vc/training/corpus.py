@@ -133,7 +133,8 @@ def read_corpus(cfg: Config, folders: list[Path], out: Path, dev: str | Path | N
 
     corrupted = copies("corrupted", t.denoise_copies) if t.denoise > 0 or t.denoise_ref > 0 else []
     shifted = (copies("converted" if t.voice_shift_model else "shifted", t.voice_shift_copies,
-                      t.voice_shift_semitones, t.voice_shift_model) if t.voice_shift > 0 else [])
+                      t.voice_shift_semitones, t.voice_shift_model) if t.voice_shift > 0 or t.voice_shift_target > 0
+               else [])
     codes = None
     if t.code_teacher:  # rank 0 computes the teacher's codes from the training states; the others read them
         args = (t.code_teacher, states[0], cfg.audio.sample_rate / cfg.audio.hop_length, out / "teacher-codes.pt")

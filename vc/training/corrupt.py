@@ -8,6 +8,7 @@ it), so that a corrupted clip's frames line up with the clean clip's: the conver
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ import soundfile as sf
 import soxr
 
 from ..audio import normalize_loudness
+from ..errors import VCError, VCWarning
 
 
 def colored_noise(n: int, beta: float, rng: np.random.Generator) -> np.ndarray:
@@ -108,6 +110,13 @@ def shift_voice(wav: np.ndarray, sr: int, rng: np.random.Generator, semitones: f
     return np.pad(x, (0, max(0, len(wav) - len(x))))[:len(wav)]
 
 
+def converted_speaker(speakers: list[str], speaker: str, rng: np.random.Generator) -> str:
+    """The voice `ConvertedVoices` gives a clip of `speaker`: one of the other `speakers` (sorted), the first draw of
+    the clip's `rng`; `vc train` draws it again to find references of that voice (`train.voice_shift_target`)."""
+    others = [s for s in speakers if s != speaker] or speakers
+    return others[int(rng.integers(len(others)))]
+
+
 class ConvertedVoices:
     """`train.voice_shift_model`: a clip as another training speaker would say it, converted by an offline model
     (`vc.load_model`): the voice is a real one, register and timbre together, unlike `shift_voice`. Each speaker's
@@ -116,12 +125,9 @@ class ConvertedVoices:
 
     def __init__(self, path, clips: dict[str, list[str]], rng: np.random.Generator, sample_rate: int,
                  target_db: float):
-        import warnings
+        from ..api import load_model  # the training modules do not import the application otherwise
 
-        from ..api import load_model
-        from ..errors import VCError, VCWarning
-
-        self.model, self.target_db, self.warnings = load_model(path), target_db, (warnings, VCWarning)
+        self.model, self.target_db = load_model(path), target_db
         if self.model.sample_rate != sample_rate:
             raise VCError(f"{path}: converts at {self.model.sample_rate} Hz, the run's audio is at {sample_rate} Hz "
                           "(train.voice_shift_model)")
@@ -130,9 +136,7 @@ class ConvertedVoices:
         self.voices: dict = {}
 
     def __call__(self, wav: np.ndarray, rng: np.random.Generator, speaker: str) -> np.ndarray:
-        warnings, VCWarning = self.warnings
-        others = [s for s in self.speakers if s != speaker] or self.speakers
-        target = others[int(rng.integers(len(others)))]
+        target = converted_speaker(self.speakers, speaker, rng)
         with warnings.catch_warnings():  # the input check's remarks on training clips are not the run's concern
             warnings.simplefilter("ignore", VCWarning)
             if target not in self.voices:

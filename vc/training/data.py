@@ -299,3 +299,33 @@ class SegmentSampler:
             if rng.random() < ref_share:
                 ref[b] = copies[int(rng.integers(len(copies)))][0][j][:, r:r + n].float()
         return content, ref, pitch, states
+
+    def converted_targets(self, step: int, size: int, copies: list[tuple[list, list, list | None]],
+                          voices: list[list[int]], share: float, mel: torch.Tensor, ref: torch.Tensor,
+                          pitch: torch.Tensor | None, content: torch.Tensor, salt: int = 6):
+        """Batch `step` with about `share` of the items whose content input is still the clip (`content[b]` equal to
+        `mel[b]`) made conversions (`train.voice_shift_target`): the target, and its pitch features, cut from a
+        converted copy (`load_corrupted` with a converter, one (mels, f0s, states) per copy), the reference a crop of
+        an utterance of the copy's voice (`voices[copy][i]`: the speaker id utterance i was converted to). The content
+        input stays the clip. -> target mel, reference, pitch features (new tensors) and the mask (B,) of the items
+        changed."""
+        rng = np.random.default_rng([self.seed, step, salt])
+        mel, ref = mel.clone(), ref.clone()
+        pitch = pitch.clone() if pitch is not None else None
+        changed = torch.zeros(size, dtype=torch.bool)
+        n = self.segment
+        for b, (i, s, _, _) in enumerate(self.draw(step, size)):
+            if rng.random() >= share or not torch.equal(content[b], mel[b]):
+                continue
+            c = int(rng.integers(len(copies)))
+            pool = self.by_speaker.get(voices[c][i])
+            if not pool:  # that voice has no utterance long enough to cut a reference from
+                continue
+            k = int(rng.choice(pool))
+            start = self._start(k, rng)
+            mel[b] = copies[c][0][i][:, s:s + n].float()
+            ref[b] = self.mels[k][:, start:start + n].float()
+            if pitch is not None:
+                pitch[b] = features(copies[c][1][i][s:s + n].float(), self.pitch)
+            changed[b] = True
+        return mel, ref, pitch, changed
