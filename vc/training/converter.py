@@ -34,12 +34,12 @@ from .words import voice_loss, word_loss
 
 # what a resumed run takes from the recipe: a run may be extended, go on as denoising training, against the
 # adversary (from `adv_start`) or with speaker augmentation, or go on with longer segments (a model with a causal
-# norm window learns on them the steady state of its chained windows)
+# norm window learns on them the steady state of its chained windows), or on fewer threads (a machine that got busy)
 RECIPE_ON_RESUME = ("steps", "denoise", "denoise_ref", "denoise_copies", "voice_shift", "voice_shift_semitones",
-                    "voice_shift_copies", "voice_shift_model", "voice_shift_target", "segment_frames", "batch_size", "mel_gan", "mel_gan_start", "adv_weight",
-                    "adv_start", "adv_ramp", "teacher_code_share", "speaker_warp", "speaker_warp_share", "word_loss",
-                    "word_loss_norm", "voice_loss", "word_loss_speech_db", "code_hold", "code_hold_db",
-                    "code_hold_clean", "voice_hold")
+                    "voice_shift_copies", "voice_shift_model", "voice_shift_target", "segment_frames", "batch_size",
+                    "mel_gan", "mel_gan_start", "adv_weight", "adv_start", "adv_ramp", "teacher_code_share",
+                    "speaker_warp", "speaker_warp_share", "word_loss", "word_loss_norm", "voice_loss",
+                    "word_loss_speech_db", "code_hold", "code_hold_db", "code_hold_clean", "voice_hold", "threads")
 
 
 def adv_weight(cfg: Config, step: int) -> float:
