@@ -136,7 +136,8 @@ CORRUPTED_VERSION = 1  # bump when what `load_corrupted` computes changes
 def load_corrupted(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioConfig, pitch: PitchConfig,
                    seed: int, copy: int, encoder=None, layers: int = 0, encoder_id: str = "",
                    cache: str | Path | None = None, babble_clips: int = 120, voice_shift: float = 0.0,
-                   converter: str | Path = "") -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None]:
+                   converter: str | Path = ""
+                   ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None]:
     """Corrupted copy number `copy` of every utterance (`vc.training.corrupt.Corruption`, drawn from `seed`, `copy`
     and the utterance's index): its log-mel (n_mels, T) in float16, F0 (T,) and, with a Whisper `encoder`, its
     states (n_state, T) in float16, on the same frames as the clean mel in `mels`. Cached in `cache` under a key of
