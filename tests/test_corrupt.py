@@ -196,7 +196,7 @@ def test_converted_voices_say_the_clip_in_another_speakers_voice_with_its_length
     wav = load_wav(clips["source"], model.cfg.audio)
     voices = ConvertedVoices(tiny_checkpoint, {"a": [str(clips["source"])], "b": [str(clips["target"])]},
                              np.random.default_rng(0), model.sample_rate, -20.0)
-    out = voices(wav, np.random.default_rng(1), "a")  # the only other speaker: "b"
+    out = voices(wav, "b")
     assert out.shape == wav.shape and out.dtype == np.float32 and np.isfinite(out).all()
     expected = normalize_loudness(model.convert(wav, model.embed(clips["target"])), model.sample_rate, -20.0)
     assert np.allclose(out, expected, atol=1e-4)
@@ -271,3 +271,12 @@ def test_voice_shift_target_needs_a_converter_and_refuses_voice_hold():
     with pytest.raises(VCError, match="voice_shift_target"):
         cfg.replace(train={"voice_shift_target": 0.5, "voice_shift_model": "m.pt", "voice_hold": 1.0})
     assert cfg.replace(train={"voice_shift_target": 0.5, "voice_shift_model": "m.pt"}).train.voice_shift_target == 0.5
+
+
+def test_converted_speakers_give_every_clip_another_voice_the_same_on_every_call():
+    from vc.training.corrupt import converted_speakers
+    speakers = ["a", "a", "b", "c", "c", "c"]
+    voices = converted_speakers(speakers, seed=0, copy=0)
+    assert len(voices) == 6 and all(v != s and v in speakers for v, s in zip(voices, speakers))
+    assert converted_speakers(speakers, seed=0, copy=0) == voices
+    assert converted_speakers(["a", "b"], seed=3, copy=1) == ["b", "a"]  # the only other voice

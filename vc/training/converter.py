@@ -18,7 +18,7 @@ from ..model import SpeakerClassifier, VoiceConverterNet
 from ..runtime import fast_bf16
 from ..whisper import WhisperEncoder
 from .augment import freq_warp, new_voices
-from .corrupt import converted_speaker
+from .corrupt import converted_speakers
 from .corpus import Corpus, channel_stats, read_corpus, whisper_encoder
 from .data import SegmentSampler
 from .discriminator import Adversary, MelDiscriminator
@@ -171,9 +171,8 @@ class ConverterTrainer:
                                       t.speaker_balance)
         self.voices = None  # `train.voice_shift_target`: the voice each converted copy gave each utterance
         if t.voice_shift_target > 0:
-            names = sorted({u.speaker for u in corpus.utts})
-            self.voices = [[spk_index[converted_speaker(names, u.speaker, np.random.default_rng([t.seed, c, 1, i]))]
-                            for i, u in enumerate(corpus.utts)] for c in range(len(corpus.shifted))]
+            self.voices = [[spk_index[s] for s in converted_speakers([u.speaker for u in corpus.utts], t.seed, c)]
+                           for c in range(len(corpus.shifted))]
         self.bf16 = t.bf16 and fast_bf16(d.device)
         self.mel_adv = None  # `train.mel_gan`: a run resumed with it switched on starts a fresh discriminator
         if t.mel_gan > 0:

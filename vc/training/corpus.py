@@ -118,12 +118,17 @@ def read_corpus(cfg: Config, folders: list[Path], out: Path, dev: str | Path | N
               f"{len(dev_set[0])} dev utterances" + (f"; {d.world} processes" if d.world > 1 else ""))
     states = None if encoder is None else read_states(cfg, encoder, out, d, {
         "train": (train_utts, mels), "held": (held_utts, held_mels), "dev": dev_set[:2]})
+    # a copy's Whisper states are what a whisper-content model's encoder reads in place of the clip's; a mel model
+    # whose encoder is here only as a teacher (`code_teacher`, `distill`) reads the copy's mel, and its teachers read
+    # the clip's own states
+    reader = encoder if cfg.model.content_features == "whisper" else None
+
     def copies(kind: str, count: int, shift: float = 0.0, converter: str = "") -> list:
-        digest = encoder_id(encoder) if encoder is not None else ""  # hashed only for a run that makes copies
+        digest = encoder_id(reader) if reader is not None else ""  # hashed only for a run that makes copies
         out_copies = []
         for copy in range(count):
             cache = out / f"{kind}{copy}-{cfg.model.content_features}{cfg.model.whisper_layers}.pt"
-            args = (train_utts, mels, cfg.audio, cfg.pitch, t.seed, copy, encoder, cfg.model.whisper_layers, digest,
+            args = (train_utts, mels, cfg.audio, cfg.pitch, t.seed, copy, reader, cfg.model.whisper_layers, digest,
                     cache)
             if d.main:  # rank 0 computes each copy; the others read it
                 part = load_corrupted(*args, voice_shift=shift, converter=converter)

@@ -110,18 +110,23 @@ def shift_voice(wav: np.ndarray, sr: int, rng: np.random.Generator, semitones: f
     return np.pad(x, (0, max(0, len(wav) - len(x))))[:len(wav)]
 
 
-def converted_speaker(speakers: list[str], speaker: str, rng: np.random.Generator) -> str:
-    """The voice `ConvertedVoices` gives a clip of `speaker`: one of the other `speakers` (sorted), the first draw of
-    the clip's `rng`; `vc train` draws it again to find references of that voice (`train.voice_shift_target`)."""
-    others = [s for s in speakers if s != speaker] or speakers
-    return others[int(rng.integers(len(others)))]
+def converted_speakers(speakers: list[str], seed: int, copy: int) -> list[str]:
+    """The voice that converted copy `copy` gives each clip (`ConvertedVoices`; `speakers[i]`: clip i's speaker):
+    another of the speakers, drawn from (`seed`, `copy`, i). `load_corrupted` converts the clips to them and
+    `vc train` cuts references of them (`train.voice_shift_target`)."""
+    names = sorted(set(speakers))
+    out = []
+    for i, speaker in enumerate(speakers):
+        others = [n for n in names if n != speaker] or names
+        out.append(others[int(np.random.default_rng([seed, copy, 1, i]).integers(len(others)))])
+    return out
 
 
 class ConvertedVoices:
     """`train.voice_shift_model`: a clip as another training speaker would say it, converted by an offline model
     (`vc.load_model`): the voice is a real one, register and timbre together, unlike `shift_voice`. Each speaker's
-    voice is embedded once from one of its clips (drawn from `rng`); a clip goes to a speaker other than its own,
-    drawn from the `rng` of its call. Same length and timing as the clip, loudness-normalized to `target_db`."""
+    voice is embedded once from one of its clips (drawn from `rng`); which voice a clip goes to is the caller's
+    (`converted_speakers`). Same length and timing as the clip, loudness-normalized to `target_db`."""
 
     def __init__(self, path, clips: dict[str, list[str]], rng: np.random.Generator, sample_rate: int,
                  target_db: float):
@@ -132,11 +137,10 @@ class ConvertedVoices:
             raise VCError(f"{path}: converts at {self.model.sample_rate} Hz, the run's audio is at {sample_rate} Hz "
                           "(train.voice_shift_model)")
         self.refs = {s: c[int(rng.integers(len(c)))] for s, c in sorted(clips.items())}
-        self.speakers = sorted(self.refs)
         self.voices: dict = {}
 
-    def __call__(self, wav: np.ndarray, rng: np.random.Generator, speaker: str) -> np.ndarray:
-        target = converted_speaker(self.speakers, speaker, rng)
+    def __call__(self, wav: np.ndarray, target: str) -> np.ndarray:
+        """`wav` in the voice of the speaker `target` (a key of the `clips` given)."""
         with warnings.catch_warnings():  # the input check's remarks on training clips are not the run's concern
             warnings.simplefilter("ignore", VCWarning)
             if target not in self.voices:

@@ -147,7 +147,7 @@ def load_corrupted(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioCo
     checkpoint, `train.voice_shift_model`) the clip converted by that model into another training speaker's voice
     (`vc.training.corrupt.ConvertedVoices`)."""
     from ..content import whisper_states
-    from .corrupt import ConvertedVoices, Corruption, room_impulse, shift_voice
+    from .corrupt import ConvertedVoices, Corruption, converted_speakers, room_impulse, shift_voice
 
     rooms = min(200, max(8, len(utts) // 10))
     key = hashlib.sha1(json.dumps([CORRUPTED_VERSION, seed, copy, rooms, babble_clips, layers, encoder_id,
@@ -164,9 +164,13 @@ def load_corrupted(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioCo
         clips: dict[str, list[str]] = {}
         for u in utts:
             clips.setdefault(u.speaker, []).append(u.path)
-        corrupt = ConvertedVoices(converter, clips, rng, cfg.sample_rate, cfg.target_db)
+        voices = ConvertedVoices(converter, clips, rng, cfg.sample_rate, cfg.target_db)
+        targets = converted_speakers([u.speaker for u in utts], seed, copy)
+
+        def corrupt(wav, r, i):
+            return voices(wav, targets[i])
     elif voice_shift > 0:
-        def corrupt(wav, r, speaker):
+        def corrupt(wav, r, i):
             return shift_voice(wav, cfg.sample_rate, r, voice_shift)
     else:
         picked = rng.choice(len(utts), min(babble_clips, len(utts)), replace=False)
@@ -174,11 +178,11 @@ def load_corrupted(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioCo
         corruption = Corruption([room_impulse(rng, cfg.sample_rate) for _ in range(rooms)], pool, cfg.sample_rate,
                                 target_db=cfg.target_db)
 
-        def corrupt(wav, r, speaker):
+        def corrupt(wav, r, i):
             return corruption(wav, r)
     out_mels, f0s, states = [], [], [] if encoder is not None else None
     for i, (u, m) in enumerate(zip(utts, mels)):
-        wav = corrupt(load_wav(u.path, cfg), np.random.default_rng([seed, copy, 1, i]), u.speaker)
+        wav = corrupt(load_wav(u.path, cfg), np.random.default_rng([seed, copy, 1, i]), i)
         out_mels.append(log_mel(wav, cfg).to(torch.float16))
         f0s.append(track(wav, cfg, pitch)[0])
         if states is not None:
