@@ -48,7 +48,7 @@ def converter(model: vc.VoiceConverter, max_seconds: float, example_speakers: di
                 message = message.replace(str(path), f"{role} clip ({Path(path).name})")
         return message
 
-    def convert(source, target, target2, mix, pitch_shift=0.0, match_pitch=True, timbre_match=None):
+    def convert(source, target, target2, mix, pitch_shift=0.0, match_pitch=True, timbre_match=None, dereverb=False):
         plots.plt.close("all")
         try:
             with warnings.catch_warnings(record=True) as caught:  # shown, never blocking (e.g. the input check)
@@ -60,7 +60,8 @@ def converter(model: vc.VoiceConverter, max_seconds: float, example_speakers: di
                     check(target2, "second target")
                     voice = first.mix(model.embed(target2), mix)
                 out = model.convert(source, voice, pitch_shift=float(pitch_shift or 0),
-                                    match_pitch=bool(match_pitch), timbre_match=float(timbre_match))
+                                    match_pitch=bool(match_pitch), timbre_match=float(timbre_match),
+                                    dereverb=bool(dereverb))
             for w in caught:
                 if issubclass(w.category, vc.VCWarning):
                     gr.Warning(named(str(w.message), source, target, target2))
@@ -103,6 +104,8 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
             pitch_shift = gr.Slider(-12, 12, value=0, step=1, label="Pitch shift (semitones)")
             timbre_match = gr.Slider(0.0, 1.0, value=model.cfg.convert.timbre_match, step=0.1, label="Timbre match",
                                      info="moves the output's average spectrum toward the target's")
+            dereverb = gr.Checkbox(value=False, label="Remove the source's room echo",
+                                   info="for a source recorded at a distance in a reverberant room (slower)")
         button = gr.Button("Convert", variant="primary")
         output = gr.Audio(label="Converted", type="numpy", interactive=False, elem_id="output-audio")
         with gr.Row():
@@ -117,7 +120,7 @@ def build_app(model: vc.VoiceConverter, max_seconds: float = DEFAULT_MAX_SECONDS
                         label="Examples (source, target)")
         gr.Markdown(f"Clips up to {max_seconds:.0f} s. Example clips: LibriSpeech and VCC 2016 (CC BY 4.0), see "
                     "`examples/README.md`.")
-        button.click(convert, [source, target, target2, mix, pitch_shift, match_pitch, timbre_match],
+        button.click(convert, [source, target, target2, mix, pitch_shift, match_pitch, timbre_match, dereverb],
                      [output, mels, f0, space, similarity],
                      api_name="convert", concurrency_limit=1)
     return app

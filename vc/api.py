@@ -27,6 +27,7 @@ from .checkpoint import build_model, check_weights, load_checkpoint
 from .chunks import convert_chunks
 from .config import Config
 from .content import content_input, mirror_edges
+from .dereverb import MIN_SECONDS, dereverberate, too_short
 from .errors import VCError, VCWarning, warn
 from .input_check import InputCheck, load_checker
 from .model import VoiceConverterNet
@@ -247,9 +248,12 @@ class VoiceConverter:
         return normalize_loudness(wav, self.sample_rate, self.cfg.audio.target_db)
 
     def convert(self, source: Audio, target: Audio | Sequence[Audio] | Voice, *, pitch_shift: float = 0.0,
-                match_pitch: bool = True, timbre_match: float | None = None) -> np.ndarray:
+                match_pitch: bool = True, timbre_match: float | None = None,
+                dereverb: bool | None = None) -> np.ndarray:
         """Say what `source` says in the voice of `target` (clip(s), or a `Voice` from `embed`).
 
+        `dereverb` (default `convert.dereverb`, off): remove the source's room echo first (`vc.dereverb`), for
+        sources recorded at a distance in a reverberant room; it costs about as much time as the conversion.
         Returns float32 (T,) at `sample_rate`, as long as the source (silences kept) and loudness-normalized.
         """
         check_options(pitch_shift, timbre_match)
@@ -257,8 +261,15 @@ class VoiceConverter:
         wav = self.load(source, trim=False)
         name = str(source) if isinstance(source, (str, os.PathLike)) else "<source>"
         analysis = pitch.analyse(wav, self.cfg.audio, self.cfg.pitch)  # YIN once: the F0 and the input check
-        found = self._check(wav, name, "source", analysis)
+        found = self._check(wav, name, "source", analysis)  # the source as recorded
         self.last_checks = {"source": found} if found is not None else {}
+        dereverb = self.cfg.convert.dereverb if dereverb is None else dereverb
+        if dereverb and too_short(len(wav), self.sample_rate):
+            warn(f"{name}: too short to dereverberate ({len(wav) / self.sample_rate:.1f} s, under "
+                 f"{MIN_SECONDS:g} s): converted as recorded")
+        elif dereverb:
+            wav = normalize_loudness(dereverberate(wav, self.sample_rate), self.sample_rate, self.cfg.audio.target_db)
+            analysis = pitch.analyse(wav, self.cfg.audio, self.cfg.pitch)
         content = self.encode(wav)
         f0 = pitch.contour(*analysis, self.sample_rate, float(analysis[2].max()), self.cfg.pitch)[0]
         p = self.source_pitch(wav, voice, pitch_shift=pitch_shift, match_pitch=match_pitch, f0=f0)
@@ -292,14 +303,15 @@ class VoiceConverter:
     def convert_file(self, source: str | os.PathLike, output: str | os.PathLike,
                      target: Audio | Sequence[Audio] | Voice, *, sample_rate: int | None = None,
                      chunk_seconds: float = 30.0, pitch_shift: float = 0.0, match_pitch: bool = True,
-                     timbre_match: float | None = None) -> float:
+                     timbre_match: float | None = None, dereverb: bool | None = None) -> float:
         """Convert an audio file of any length into `output` (.wav or .flac, written atomically) in the voice of
         `target` (clips, or a `Voice` from `embed`). Files longer than `chunk_seconds` go through
         `vc.chunks.convert_chunks` with bounded memory. Returns the source's duration in seconds."""
         check_options(pitch_shift, timbre_match)
         seconds = audio_seconds(source)
         voice = self.voice(target)
-        options = {"pitch_shift": pitch_shift, "match_pitch": match_pitch, "timbre_match": timbre_match}
+        options = {"pitch_shift": pitch_shift, "match_pitch": match_pitch, "timbre_match": timbre_match,
+                   "dereverb": dereverb}
         if seconds <= chunk_seconds:
             blocks: Iterable[np.ndarray] = [self.convert(source, voice, **options)]
         else:

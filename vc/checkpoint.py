@@ -42,7 +42,7 @@ ADDED_FIELDS = {"model": {"content_features": "mel", "whisper_layers": 0, "conte
                           "code_hold_clean": False, "voice_hold": 0.0, "voice_shift_model": "",
                           "voice_shift_target": 0.0},
                 # how a conversion is synthesized, not what the weights learned: older files get the present default
-                "convert": {"harmonic_phase": 4000.0, "mel_contrast": 1.1}}
+                "convert": {"harmonic_phase": 4000.0, "mel_contrast": 1.1, "dereverb": False}}
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:

@@ -14,6 +14,7 @@ import torch
 
 from . import pitch
 from .audio import SILENCE_DBFS, normalize_loudness, speech_levels
+from .dereverb import dereverberate
 from .errors import VCError
 from .vocoder import GriffinLim, f0_phase
 
@@ -44,13 +45,15 @@ def _gain(y: np.ndarray, previous: np.ndarray | None, overlap: int, sample_rate:
 
 def convert_chunks(model, blocks: Iterable[np.ndarray], voice, *,
                    chunk_seconds: float = 30.0, overlap_seconds: float = 1.0, pitch_shift: float = 0.0,
-                   match_pitch: bool = True, timbre_match: float | None = None, name: str = "<audio>"
-                   ) -> Iterator[np.ndarray]:
+                   match_pitch: bool = True, timbre_match: float | None = None, dereverb: bool | None = None,
+                   name: str = "<audio>") -> Iterator[np.ndarray]:
     """Blocks of float32 at the model's rate (any lengths) -> the converted audio, block by block, as long in all.
 
     `model`: the `vc.api.VoiceConverter` whose stages convert each chunk; `voice`: its `Voice` of the target (this
-    module does not import `vc.api`, which imports it)."""
+    module does not import `vc.api`, which imports it). `dereverb` (default `convert.dereverb`): each chunk's room
+    echo removed first (`vc.dereverb`; a last chunk under its 4 s is left as it is), as `convert` does."""
     c = model.cfg.audio
+    dereverb = model.cfg.convert.dereverb if dereverb is None else dereverb
     hop = c.hop_length
     size = max(2, round(chunk_seconds * c.sample_rate / hop)) * hop
     overlap = min(size // 2, max(1, round(overlap_seconds * c.sample_rate / hop)) * hop)
@@ -65,7 +68,7 @@ def convert_chunks(model, blocks: Iterable[np.ndarray], voice, *,
         if speech_levels(x, c.sample_rate)[0] < SILENCE_DBFS:  # DC and rumble count as silence, as in `load_wav`
             y, phase, tail = np.zeros_like(x), None, None
         else:
-            x = normalize_loudness(x, c.sample_rate, c.target_db)
+            x = normalize_loudness(dereverberate(x, c.sample_rate) if dereverb else x, c.sample_rate, c.target_db)
             f0 = pitch.track(x, c, model.cfg.pitch)[0]
             p = model.source_pitch(x, voice, pitch_shift=pitch_shift, match_pitch=match_pitch,
                                    source_stats=register.add(f0).stats(), f0=f0)

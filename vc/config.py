@@ -145,8 +145,10 @@ class ConvertConfig(_Checked):
     # neural vocoder's (`vc.vocoder.harmonic_phase`); 0: the vocoder's phase everywhere
     mel_contrast: float = 1.1  # the output log-mel's departures from its speech spectrum are scaled by this after the
     # timbre match, against the decoder's over-smoothing (`vc.timbre.contrast`); 1: as decoded
+    dereverb: bool = False  # default of `convert(dereverb=)`: the source's room echo removed first (`vc.dereverb`)
 
     _rules = {**_positive("mel_clamp", "speech_frames_db"),
+              "dereverb": (lambda c: c.dereverb in (0, 1), "true or false"),
               "mel_contrast": (lambda c: 0.5 <= c.mel_contrast <= 2, "between 0.5 and 2"),
               "harmonic_phase": (lambda c: c.harmonic_phase >= 0, "0 or positive"),
               "edge_pad": (lambda c: c.edge_pad >= 0, "0 or positive"),

@@ -34,6 +34,9 @@ def add_convert(sub) -> None:
                    help="keep the source's pitch register instead of moving it to the target's")
     c.add_argument("--timbre-match", type=TIMBRE_MATCH, default=None, metavar="0..1",
                    help="how far to move the output's average spectrum to the target's (default: the model's)")
+    c.add_argument("--dereverb", action="store_true",
+                   help="remove the sources' room echo before converting (a distant microphone in a reverberant "
+                   "room; costs about as much time as the conversion)")
     c.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     c.add_argument("--jobs", "-j", type=JOBS, default=1, help="parallel worker processes (they share the cores)")
     c.add_argument("--overwrite", action="store_true",
@@ -73,7 +76,7 @@ def convert(args: argparse.Namespace) -> int:
     summary = run(jobs, args.target, out_dir, checkpoint=args.checkpoint, vocoder=args.vocoder, device=args.device,
                   workers=args.jobs, sample_rate=args.sample_rate, overwrite=args.overwrite, dry_run=args.dry_run,
                   pitch_shift=args.pitch_shift, match_pitch=not args.no_match_pitch, timbre_match=args.timbre_match,
-                  report=Path(args.report) if args.report else default_report,
+                  dereverb=args.dereverb, report=Path(args.report) if args.report else default_report,
                   progress=not args.quiet and not single, echo=not single)
     if single:
         return _single_result(jobs[0], summary, args.dry_run, args.quiet)

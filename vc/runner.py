@@ -161,11 +161,11 @@ def run(jobs: list[Job], targets: Sequence[str], out_dir: str | Path, *, checkpo
         vocoder: str | None = None, device: str = "cpu", workers: int = 1, sample_rate: int | None = None,
         overwrite: bool = False, dry_run: bool = False, report: str | Path | None = None,
         progress: bool = True, echo: bool = True, pitch_shift: float = 0.0, match_pitch: bool = True,
-        timbre_match: float | None = None) -> Summary:
+        timbre_match: float | None = None, dereverb: bool = False) -> Summary:
     """Convert `jobs` (outputs under `out_dir`) into the voice of `targets`. Outputs already made from the same
-    source, targets, model and options are skipped; every input gets a report row. `pitch_shift`, `match_pitch` and
-    `timbre_match` (None: the default) are those of `VoiceConverter.convert`. `echo`: print a line for each failure
-    and warning as it comes (they are in the summary and the report too)."""
+    source, targets, model and options are skipped; every input gets a report row. `pitch_shift`, `match_pitch`,
+    `timbre_match` (None: the default) and `dereverb` are those of `VoiceConverter.convert`. `echo`: print a line
+    for each failure and warning as it comes (they are in the summary and the report too)."""
     from .api import load_model
 
     out_dir, report = Path(out_dir), Path(report) if report else None
@@ -175,6 +175,8 @@ def run(jobs: list[Job], targets: Sequence[str], out_dir: str | Path, *, checkpo
     options = {"pitch_shift": pitch_shift, "match_pitch": match_pitch}
     if timbre_match is not None:
         options["timbre_match"] = timbre_match
+    if dereverb:  # only when asked: outputs made before the option existed keep their key
+        options["dereverb"] = True
     shared = recipe(clips, model_path, {**options, "sample_rate": sample_rate, "vocoder": vocoder})
     wanted = {j: key(j.source, shared) for j in jobs}
     todo, done = sort_jobs(jobs, Manifest(out_dir), wanted, overwrite)
