@@ -258,18 +258,18 @@ class VoiceConverter:
         """
         check_options(pitch_shift, timbre_match)
         voice = self.voice(target)
-        wav = self.load(source, trim=False)
+        recorded = self.load(source, trim=False)
         name = str(source) if isinstance(source, (str, os.PathLike)) else "<source>"
-        analysis = pitch.analyse(wav, self.cfg.audio, self.cfg.pitch)  # YIN once: the F0 and the input check
-        found = self._check(wav, name, "source", analysis)  # the source as recorded
-        self.last_checks = {"source": found} if found is not None else {}
         dereverb = self.cfg.convert.dereverb if dereverb is None else dereverb
-        if dereverb and too_short(len(wav), self.sample_rate):
-            warn(f"{name}: too short to dereverberate ({len(wav) / self.sample_rate:.1f} s, under "
+        if dereverb and too_short(len(recorded), self.sample_rate):
+            warn(f"{name}: too short to dereverberate ({len(recorded) / self.sample_rate:.1f} s, under "
                  f"{MIN_SECONDS:g} s): converted as recorded")
-        elif dereverb:
-            wav = normalize_loudness(dereverberate(wav, self.sample_rate), self.sample_rate, self.cfg.audio.target_db)
-            analysis = pitch.analyse(wav, self.cfg.audio, self.cfg.pitch)
+            dereverb = False
+        wav = (normalize_loudness(dereverberate(recorded, self.sample_rate), self.sample_rate,
+                                  self.cfg.audio.target_db) if dereverb else recorded)
+        analysis = pitch.analyse(wav, self.cfg.audio, self.cfg.pitch)  # YIN once: the F0, and the input check
+        found = self._check(recorded, name, "source", None if dereverb else analysis)  # the source as recorded
+        self.last_checks = {"source": found} if found is not None else {}
         content = self.encode(wav)
         f0 = pitch.contour(*analysis, self.sample_rate, float(analysis[2].max()), self.cfg.pitch)[0]
         p = self.source_pitch(wav, voice, pitch_shift=pitch_shift, match_pitch=match_pitch, f0=f0)
