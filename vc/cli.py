@@ -14,7 +14,7 @@ from .convert_cli import add_convert
 from .errors import VCError, VCWarning, reason
 from .files import describe, write_text
 from .options import BLOCK_MS, COUNT, PITCH_SHIFT, POSITIVE, TIMBRE_MATCH, threads_list
-from .cli_train import add_prepare_and_adapt, add_train, add_train_vocoder
+from .cli_train import add_prepare_and_adapt, add_train, add_train_vocoder, add_train_whisper
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_export)
 
     add_train_vocoder(sub)
+    add_train_whisper(sub)
 
     b = sub.add_parser("bench", help="real-time factor, cold start, peak memory and stage shares of a conversion",
                        description="Time `vc convert` of one clip end to end (read to write) in fresh processes, "

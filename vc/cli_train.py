@@ -166,3 +166,42 @@ def add_train_vocoder(sub) -> None:
     w.add_argument("--disc-start", type=STEP, default=None,
                    help="steps the discriminator trains alone before the vocoder sees its losses (default 500)")
     w.set_defaults(func=_train_vocoder)
+
+
+def _train_whisper(args: argparse.Namespace) -> int:
+    from .config import WhisperTuneConfig
+    from .training.whisper_tune import train_whisper
+
+    cfg = WhisperTuneConfig(threads=args.threads)
+    for name in ("steps", "lr", "batch_size"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    try:
+        train_whisper(args.checkpoint, args.data, args.out, cfg, run=args.run, max_minutes=args.max_minutes)
+    except KeyboardInterrupt:  # saved; the loop said how to resume
+        return 130
+    return 0
+
+
+def add_train_whisper(sub) -> None:
+    """`vc train-whisper` and its options."""
+    from .config import WhisperTuneConfig
+
+    d = WhisperTuneConfig()
+    w = sub.add_parser("train-whisper", help="fine-tune a model's Whisper encoder to hear through rooms and noise",
+                       description="Fine-tune the Whisper encoder of CHECKPOINT (a model with whisper content "
+                       "features) so that noisy, reverberant copies of the clips of --data give the states its "
+                       "frozen original gives the clean clips; the converter, speaker encoder and vocoder stay as "
+                       "they are. Exports --out; resumes when run again.")
+    w.add_argument("checkpoint", help="exported model to start from, e.g. checkpoints/default.pt")
+    w.add_argument("--data", required=True, nargs="+",
+                   help="clean speech: folders with utterances.tsv, or one folder per speaker (several are pooled)")
+    w.add_argument("--out", required=True, help="the fine-tuned model to write, e.g. runs/hearing.pt")
+    w.add_argument("--steps", type=STEPS, default=None, help=f"training steps (default {d.steps})")
+    w.add_argument("--lr", type=LEARNING_RATE, default=None, help=f"peak learning rate (default {d.lr})")
+    w.add_argument("--batch-size", type=COUNT, default=None,
+                   help=f"segments of {d.segment_seconds:g} s per step (default {d.batch_size})")
+    w.add_argument("--run", default=None, help="work folder: last.pt, log.jsonl, TensorBoard (default OUT.whisper)")
+    w.add_argument("--threads", type=THREADS, default=0, help="torch threads (0: torch's default)")
+    w.add_argument("--max-minutes", type=POSITIVE, default=None, help="stop (and checkpoint) after this many minutes")
+    w.set_defaults(func=_train_whisper)

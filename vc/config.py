@@ -285,6 +285,28 @@ class AdaptConfig:
     checkpoint_minutes: float = 2.0
 
 
+@dataclass
+class WhisperTuneConfig:
+    """`vc train-whisper`: a model's Whisper encoder fine-tuned to hear through rooms and noise (see
+    `vc.training.whisper_tune`)."""
+    steps: int = 800
+    lr: float = 1e-4  # peak; warm-up, then a cosine to 5 % of it
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    batch_size: int = 6
+    segment_seconds: float = 6.0  # longer than the rooms ring (up to 0.9 s), shorter than most training clips
+    clean_share: float = 0.2  # segments read clean by the student too: the states of clean speech stay the teacher's
+    code_weight: float = 1.0  # L1 on the frozen content encoder's code, beside the L1 on the standardized states
+    reverb: float = 0.7  # chance of a room for a corrupted segment (the rest of the chain as in denoising training)
+    rooms: int = 150  # simulated rooms drawn once per run (about a quarter of a second each)
+    babble_clips: int = 40
+    seed: int = 1234
+    threads: int = 0  # torch threads; 0 keeps torch's default
+    log_every: int = 25
+    val_every: int = 200  # L1 on a fixed held-aside batch of corrupted segments
+    checkpoint_minutes: float = 2.0
+
+
 SECTIONS = {"audio": AudioConfig, "pitch": PitchConfig, "model": ModelConfig, "vocoder": VocoderConfig,
             "convert": ConvertConfig, "train": TrainConfig}
 

@@ -148,6 +148,14 @@ class WhisperEncoder(nn.Module):
         return self.ln_post(x) if n_layers is None or n_layers >= len(self.blocks) else x
 
 
+def window_mel(samples: torch.Tensor | np.ndarray, crop: bool = True) -> torch.Tensor:
+    """Whisper's log-mel of one window (at most 30 s of 16-kHz samples) as `encode` computes it: the clamp to max - 8
+    sees 30 s of padding, as in openai/whisper; `crop` keeps the window's own frames (len // 160, at least one),
+    else all 3000. (80, frames)."""
+    mel = log_mel(samples, padding=WINDOW_FRAMES * HOP_LENGTH)
+    return mel[:, : max(len(samples) // HOP_LENGTH, 1) if crop else WINDOW_FRAMES]
+
+
 @torch.inference_mode()
 def encode(encoder: WhisperEncoder, wav: torch.Tensor | np.ndarray, crop: bool = False,
            n_layers: int | None = None) -> torch.Tensor:
@@ -164,9 +172,7 @@ def encode(encoder: WhisperEncoder, wav: torch.Tensor | np.ndarray, crop: bool =
     states = []
     for start in range(0, max(n_frames, 1), WINDOW_FRAMES):
         valid = min(WINDOW_FRAMES, max(n_frames - start, 1))
-        samples = wav[start * HOP_LENGTH: (start + WINDOW_FRAMES) * HOP_LENGTH]
-        mel = log_mel(samples, padding=WINDOW_FRAMES * HOP_LENGTH)  # openai/whisper: the clamp sees the padding
-        window = mel[:, : valid if crop else WINDOW_FRAMES]
+        window = window_mel(wav[start * HOP_LENGTH: (start + WINDOW_FRAMES) * HOP_LENGTH], crop)
         out = encoder(window.unsqueeze(0).to(param.device, param.dtype), n_layers)[0]
         states.append(out[: math.ceil(valid / 2)].float())
     return torch.cat(states)

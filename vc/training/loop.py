@@ -1,5 +1,6 @@
-"""The one training loop of `vc train`, `vc adapt` and `vc train-vocoder`: it owns the run's state (seed, resume from
-the last checkpoint, periodic atomic saves, stops, logging, the closing message) and a trainer supplies its step.
+"""The one training loop of `vc train`, `vc adapt`, `vc train-vocoder` and `vc train-whisper`: it owns the run's state
+(seed, resume from the last checkpoint, periodic atomic saves, stops, logging, the closing message) and a trainer
+supplies its step.
 
 A trainer is any object with
     step(step: int) -> dict[str, float]   one optimizer step, the step's index counted from 0, and its scalars
