@@ -295,6 +295,7 @@ class WhisperTuneConfig:
     grad_clip: float = 1.0
     batch_size: int = 6
     segment_seconds: float = 6.0  # longer than the rooms ring (up to 0.9 s), shorter than most training clips
+    lead_seconds: float = 1.0  # the clip before a segment corrupted with it: a room's tail from before the cut
     clean_share: float = 0.2  # segments read clean by the student too: the states of clean speech stay the teacher's
     code_weight: float = 1.0  # L1 on the frozen content encoder's code, beside the L1 on the standardized states
     reverb: float = 0.7  # chance of a room for a corrupted segment (the rest of the chain as in denoising training)

@@ -8,8 +8,9 @@ starting encoder (the teacher) gives the clean clip: L1 on the states as the con
 (standardized), plus `code_weight` times L1 on the content code of the model's own content encoder (held). Nothing
 else changes, so the converter needs no retraining: the export is the input model with the encoder's new weights.
 
-Both read the same segment cut from the clip after the corruption (the room's tail from before the cut is heard, as
-in a recording). Each step's draws come from (seed, step), so a resumed run computes what an unbroken one does.
+Both read the same segment of the clip. The student's is corrupted together with up to `lead_seconds` of the clip
+before it, so that the room's tail from before the cut is heard, as in a recording (and not the whole clip, which
+would cost half a step). Each step's draws come from (seed, step), so a resumed run computes what an unbroken one does.
 """
 from __future__ import annotations
 
@@ -65,11 +66,14 @@ class WhisperTuner:
         """A batch of Whisper log-mels (B, 80, frames): the corrupted (or, `clean_share` of them, clean) segments the
         student reads, and the clean ones the teacher reads."""
         heard, clean = [], []
+        lead = round(self.cfg.lead_seconds * self.model_cfg.audio.sample_rate)
         for _ in range(self.cfg.batch_size):
             wav = load_wav(self.clips[int(rng.integers(len(self.clips)))], self.model_cfg.audio, trim=False)
-            bad = wav if rng.random() < self.cfg.clean_share else self.corruption(wav, rng)
             start = int(rng.integers(0, len(wav) - self.samples + 1))
-            heard.append(window_mel(bad[start:start + self.samples]))
+            begin = max(0, start - lead)
+            piece = wav[begin:start + self.samples]
+            bad = piece if rng.random() < self.cfg.clean_share else self.corruption(piece, rng)
+            heard.append(window_mel(bad[start - begin:start - begin + self.samples]))
             clean.append(window_mel(wav[start:start + self.samples]))
         return torch.stack(heard), torch.stack(clean)
 
