@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from ..audio import normalize_loudness
+from ..audio import load_wav, normalize_loudness
 from ..errors import VCError, VCWarning
 
 
@@ -164,6 +164,16 @@ class Corruption:
     p_band: float = 0.15
     p_codec: float = 0.25
     target_db: float = -20.0
+
+    @classmethod
+    def drawn(cls, paths: list[str], audio, rng: np.random.Generator, rooms: int, babble_clips: int,
+              **chances) -> "Corruption":
+        """The chain with its pools drawn from `rng`: `babble_clips` of the clean clips at `paths` (read at `audio`,
+        an `AudioConfig`), then `rooms` simulated rooms. `chances`: the other fields."""
+        picked = rng.choice(len(paths), min(babble_clips, len(paths)), replace=False)
+        speech = [load_wav(paths[i], audio) for i in picked]
+        return cls([room_impulse(rng, audio.sample_rate) for _ in range(rooms)], speech, audio.sample_rate,
+                   target_db=audio.target_db, **chances)
 
     def __call__(self, wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A corrupted copy of the clean (T,) `wav`, scaled as `vc.audio.prepare` would scale it -> float32 (T,)."""

@@ -147,7 +147,7 @@ def load_corrupted(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioCo
     checkpoint, `train.voice_shift_model`) the clip converted by that model into another training speaker's voice
     (`vc.training.corrupt.ConvertedVoices`)."""
     from ..content import whisper_states
-    from .corrupt import ConvertedVoices, Corruption, converted_speakers, room_impulse, shift_voice
+    from .corrupt import ConvertedVoices, Corruption, converted_speakers, shift_voice
 
     rooms = min(200, max(8, len(utts) // 10))
     key = hashlib.sha1(json.dumps([CORRUPTED_VERSION, seed, copy, rooms, babble_clips, layers, encoder_id,
@@ -173,10 +173,7 @@ def load_corrupted(utts: list[Utterance], mels: list[torch.Tensor], cfg: AudioCo
         def corrupt(wav, r, i):
             return shift_voice(wav, cfg.sample_rate, r, voice_shift)
     else:
-        picked = rng.choice(len(utts), min(babble_clips, len(utts)), replace=False)
-        pool = [load_wav(utts[i].path, cfg) for i in picked]
-        corruption = Corruption([room_impulse(rng, cfg.sample_rate) for _ in range(rooms)], pool, cfg.sample_rate,
-                                target_db=cfg.target_db)
+        corruption = Corruption.drawn([u.path for u in utts], cfg, rng, rooms, babble_clips)
 
         def corrupt(wav, r, i):
             return corruption(wav, r)

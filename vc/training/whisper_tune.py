@@ -29,7 +29,7 @@ from ..config import Config, WhisperTuneConfig
 from ..errors import VCError
 from ..model import VoiceConverterNet
 from ..whisper import resample_states, window_mel
-from .corrupt import Corruption, room_impulse
+from .corrupt import Corruption
 from .data import gather_utterances
 from .distributed import Dist
 from .loop import Run, Schedule, seed, warmup_cosine
@@ -151,13 +151,9 @@ def train_whisper(checkpoint: str | Path, data: list[str | Path], out: str | Pat
     if not clips:
         raise VCError(f"{', '.join(map(str, data))}: no clip of {cfg.segment_seconds + 0.5:g} s or more to cut "
                       "segments from")
-    rng = np.random.default_rng([cfg.seed, 2])  # rooms and babble: other draws than the steps'
-    sr = model_cfg.audio.sample_rate
     print(f"{len(clips)} clips; simulating {cfg.rooms} rooms")
-    rooms = [room_impulse(rng, sr) for _ in range(cfg.rooms)]
-    babble = [load_wav(clips[i], model_cfg.audio) for i in rng.choice(len(clips), min(cfg.babble_clips, len(clips)),
-                                                                       replace=False)]
-    corruption = Corruption(rooms, babble, sr, p_reverb=cfg.reverb, target_db=model_cfg.audio.target_db)
+    corruption = Corruption.drawn(clips, model_cfg.audio, np.random.default_rng([cfg.seed, 2]), cfg.rooms,
+                                  cfg.babble_clips, p_reverb=cfg.reverb)  # other draws than the steps'
     trainer = WhisperTuner(net, model_cfg, cfg, clips, corruption, state, source=str(checkpoint))
     step = state["step"] if state is not None else 0
     schedule = Schedule(cfg.steps, cfg.log_every, cfg.val_every, cfg.checkpoint_minutes, max_minutes, entered,
